@@ -1,0 +1,121 @@
+"""STPL: spatio-temporal pixel-level contrastive source-free adaptation (Lo et al., CVPR 2023).
+
+Per step, for a batch of target pairs (x_{t-k}, x_t, backward flow):
+1. The teacher predicts frame t with the video model; confident pixels (global or class-balanced rule, flow-valid,
+   optionally agreeing with its warped prediction of frame t-k) become pseudo-labels, both at the feature
+   resolution (for the contrast) and at the image resolution (for the cross-entropy).
+2. The student computes spatio-temporal embeddings e_t = normalize(P(S(f_t, W(f_{t-k}, o)))).
+3. Up to M anchors per pseudo-class are sampled; keys are the same sampled pixels, plus (optionally) the warped
+   earlier frame's embeddings at those pixels, whose positive for an anchor includes its own past self.
+4. L = λ_c · contrast(seed | infonce form, τ) + λ_pl · CE(fused prediction, pseudo-labels).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from stpl.adapt.base import Method, parameter_groups
+from stpl.adapt.norm import set_norm_mode
+from stpl.adapt.pseudo_labels import make_pseudo_labels
+from stpl.adapt.teachers import Teacher
+from stpl.config import AdaptConfig
+from stpl.data.pairs import IGNORE_INDEX, PairBatch
+from stpl.losses.pixel_contrast import pixel_contrastive_loss, sample_per_class
+from stpl.models.segmenter import SegmenterOutput, VideoSegmenter, upsample
+
+
+class STPL(Method):
+    name = "stpl"
+
+    def __init__(self, model: VideoSegmenter, config: AdaptConfig, seed: int = 0):
+        super().__init__(model)
+        self.config = config
+        self.teacher = Teacher(config.teacher, model, config.ema_momentum)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return parameter_groups(self.model, self.config.lr, self.config.backbone_lr_scale)
+
+    def train_mode(self) -> None:
+        self.model.train()
+        set_norm_mode(self.model, self.config.norm)
+
+    # -- pseudo-labels --------------------------------------------------------------------------------------
+    def pseudo_labels(self, teacher: SegmenterOutput, size: tuple[int, int] | None = None) -> Tensor:
+        """Pseudo-labels at the feature resolution, or at `size` (logits upsampled, masks resized nearest)."""
+        logits, valid, warped = teacher.logits, teacher.valid, teacher.warped_logits
+        if size is not None:
+            logits = upsample(logits, size)
+            warped = upsample(warped, size)
+            valid = F.interpolate(valid[:, None].float(), size=size, mode="nearest")[:, 0].bool()
+        agree_with = warped.argmax(dim=1) if self.config.temporal_agreement else None
+        return make_pseudo_labels(
+            logits.softmax(dim=1),
+            valid=valid,
+            rule=self.config.confidence,
+            threshold=self.config.threshold,
+            fraction=self.config.class_fraction,
+            agree_with=agree_with,
+        )
+
+    # -- contrast -------------------------------------------------------------------------------------------
+    def contrastive_loss(self, student: SegmenterOutput, labels: Tensor) -> Tensor:
+        embeddings = student.embeddings
+        assert embeddings is not None
+        dim = embeddings.shape[1]
+        flat_labels = labels.reshape(-1)
+        chosen = sample_per_class(flat_labels, self.config.anchors_per_class, self.generator)
+        anchors = embeddings.permute(0, 2, 3, 1).reshape(-1, dim)[chosen]
+        anchor_labels = flat_labels[chosen]
+        if not self.config.cross_frame_keys:
+            return pixel_contrastive_loss(
+                anchors, anchor_labels, temperature=self.config.temperature, form=self.config.loss_form
+            )
+        # Cross-frame keys: the earlier frame's own embedding at the same physical points (read through the
+        # flow), labelled like its anchor, so each anchor's past self is one of its positives.
+        past = self.model.embed(student.warped_features, student.warped_features)
+        past = past.permute(0, 2, 3, 1).reshape(-1, dim)[chosen]
+        inside = student.valid.reshape(-1)[chosen]
+        keys = torch.cat((anchors, past[inside]))
+        key_labels = torch.cat((anchor_labels, anchor_labels[inside]))
+        identity = torch.zeros(len(anchors), len(keys), dtype=torch.bool, device=anchors.device)
+        identity[:, : len(anchors)].fill_diagonal_(True)
+        return pixel_contrastive_loss(
+            anchors, anchor_labels, keys, key_labels, self.config.temperature, self.config.loss_form, identity
+        )
+
+    # -- step -----------------------------------------------------------------------------------------------
+    def step(self, batch: PairBatch, step: int) -> dict[str, Tensor]:
+        teacher = self.teacher.predict(batch)
+        need_embeddings = self.config.lambda_contrast > 0
+        student = self.model(batch.current, batch.previous, batch.flow, with_embeddings=need_embeddings)
+        out: dict[str, Tensor] = {}
+        if self.config.lambda_pl > 0:
+            size = batch.current.shape[-2:]
+            labels = self.pseudo_labels(teacher, size)
+            logits = upsample(student.logits, size)
+            ce = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX) if (labels != IGNORE_INDEX).any() \
+                else logits.sum() * 0.0
+            out["loss_pl"] = self.config.lambda_pl * ce
+            out["kept_fraction"] = (labels != IGNORE_INDEX).float().mean()
+        if need_embeddings:
+            feature_labels = self.pseudo_labels(teacher)
+            out["loss_contrast"] = self.config.lambda_contrast * self.contrastive_loss(student, feature_labels)
+        return out
+
+    def after_step(self) -> None:
+        self.teacher.update(self.model)
+
+    def extra_state(self) -> dict[str, Tensor]:
+        if self.config.teacher == "current":
+            return {}
+        return {f"teacher.{k}": v for k, v in self.teacher.model.state_dict().items()}
+
+    def load_extra_state(self, state: dict[str, Tensor]) -> None:
+        teacher = {k[len("teacher.") :]: v for k, v in state.items() if k.startswith("teacher.")}
+        if teacher:
+            self.teacher.model.load_state_dict(teacher)

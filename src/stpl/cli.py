@@ -1,0 +1,123 @@
+"""The `stpl` command: subcommands, each an add_parser() + run(args) pair with no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from stpl import __version__, workflows
+from stpl.config import Config, build_config, config_to_yaml
+from stpl.errors import StplError
+
+
+def add_config_options(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    parser.add_argument("--config", type=Path, required=required, help="YAML file of overrides to the defaults")
+    parser.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+        help="override one config value, e.g. --set adapt.temperature=0.07 (repeatable)",
+    )
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    return build_config(args.config, args.sets)
+
+
+def require_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise StplError(f"{what} not found: {path}")
+    return path
+
+
+# -- subcommands -------------------------------------------------------------------------------------------
+
+
+def add_train_source(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("train-source", help="supervised training on labelled source video (with flow)")
+    add_config_options(parser)
+    parser.add_argument("--out", type=Path, required=True, help="run folder (resumed if it holds an unfinished run)")
+    parser.set_defaults(run=run_train_source)
+
+
+def run_train_source(args: argparse.Namespace) -> None:
+    path = workflows.train_supervised(load_config(args), args.out, split="source", kind="source")
+    print(f"source model: {path}")
+
+
+def add_adapt(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("adapt", help="source-free STPL adaptation on unlabelled target video")
+    add_config_options(parser)
+    parser.add_argument("--source-ckpt", type=Path, required=True, help="the source model checkpoint")
+    parser.add_argument("--out", type=Path, required=True, help="run folder (resumed if it holds an unfinished run)")
+    parser.set_defaults(run=run_adapt)
+
+
+def run_adapt(args: argparse.Namespace) -> None:
+    config = load_config(args)
+    path = workflows.adapt(config, require_file(args.source_ckpt, "source checkpoint"), args.out)
+    print(f"adapted model: {path}")
+
+
+def add_eval(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("eval", help="mIoU on the target evaluation split; writes OUT/eval.json")
+    add_config_options(parser)
+    parser.add_argument("--ckpt", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.set_defaults(run=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> None:
+    config = load_config(args)
+    result = workflows.evaluate_checkpoint(require_file(args.ckpt, "checkpoint"), config, args.out)
+    print(f"mIoU {result['mIoU']:.2f} on {result['num_frames']} frames -> {args.out / 'eval.json'}")
+
+
+def add_demo(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("demo", help="synthetic benchmark: source model, STPL, oracle, one table")
+    add_config_options(parser)
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"))
+    parser.set_defaults(run=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> None:
+    workflows.demo(load_config(args), args.out)
+    print(f"summary: {args.out / 'summary.json'}")
+
+
+def add_show_config(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("show-config", help="print the resolved config")
+    add_config_options(parser)
+    parser.set_defaults(run=run_show_config)
+
+
+def run_show_config(args: argparse.Namespace) -> None:
+    print(config_to_yaml(load_config(args)), end="")
+
+
+SUBCOMMANDS = (add_train_source, add_adapt, add_eval, add_demo, add_show_config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stpl", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"stpl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except StplError as err:
+        print(f"stpl: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stpl: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""The config schema: nested dataclasses whose defaults are the synthetic demo's settings.
+
+YAML files hold only overrides; ``--set key=value`` applies on top. Every override is type-checked against the
+schema before any work starts, and an unknown key fails naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from stpl.errors import StplError
+
+
+@dataclass
+class SyntheticConfig:
+    """The built-in synthetic benchmark; disjoint seeds per split keep the clips apart."""
+
+    num_frames: int = 6  # frames per clip; each clip gives num_frames - frame_gap training pairs
+    source_clips: int = 48  # labelled source-domain clips for train-source
+    adapt_clips: int = 24  # unlabelled target-domain clips for adaptation (labels used only by the oracle)
+    eval_clips: int = 16  # labelled target-domain clips for evaluation
+    seed: int = 0  # base seed; each split offsets it so no clip is shared
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"
+    height: int = 120
+    width: int = 160
+    frame_gap: int = 1  # k: the earlier frame is t - k (in the dataset's frame steps)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class FlowConfig:
+    method: Literal["dis", "true"] = "dis"  # "true" = the synthetic generator's exact flow
+    dis_preset: Literal["ultrafast", "fast", "medium"] = "medium"
+    cache_dir: str = "~/.cache/stpl/flow"  # computed once per frame pair, reused by every run
+
+
+@dataclass
+class ModelConfig:
+    backbone: Literal["mobilenet_v2", "tiny"] = "mobilenet_v2"
+    pretrained: bool = True  # ImageNet initialisation for mobilenet_v2
+    weights_path: str = ""  # explicit ImageNet weights file; empty = look in the offline package
+    output_stride: Literal[8, 16] = 8
+    feature_channels: int = 128  # C: channels of the encoder output that fusion and the projection head see
+    aspp_rates: tuple[int, ...] = (2, 4, 6)  # small rates: feature maps here are only ~15x20
+    fusion: Literal["concat", "add", "conv", "attention"] = "conv"
+    projection_dim: int = 128  # D of the pixel embeddings
+
+
+@dataclass
+class TrainConfig:
+    """Supervised training (source model and oracle)."""
+
+    iterations: int = 500
+    batch_size: int = 8
+    lr: float = 0.01
+    backbone_lr_scale: float = 0.1  # pretrained layers move slower than the freshly initialised head
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    hflip: bool = True
+    log_every: int = 25
+    checkpoint_every: int = 100
+
+
+@dataclass
+class AdaptConfig:
+    """STPL adaptation; every open choice of SPEC §2 is an option here."""
+
+    method: Literal["stpl"] = "stpl"
+    iterations: int = 300
+    batch_size: int = 8
+    lr: float = 0.002
+    backbone_lr_scale: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    norm: Literal["frozen", "reestimate", "update"] = "reestimate"
+    teacher: Literal["source", "ema", "current"] = "ema"
+    ema_momentum: float = 0.99
+    confidence: Literal["global", "class_balanced"] = "class_balanced"
+    threshold: float = 0.9  # global rule: keep pixels whose teacher confidence is at least this
+    class_fraction: float = 0.5  # class-balanced rule: keep the most confident fraction of each predicted class
+    temporal_agreement: bool = False  # also require agreement with the warped prediction of frame t-k
+    loss_form: Literal["seed", "infonce"] = "seed"
+    temperature: float = 0.1
+    anchors_per_class: int = 64  # M: sampled anchors per pseudo-class per batch
+    cross_frame_keys: bool = False  # add the warped earlier frame's embeddings to the keys
+    lambda_contrast: float = 0.1
+    lambda_pl: float = 1.0
+    log_every: int = 25
+    checkpoint_every: int = 100
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 8
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+    data: DataConfig = field(default_factory=DataConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading, overriding, checking
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Return `value` converted to the field type `annotation`, or raise naming `key`."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        choices = typing.get_args(annotation)
+        if value not in choices:
+            raise StplError(f"config key '{key}': {value!r} is not one of {list(choices)}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, list | tuple):
+            raise StplError(f"config key '{key}': expected a list, got {value!r}")
+        (item_type, *_) = typing.get_args(annotation)
+        return tuple(_coerce(v, item_type, key) for v in value)
+    if origin in (types.UnionType, typing.Union):
+        raise StplError(f"config key '{key}': union types are not supported in the schema")
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise StplError(f"config key '{key}': expected true/false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise StplError(f"config key '{key}': expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise StplError(f"config key '{key}': expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise StplError(f"config key '{key}': expected a string, got {value!r}")
+        return value
+    raise StplError(f"config key '{key}': unsupported schema type {annotation!r}")
+
+
+def _apply(node: Any, overrides: dict[str, Any], prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(node))
+    for name, value in overrides.items():
+        key = f"{prefix}{name}"
+        if name not in hints:
+            known = ", ".join(sorted(hints))
+            raise StplError(f"unknown config key '{key}' (known here: {known})")
+        current = getattr(node, name)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise StplError(f"config key '{key}': expected a mapping of sub-keys, got {value!r}")
+            _apply(current, value, prefix=f"{key}.")
+        else:
+            setattr(node, name, _coerce(value, hints[name], key))
+
+
+def _nest(dotted: str, value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    node = out
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def parse_set_option(text: str) -> dict[str, Any]:
+    """Turn one ``--set a.b=value`` into a nested dict; the value is parsed as YAML (so 0.1, true, [1,2])."""
+    if "=" not in text:
+        raise StplError(f"--set expects key=value, got '{text}'")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise StplError(f"--set has an empty key in '{text}'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise StplError(f"--set {key}: cannot parse value '{raw}': {err}") from None
+    return _nest(key, value)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise StplError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise StplError(f"config file {path} is not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise StplError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def build_config(
+    config_file: str | Path | None = None,
+    sets: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+) -> Config:
+    """Defaults, then `base` (e.g. a checkpoint's config), then the YAML file, then each ``--set`` in order."""
+    config = Config()
+    if base:
+        _apply(config, base)
+    if config_file:
+        _apply(config, load_yaml(config_file))
+    for text in sets or []:
+        _apply(config, parse_set_option(text))
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Checks across values that a type alone cannot express."""
+    positive = {
+        "data.height": config.data.height,
+        "data.width": config.data.width,
+        "data.frame_gap": config.data.frame_gap,
+        "train.batch_size": config.train.batch_size,
+        "adapt.batch_size": config.adapt.batch_size,
+        "eval.batch_size": config.eval.batch_size,
+        "adapt.anchors_per_class": config.adapt.anchors_per_class,
+        "model.feature_channels": config.model.feature_channels,
+        "model.projection_dim": config.model.projection_dim,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise StplError(f"config key '{key}' must be positive, got {value}")
+    if config.adapt.temperature <= 0:
+        raise StplError(f"config key 'adapt.temperature' must be positive, got {config.adapt.temperature}")
+    if not 0.0 < config.adapt.class_fraction <= 1.0:
+        raise StplError("config key 'adapt.class_fraction' must be in (0, 1]")
+    if not 0.0 <= config.adapt.ema_momentum < 1.0:
+        raise StplError("config key 'adapt.ema_momentum' must be in [0, 1)")
+    if config.data.synthetic.num_frames <= config.data.frame_gap:
+        raise StplError("config key 'data.synthetic.num_frames' must exceed 'data.frame_gap'")
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """Plain dict (tuples become lists) for YAML/JSON; feeding it back to build_config gives the same config."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def config_to_yaml(config: Config) -> str:
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)

@@ -1,0 +1,140 @@
+"""Typed frame pairs: the unit every model, method and metric works on.
+
+A pair is frame t, its earlier frame t-k, the backward flow from t to t-k, and (when allowed) frame t's label.
+Datasets hold pairs in memory as uint8/int16 arrays; batches are converted to float tensors on the model's device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+IGNORE_INDEX = 255
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class PairBatch:
+    current: Tensor  # [B,3,H,W] float, ImageNet-normalised
+    previous: Tensor  # [B,3,H,W]
+    flow: Tensor  # [B,2,H,W] backward flow t -> t-k, pixels
+    label: Tensor | None  # [B,H,W] long, IGNORE_INDEX = void; None when labels are withheld
+    index: list[int] = field(default_factory=list)  # dataset indices of the pairs
+
+    def to(self, device: torch.device | str) -> PairBatch:
+        label = None if self.label is None else self.label.to(device, non_blocking=True)
+        return PairBatch(
+            self.current.to(device, non_blocking=True),
+            self.previous.to(device, non_blocking=True),
+            self.flow.to(device, non_blocking=True),
+            label,
+            self.index,
+        )
+
+
+class PairDataset:
+    """In-memory frame pairs of one split.
+
+    frames: [N,H,W,3] uint8; pairs: [P,2] indices (current, previous) into frames; flows: [P,H,W,2] float32;
+    labels: [N,H,W] uint8 or None (withheld); names: one identifier per frame for logs and caches.
+    """
+
+    def __init__(
+        self,
+        frames: np.ndarray,
+        pairs: np.ndarray,
+        flows: np.ndarray,
+        labels: np.ndarray | None,
+        class_names: Sequence[str],
+        names: Sequence[str],
+    ):
+        if len(pairs) != len(flows):
+            raise ValueError(f"{len(pairs)} pairs but {len(flows)} flow fields")
+        if labels is not None and len(labels) != len(frames):
+            raise ValueError(f"{len(frames)} frames but {len(labels)} labels")
+        self.frames = frames
+        self.pairs = pairs
+        self.flows = flows
+        self.labels = labels
+        self.class_names = tuple(class_names)
+        self.names = list(names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def has_labels(self) -> bool:
+        return self.labels is not None
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def without_labels(self) -> PairDataset:
+        return PairDataset(self.frames, self.pairs, self.flows, None, self.class_names, self.names)
+
+    def batch(self, indices: Sequence[int], hflip: Sequence[bool] | None = None) -> PairBatch:
+        """Gather pairs into a normalised float batch; `hflip` mirrors chosen pairs (flow x negated)."""
+        indices = list(indices)
+        current_idx = self.pairs[indices, 0]
+        previous_idx = self.pairs[indices, 1]
+        current = torch.from_numpy(self.frames[current_idx]).permute(0, 3, 1, 2)
+        previous = torch.from_numpy(self.frames[previous_idx]).permute(0, 3, 1, 2)
+        flow = torch.from_numpy(np.ascontiguousarray(self.flows[indices], dtype=np.float32)).permute(0, 3, 1, 2)
+        label = None if self.labels is None else torch.from_numpy(self.labels[current_idx]).long()
+        if hflip is not None and any(hflip):
+            mask = torch.tensor(list(hflip))
+            current[mask] = current[mask].flip(-1)
+            previous[mask] = previous[mask].flip(-1)
+            flow[mask] = flow[mask].flip(-1) * torch.tensor([-1.0, 1.0]).view(1, 2, 1, 1)
+            if label is not None:
+                label[mask] = label[mask].flip(-1)
+        return PairBatch(normalize(current), normalize(previous), flow.contiguous(), label, indices)
+
+    def iterate(self, batch_size: int) -> Iterator[PairBatch]:
+        """All pairs once, in order (evaluation)."""
+        for start in range(0, len(self), batch_size):
+            yield self.batch(range(start, min(start + batch_size, len(self))))
+
+
+def normalize(images_uint8: Tensor) -> Tensor:
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (images_uint8.float() / 255.0 - mean) / std
+
+
+def denormalize(images: Tensor) -> Tensor:
+    """Inverse of `normalize`, back to [0, 255] floats (for flow estimation and pictures)."""
+    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return ((images * std + mean) * 255.0).clamp(0, 255)
+
+
+class RandomBatches:
+    """Endless seeded sampling of shuffled batches (epochs without replacement), resumable by step."""
+
+    def __init__(self, dataset: PairDataset, batch_size: int, seed: int, hflip: bool = False):
+        if len(dataset) == 0:
+            raise ValueError("cannot sample batches from an empty dataset")
+        self.dataset = dataset
+        self.batch_size = min(batch_size, len(dataset))
+        self.seed = seed
+        self.hflip = hflip
+
+    def get(self, step: int) -> PairBatch:
+        """The batch for a given step: a pure function of (seed, step), so a resumed run sees the same data."""
+        per_epoch = len(self.dataset) // self.batch_size
+        epoch, position = divmod(step, per_epoch)
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.dataset))
+        indices = order[position * self.batch_size : (position + 1) * self.batch_size]
+        flips = None
+        if self.hflip:
+            flips = np.random.default_rng([self.seed, epoch, position, 1]).random(len(indices)) < 0.5
+            flips = flips.tolist()
+        return self.dataset.batch(indices.tolist(), flips)

@@ -1,0 +1,121 @@
+"""Checkpoints: tensors in one safetensors file, everything else as JSON in its metadata. Never unpickles.
+
+Sections are key prefixes: "model." (the segmenter), "optimizer." (for resuming), "extra." (method state, e.g.
+an EMA teacher). The metadata holds the resolved config, class names, step, kind and library versions. Writes go
+to a temporary file in the same folder and are renamed into place, so a crash leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+import stpl
+from stpl.errors import StplError
+
+METADATA_KEY = "stpl"
+
+
+@dataclass
+class Checkpoint:
+    model: dict[str, Tensor]
+    meta: dict[str, Any]
+    optimizer: dict[str, Any] | None = None
+    extra: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.meta["config"]
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.meta["class_names"]
+
+    @property
+    def step(self) -> int:
+        return int(self.meta.get("step", 0))
+
+
+def versions() -> dict[str, str]:
+    return {"stpl": stpl.__version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for index, param_state in state["state"].items():
+        for name, value in param_state.items():
+            if isinstance(value, Tensor):
+                tensors[f"optimizer.state.{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{index}.{name}"] = value
+    return tensors, {"scalars": scalars, "param_groups": state["param_groups"]}
+
+
+def _unflatten_optimizer(tensors: dict[str, Tensor], info: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        _, _, index, name = key.split(".", 3)
+        state.setdefault(int(index), {})[name] = value
+    for key, value in info["scalars"].items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": info["param_groups"]}
+
+
+def save_checkpoint(
+    path: str | Path,
+    model_state: dict[str, Tensor],
+    meta: dict[str, Any],
+    optimizer_state: dict[str, Any] | None = None,
+    extra: dict[str, Tensor] | None = None,
+) -> None:
+    path = Path(path)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model_state.items()}
+    meta = {**meta, "versions": versions()}
+    if optimizer_state is not None:
+        optimizer_tensors, meta["optimizer"] = _flatten_optimizer(optimizer_state)
+        tensors.update(optimizer_tensors)
+    for key, value in (extra or {}).items():
+        tensors[f"extra.{key}"] = value.detach().cpu().contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        save_file(tensors, temporary, metadata={METADATA_KEY: json.dumps(meta)})
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    if not path.is_file():
+        raise StplError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as reader:
+            metadata = reader.metadata() or {}
+            tensors = {key: reader.get_tensor(key) for key in reader.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise StplError(f"{path} is not a readable safetensors checkpoint: {err}") from None
+    if METADATA_KEY not in metadata:
+        raise StplError(f"{path} is not an stpl checkpoint (no '{METADATA_KEY}' metadata)")
+    meta = json.loads(metadata[METADATA_KEY])
+    model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    extra = {k[len("extra.") :]: v for k, v in tensors.items() if k.startswith("extra.")}
+    optimizer = None
+    if "optimizer" in meta:
+        optimizer_tensors = {k: v for k, v in tensors.items() if k.startswith("optimizer.")}
+        optimizer = _unflatten_optimizer(optimizer_tensors, meta.pop("optimizer"))
+    return Checkpoint(model=model, meta=meta, optimizer=optimizer, extra=extra)

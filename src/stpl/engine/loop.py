@@ -1,0 +1,114 @@
+"""The one training loop: batch, step, backward, optimiser, schedule, method hook, log, checkpoint.
+
+A run folder holds `config.yaml`, `metrics.jsonl` (one line per logged step) and `checkpoint_last.safetensors`.
+Starting a run in a folder whose last checkpoint is unfinished resumes it; a finished one is returned as is.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stpl.adapt.base import Method
+from stpl.data.pairs import RandomBatches
+from stpl.engine.checkpoint import load_checkpoint, save_checkpoint
+from stpl.progress import Progress
+
+LAST_CHECKPOINT = "checkpoint_last.safetensors"
+
+
+@dataclass
+class LoopSettings:
+    iterations: int
+    momentum: float
+    weight_decay: float
+    log_every: int
+    checkpoint_every: int
+    label: str  # shown in progress lines, e.g. "source" or "adapt"
+
+
+def poly_factor(step: int, iterations: int, power: float = 0.9) -> float:
+    return (1.0 - step / max(iterations, 1)) ** power
+
+
+def run_loop(
+    method: Method,
+    batches: RandomBatches,
+    settings: LoopSettings,
+    run_dir: Path,
+    meta: dict[str, Any],
+) -> dict[str, float]:
+    """Train `method.model` for settings.iterations steps; returns the last logged values."""
+    device = next(method.model.parameters()).device
+    optimizer = torch.optim.SGD(
+        method.param_groups(), lr=0.0, momentum=settings.momentum, weight_decay=settings.weight_decay
+    )
+    checkpoint_path = run_dir / LAST_CHECKPOINT
+    start = 0
+    if checkpoint_path.is_file():
+        state = load_checkpoint(checkpoint_path)
+        method.model.load_state_dict(state.model)
+        method.load_extra_state(state.extra)
+        if state.optimizer is not None:
+            optimizer.load_state_dict(state.optimizer)
+        start = state.step
+        if start >= settings.iterations:
+            print(f"[{settings.label}] already finished ({start} steps) in {run_dir}", flush=True)
+            return {}
+        print(f"[{settings.label}] resuming from step {start} in {run_dir}", flush=True)
+
+    def save(step: int) -> None:
+        save_checkpoint(
+            checkpoint_path,
+            method.model.state_dict(),
+            {**meta, "step": step, "iterations": settings.iterations},
+            optimizer.state_dict(),
+            method.extra_state(),
+        )
+
+    progress = Progress(settings.label, settings.iterations, every_seconds=10.0)
+    metrics_file = (run_dir / "metrics.jsonl").open("a")
+    logged: dict[str, float] = {}
+    sums: dict[str, float] = {}
+    window_start = time.perf_counter()
+    try:
+        for step in range(start, settings.iterations):
+            # Phase 1: schedule and data.
+            factor = poly_factor(step, settings.iterations)
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * factor
+            batch = batches.get(step).to(device)
+            # Phase 2: the method's losses.
+            method.train_mode()
+            values = method.step(batch, step)
+            losses = [value for key, value in values.items() if key.startswith("loss_")]
+            total = torch.stack(losses).sum()
+            # Phase 3: optimise, then let the method follow (teacher update).
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            method.after_step()
+            # Phase 4: log (the only place numbers leave the device) and checkpoint.
+            done = step + 1
+            if done % settings.log_every == 0 or done == settings.iterations:
+                values = {**values, "loss": total}
+                for key, value in values.items():
+                    sums[key] = float(value.detach())
+                seconds = time.perf_counter() - window_start
+                logged = {"step": done, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, **sums}
+                metrics_file.write(json.dumps(logged) + "\n")
+                metrics_file.flush()
+                shown = " ".join(f"{k}={v:.3f}" for k, v in sums.items() if k.startswith("loss"))
+                progress.update(done, shown, force=True)
+            else:
+                progress.update(done)
+            if done % settings.checkpoint_every == 0 or done == settings.iterations:
+                save(done)
+    finally:
+        metrics_file.close()
+    return logged

@@ -1,0 +1,74 @@
+"""On-disk flow cache in the peers' format (int16, value = 10 x displacement in pixels, H x W x 2 as (x, y)).
+
+Each pair is one `.npy` file named by a hash of everything that determines it: dataset identity, the two frames,
+the size and the estimator. Files are written atomically, so an interrupted run never leaves a broken entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from stpl.errors import StplError
+
+INT16_SCALE = 10.0
+
+
+def encode_flow(flow: np.ndarray) -> np.ndarray:
+    """float [H,W,2] pixels -> int16 x10 (0.1 px resolution, saturating at ±3276.7 px)."""
+    scaled = np.round(np.asarray(flow, dtype=np.float32) * INT16_SCALE)
+    return np.clip(scaled, -32768, 32767).astype(np.int16)
+
+
+def decode_flow(stored: np.ndarray) -> np.ndarray:
+    return stored.astype(np.float32) / INT16_SCALE
+
+
+def read_flow_file(path: str | Path) -> np.ndarray:
+    """Read a peers'-format flow file (int16 x10 .npy, H x W x 2) as float32 pixels."""
+    path = Path(path)
+    try:
+        stored = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise StplError(f"cannot read flow file {path}: {err}") from None
+    if stored.ndim != 3 or stored.shape[-1] != 2:
+        raise StplError(f"flow file {path} has shape {stored.shape}, expected H x W x 2")
+    return decode_flow(stored) if stored.dtype == np.int16 else stored.astype(np.float32)
+
+
+def write_flow_file(path: str | Path, flow: np.ndarray) -> None:
+    """Atomic write in the peers' format."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.save(stream, encode_flow(flow))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class FlowCache:
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory).expanduser()
+
+    @staticmethod
+    def key(dataset_id: str, current: str, previous: str, size: tuple[int, int], estimator: str) -> str:
+        text = "|".join((dataset_id, current, previous, f"{size[0]}x{size[1]}", estimator))
+        return hashlib.sha1(text.encode()).hexdigest()
+
+    def path(self, key: str) -> Path:
+        return self.directory / key[:2] / f"{key}_int16_x10.npy"
+
+    def get(self, key: str) -> np.ndarray | None:
+        path = self.path(key)
+        return read_flow_file(path) if path.is_file() else None
+
+    def put(self, key: str, flow: np.ndarray) -> None:
+        write_flow_file(self.path(key), flow)

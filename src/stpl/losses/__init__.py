@@ -1,0 +1,5 @@
+"""Losses: the pixel-level contrastive loss and its sampler (cross-entropy comes from torch)."""
+
+from stpl.losses.pixel_contrast import pixel_contrastive_loss, sample_per_class
+
+__all__ = ["pixel_contrastive_loss", "sample_per_class"]

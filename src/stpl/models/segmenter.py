@@ -1,0 +1,91 @@
+"""The ACCEL-style video segmenter with STPL's spatio-temporal fusion block and projection head.
+
+    f_t = E(x_t), f_p = E(x_{t-k})                       shared encoder (backbone + ASPP), C channels
+    s_t = cls(f_t), s_p = cls(f_p)                       per-frame logits
+    s = ScoreFusion(s_t, W(s_p, o))                      the video prediction (identity at initialisation)
+    z_t = S(f_t, W(f_p, o)),  e_t = normalize(P(z_t))    spatio-temporal pixel embeddings (adaptation only)
+
+Everything is computed at the feature resolution (input / output_stride); `upsample` brings logits to any size.
+Where the flow leads outside the earlier frame, the warped maps are replaced by the current ones, so the fusion
+falls back to the current frame there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stpl.models.fusion import build_fusion
+from stpl.models.heads import ASPP, ProjectionHead, ScoreFusion
+from stpl.models.warp import warp
+
+
+@dataclass
+class SegmenterOutput:
+    logits: Tensor  # [B,K,h,w] fused video prediction
+    frame_logits: Tensor  # [B,K,h,w] current frame alone
+    warped_logits: Tensor  # [B,K,h,w] earlier frame's logits warped to t (current where invalid)
+    valid: Tensor  # [B,h,w] bool, earlier-frame pixel inside the image
+    features: Tensor  # [B,C,h,w] f_t
+    warped_features: Tensor  # [B,C,h,w] W(f_{t-k}) (f_t where invalid)
+    embeddings: Tensor | None = None  # [B,D,h,w] unit-norm pixel embeddings of z_t
+
+
+class VideoSegmenter(nn.Module):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        feature_channels: int = 128,
+        aspp_rates: tuple[int, ...] = (2, 4, 6),
+        fusion: str = "conv",
+        projection_dim: int = 128,
+    ):
+        super().__init__()
+        self.num_classes = num_classes
+        self.backbone = backbone
+        self.aspp = ASPP(backbone.out_channels, feature_channels, aspp_rates)
+        self.classifier = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(feature_channels, num_classes, 1))
+        self.score_fusion = ScoreFusion(num_classes)
+        self.fusion = build_fusion(fusion, feature_channels)
+        self.projection = ProjectionHead(self.fusion.out_channels, feature_channels, projection_dim)
+
+    def encode(self, images: Tensor) -> Tensor:
+        return self.aspp(self.backbone(images))
+
+    def classify(self, features: Tensor) -> Tensor:
+        return self.classifier(features)
+
+    def embed(self, current_features: Tensor, warped_features: Tensor) -> Tensor:
+        return self.projection(self.fusion(current_features, warped_features))
+
+    def forward(
+        self,
+        current: Tensor,
+        previous: Tensor,
+        flow: Tensor,
+        with_embeddings: bool = False,
+        grad_previous: bool = False,
+    ) -> SegmenterOutput:
+        """current, previous: [B,3,H,W] normalised images; flow: [B,2,H,W] backward flow t -> t-k in pixels."""
+        features = self.encode(current)
+        frame_logits = self.classify(features)
+        with torch.set_grad_enabled(grad_previous and torch.is_grad_enabled()):
+            previous_features = self.encode(previous)
+            previous_logits = self.classify(previous_features)
+        # Warp features and logits together: one grid, one validity mask.
+        warped_both, valid = warp(torch.cat((previous_features, previous_logits), dim=1), flow)
+        keep = valid.unsqueeze(1)
+        channels = features.shape[1]
+        warped_features = torch.where(keep, warped_both[:, :channels], features.detach())
+        warped_logits = torch.where(keep, warped_both[:, channels:], frame_logits.detach())
+        logits = self.score_fusion(frame_logits, warped_logits)
+        embeddings = self.embed(features, warped_features) if with_embeddings else None
+        return SegmenterOutput(logits, frame_logits, warped_logits, valid, features, warped_features, embeddings)
+
+
+def upsample(logits: Tensor, size: tuple[int, int]) -> Tensor:
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)

@@ -1,0 +1,55 @@
+"""Bilinear backward warping by optical flow, with a mask of pixels that come from inside the earlier frame."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def resize_flow(flow: Tensor, size: tuple[int, int]) -> Tensor:
+    """Resize flow [B,2,H,W] (pixels) to `size`, scaling each component by the size ratio."""
+    height, width = flow.shape[-2:]
+    if (height, width) == tuple(size):
+        return flow
+    resized = F.interpolate(flow, size=size, mode="bilinear", align_corners=True)
+    # align_corners=True maps corner to corner, so displacements scale by (n_out - 1) / (n_in - 1).
+    scale_x = (size[1] - 1) / max(width - 1, 1)
+    scale_y = (size[0] - 1) / max(height - 1, 1)
+    return resized * resized.new_tensor([scale_x, scale_y]).view(1, 2, 1, 1)
+
+
+def warp(source: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
+    """out(p) = source(p + flow(p)).
+
+    source: [B,C,H,W] values of the earlier frame; flow: [B,2,h,w] backward flow (dx, dy) in pixels of its own
+    size, resized here to H,W. Returns the warped map [B,C,H,W] and a bool mask [B,H,W] that is False where
+    p + flow(p) falls outside the earlier frame (those values are border-clamped and should be ignored).
+    """
+    batch, _, height, width = source.shape
+    flow = resize_flow(flow.to(source.dtype), (height, width))
+    ys = torch.arange(height, device=source.device, dtype=source.dtype).view(1, height, 1)
+    xs = torch.arange(width, device=source.device, dtype=source.dtype).view(1, 1, width)
+    target_x = xs + flow[:, 0]
+    target_y = ys + flow[:, 1]
+    valid = (target_x >= 0) & (target_x <= width - 1) & (target_y >= 0) & (target_y <= height - 1)
+    # grid_sample wants coordinates in [-1, 1] with -1/+1 at the corner pixel centres (align_corners=True).
+    grid_x = 2.0 * target_x / max(width - 1, 1) - 1.0
+    grid_y = 2.0 * target_y / max(height - 1, 1) - 1.0
+    grid = torch.stack((grid_x, grid_y), dim=-1)
+    warped = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return warped, valid
+
+
+def warp_labels(labels: Tensor, flow: Tensor, ignore_index: int = 255) -> Tensor:
+    """Nearest-neighbour warp of an integer label map [B,H,W]; invalid pixels become `ignore_index`."""
+    batch, height, width = labels.shape
+    flow = resize_flow(flow.float(), (height, width))
+    ys = torch.arange(height, device=labels.device).view(1, height, 1)
+    xs = torch.arange(width, device=labels.device).view(1, 1, width)
+    target_x = torch.round(xs + flow[:, 0]).long()
+    target_y = torch.round(ys + flow[:, 1]).long()
+    valid = (target_x >= 0) & (target_x < width) & (target_y >= 0) & (target_y < height)
+    index = target_y.clamp(0, height - 1) * width + target_x.clamp(0, width - 1)
+    warped = labels.reshape(batch, -1).gather(1, index.reshape(batch, -1)).view(batch, height, width)
+    return torch.where(valid, warped, torch.full_like(warped, ignore_index))

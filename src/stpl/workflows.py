@@ -1,0 +1,205 @@
+"""What each command does, as plain functions of a config and paths (the CLI only parses arguments).
+
+Each run writes into its own folder: config.yaml (resolved), metrics.jsonl, checkpoint_last.safetensors (for
+resuming) and, once finished, model.safetensors. Inputs are checked before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stpl.adapt.norm import reestimate_norm_statistics
+from stpl.adapt.stpl import STPL
+from stpl.adapt.supervised import Supervised
+from stpl.config import Config, build_config, config_to_dict, config_to_yaml
+from stpl.data import RandomBatches, build_dataset, dataset_classes
+from stpl.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from stpl.engine.evaluate import evaluate
+from stpl.engine.loop import LAST_CHECKPOINT, LoopSettings, run_loop
+from stpl.errors import StplError
+from stpl.models import VideoSegmenter, build_model
+
+FINAL_CHECKPOINT = "model.safetensors"
+# Parts of the network that adaptation adds; a source checkpoint's values for them are not used.
+ADAPTATION_MODULES = ("fusion.", "projection.")
+ARCHITECTURE_KEYS = ("backbone", "output_stride", "feature_channels", "aspp_rates")
+
+
+def setup_runtime(config: Config) -> torch.device:
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise StplError(f"device '{config.device}' asked for, but CUDA is not available")
+    return torch.device(config.device)
+
+
+def prepare_run_dir(out_dir: Path, config: Config) -> None:
+    """Create the folder; refuse one that holds a run with a different config (never overwrite it)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise StplError(f"--out {out_dir} exists and is not a folder")
+    for name in (LAST_CHECKPOINT, FINAL_CHECKPOINT):
+        existing = out_dir / name
+        if existing.is_file() and load_checkpoint(existing).config != config_to_dict(config):
+            raise StplError(f"{out_dir} holds a run with a different config; choose another --out or remove it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(config_to_yaml(config))
+
+
+def finished(out_dir: Path, config: Config) -> bool:
+    path = out_dir / FINAL_CHECKPOINT
+    return path.is_file() and load_checkpoint(path).config == config_to_dict(config)
+
+
+def check_classes(checkpoint: Checkpoint, config: Config, path: Path) -> None:
+    classes = list(dataset_classes(config))
+    if len(checkpoint.class_names) != len(classes):
+        raise StplError(
+            f"{path} predicts {len(checkpoint.class_names)} classes but dataset '{config.data.dataset}' "
+            f"has {len(classes)}"
+        )
+
+
+def model_from_checkpoint(checkpoint: Checkpoint, config: Config, skip_adaptation_modules: bool) -> VideoSegmenter:
+    """Rebuild the checkpoint's architecture; fusion and projection follow `config` when they are skipped."""
+    model = build_model(config.model, len(checkpoint.class_names), load_pretrained=False)
+    state = checkpoint.model
+    if skip_adaptation_modules:
+        own = model.state_dict()
+        state = {k: (own[k] if k.startswith(ADAPTATION_MODULES) else v) for k, v in state.items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first_line = str(err).strip().splitlines()[0]
+        raise StplError(f"checkpoint does not fit the model: {first_line}") from None
+    return model
+
+
+def with_checkpoint_architecture(config: Config, checkpoint: Checkpoint) -> Config:
+    """The user's config with the model architecture the checkpoint was trained with."""
+    architecture = {k: checkpoint.config["model"][k] for k in ARCHITECTURE_KEYS}
+    architecture["pretrained"] = False  # the checkpoint supplies every backbone weight
+    return build_config(base={**config_to_dict(config), "model": {**config_to_dict(config)["model"], **architecture}})
+
+
+def save_final(out_dir: Path, model: torch.nn.Module, meta: dict[str, Any]) -> Path:
+    path = out_dir / FINAL_CHECKPOINT
+    save_checkpoint(path, model.state_dict(), meta)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
+def train_supervised(config: Config, out_dir: Path, split: str = "source", kind: str = "source") -> Path:
+    """Supervised training on a labelled split: the source model (split "source") or the oracle ("adapt")."""
+    out_dir = Path(out_dir)
+    if finished(out_dir, config):
+        print(f"[{kind}] finished run found in {out_dir}; reusing it", flush=True)
+        return out_dir / FINAL_CHECKPOINT
+    device = setup_runtime(config)
+    prepare_run_dir(out_dir, config)
+    dataset = build_dataset(config, split, with_labels=True)
+    model = build_model(config.model, dataset.num_classes).to(device)
+    method = Supervised(model, config.train.lr, config.train.backbone_lr_scale)
+    batches = RandomBatches(dataset, config.train.batch_size, config.seed, hflip=config.train.hflip)
+    meta = {"kind": kind, "config": config_to_dict(config), "class_names": list(dataset.class_names)}
+    settings = LoopSettings(
+        config.train.iterations, config.train.momentum, config.train.weight_decay,
+        config.train.log_every, config.train.checkpoint_every, kind,
+    )
+    run_loop(method, batches, settings, out_dir, meta)
+    return save_final(out_dir, model, {**meta, "step": config.train.iterations})
+
+
+def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
+    """Source-free adaptation: reads the source checkpoint and unlabelled target video only."""
+    source_checkpoint, out_dir = Path(source_checkpoint), Path(out_dir)
+    checkpoint = load_checkpoint(source_checkpoint)
+    check_classes(checkpoint, config, source_checkpoint)
+    config = with_checkpoint_architecture(config, checkpoint)
+    if finished(out_dir, config):
+        print(f"[adapt] finished run found in {out_dir}; reusing it", flush=True)
+        return out_dir / FINAL_CHECKPOINT
+    device = setup_runtime(config)
+    prepare_run_dir(out_dir, config)
+    model = model_from_checkpoint(checkpoint, config, skip_adaptation_modules=True).to(device)
+    dataset = build_dataset(config, "adapt", with_labels=False)
+    resuming = (out_dir / LAST_CHECKPOINT).is_file()
+    if config.adapt.norm == "reestimate" and not resuming:
+        count = reestimate_norm_statistics(model, (b.to(device) for b in dataset.iterate(config.adapt.batch_size)))
+        print(f"[adapt] normalisation statistics re-estimated on {count} target batches", flush=True)
+    method = STPL(model, config.adapt, seed=config.seed)
+    batches = RandomBatches(dataset, config.adapt.batch_size, config.seed)
+    meta = {
+        "kind": "adapted",
+        "method": method.name,
+        "config": config_to_dict(config),
+        "class_names": checkpoint.class_names,
+        "source_checkpoint": str(source_checkpoint),
+    }
+    settings = LoopSettings(
+        config.adapt.iterations, config.adapt.momentum, config.adapt.weight_decay,
+        config.adapt.log_every, config.adapt.checkpoint_every, "adapt",
+    )
+    run_loop(method, batches, settings, out_dir, meta)
+    return save_final(out_dir, model, {**meta, "step": config.adapt.iterations})
+
+
+def evaluate_checkpoint(checkpoint_path: Path, config: Config, out_dir: Path | None = None) -> dict[str, Any]:
+    """Evaluate on the target evaluation split; writes out_dir/eval.json when out_dir is given."""
+    checkpoint_path = Path(checkpoint_path)
+    checkpoint = load_checkpoint(checkpoint_path)
+    check_classes(checkpoint, config, checkpoint_path)
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise StplError(f"--out {out_dir} exists and is not a folder")
+    model_config = build_config(base={**config_to_dict(config), "model": checkpoint.config["model"]})
+    device = setup_runtime(config)
+    model = model_from_checkpoint(checkpoint, model_config, skip_adaptation_modules=False).to(device)
+    dataset = build_dataset(config, "eval", with_labels=True)
+    result = evaluate(model, dataset, config.eval.batch_size)
+    result["checkpoint"] = str(checkpoint_path)
+    result["config"] = config_to_dict(config)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def demo(config: Config, out_dir: Path) -> dict[str, Any]:
+    """Source model, STPL adaptation, oracle, all evaluated on the target evaluation clips."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise StplError(f"--out {out_dir} exists and is not a folder")
+    started = time.perf_counter()
+    source = train_supervised(config, out_dir / "source", split="source", kind="source")
+    adapted = adapt(config, source, out_dir / "stpl")
+    oracle = train_supervised(config, out_dir / "oracle", split="adapt", kind="oracle")
+    rows = {}
+    for name, path in (("source_only", source), ("stpl", adapted), ("oracle", oracle)):
+        rows[name] = evaluate_checkpoint(path, config, out_dir / name.replace("_only", ""))
+    summary: dict[str, Any] = {name: {"mIoU": row["mIoU"], "per_class": row["per_class"]} for name, row in rows.items()}
+    summary["seconds"] = time.perf_counter() - started
+    summary["classes"] = rows["stpl"]["classes"]
+    summary["config"] = config_to_dict(config)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(format_table(summary), flush=True)
+    return summary
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    classes = summary["classes"]
+    header = f"{'model':<12} {'mIoU':>6} " + " ".join(f"{c[:8]:>8}" for c in classes)
+    lines = [header, "-" * len(header)]
+    for name in ("source_only", "stpl", "oracle"):
+        per_class = summary[name]["per_class"]
+        cells = " ".join(f"{'-' if per_class[c] is None else f'{per_class[c]:.1f}':>8}" for c in classes)
+        lines.append(f"{name:<12} {summary[name]['mIoU']:>6.1f} {cells}")
+    lines.append(f"target evaluation clips; oracle = trained on target labels (reference); {summary['seconds']:.0f} s")
+    return "\n".join(lines)

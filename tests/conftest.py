@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny model and a toy config that every end-to-end test can afford on two CPU cores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stpl.config import Config, build_config
+from stpl.models import VideoSegmenter, build_model
+
+TOY_SETTINGS = [
+    "model.backbone=tiny",
+    "model.pretrained=false",
+    "model.feature_channels=16",
+    "model.projection_dim=8",
+    "model.aspp_rates=[1, 2]",
+    "data.height=33",
+    "data.width=47",
+    "data.synthetic.num_frames=3",
+    "data.synthetic.source_clips=3",
+    "data.synthetic.adapt_clips=2",
+    "data.synthetic.eval_clips=2",
+    "train.iterations=4",
+    "train.batch_size=2",
+    "train.log_every=2",
+    "train.checkpoint_every=2",
+    "adapt.iterations=3",
+    "adapt.batch_size=2",
+    "adapt.log_every=1",
+    "adapt.checkpoint_every=2",
+    "adapt.anchors_per_class=8",
+    "eval.batch_size=3",
+]
+
+
+@pytest.fixture
+def toy_settings(tmp_path) -> list[str]:
+    return [*TOY_SETTINGS, f"flow.cache_dir={tmp_path / 'flow-cache'}"]
+
+
+@pytest.fixture
+def toy_config(toy_settings) -> Config:
+    return build_config(sets=toy_settings)
+
+
+def make_tiny_model(num_classes: int = 5, fusion: str = "conv") -> VideoSegmenter:
+    config = build_config(sets=[*TOY_SETTINGS, f"model.fusion={fusion}"])
+    torch.manual_seed(0)
+    return build_model(config.model, num_classes)

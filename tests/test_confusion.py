@@ -1,0 +1,30 @@
+import pytest
+import torch
+
+from stpl.engine.evaluate import ConfusionMatrix
+
+
+def test_confusion_matrix_by_hand():
+    target = torch.tensor([[0, 0, 1, 1], [2, 2, 255, 1]])
+    prediction = torch.tensor([[0, 1, 1, 1], [2, 0, 0, 1]])
+    confusion = ConfusionMatrix(4)
+    confusion.update(prediction, target)
+    # rows = truth: class 0 -> {0:1, 1:1}; class 1 -> {1:3}; class 2 -> {2:1, 0:1}; the 255 pixel is skipped
+    assert confusion.matrix.tolist() == [[1, 1, 0, 0], [0, 3, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]]
+    iou = confusion.iou()
+    # class 0: tp 1, fp 1 (from class 2), fn 1 -> 1/3; class 1: tp 3, fp 1 -> 3/4; class 2: tp 1, fn 1 -> 1/2
+    assert iou[0] == pytest.approx(1 / 3)
+    assert iou[1] == pytest.approx(3 / 4)
+    assert iou[2] == pytest.approx(1 / 2)
+    assert iou[3] is None  # absent from truth and prediction
+    assert confusion.mean_iou() == pytest.approx((1 / 3 + 3 / 4 + 1 / 2) / 3)
+    assert confusion.pixel_accuracy() == pytest.approx(5 / 7)
+
+
+def test_confusion_accumulates_over_batches():
+    confusion = ConfusionMatrix(2)
+    confusion.update(torch.tensor([0, 1]), torch.tensor([0, 0]))
+    confusion.update(torch.tensor([1]), torch.tensor([1]))
+    assert confusion.matrix.tolist() == [[1, 1], [0, 1]]
+    # a class predicted but absent from the truth counts with IoU 0 (peers' nan-mean convention)
+    assert confusion.iou() == [pytest.approx(0.5), pytest.approx(0.5)]

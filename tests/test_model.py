@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+from conftest import make_tiny_model
+from stpl.config import ModelConfig
+from stpl.errors import StplError
+from stpl.models import build_model
+from stpl.models.backbones import find_mobilenet_v2_weights
+from stpl.models.fusion import FUSIONS
+
+
+@pytest.mark.parametrize("size", [(33, 65), (40, 29)])
+def test_any_resolution(size):
+    model = make_tiny_model(num_classes=5).eval()
+    images = torch.randn(2, 3, *size)
+    out = model(images, images, torch.zeros(2, 2, *size), with_embeddings=True)
+    h, w = out.logits.shape[-2:]
+    assert (h, w) == ((size[0] + 7) // 8, (size[1] + 7) // 8)
+    assert out.logits.shape == out.frame_logits.shape == (2, 5, h, w)
+    assert out.embeddings.shape == (2, 8, h, w)
+    assert out.valid.all()
+
+
+def test_fused_prediction_starts_equal_to_current_frame():
+    model = make_tiny_model().eval()
+    current, previous = torch.randn(1, 3, 33, 47), torch.randn(1, 3, 33, 47)
+    out = model(current, previous, torch.randn(1, 2, 33, 47))
+    torch.testing.assert_close(out.logits, out.frame_logits)
+
+
+@pytest.mark.parametrize("fusion", sorted(FUSIONS))
+def test_every_parameter_gets_a_gradient(fusion):
+    model = make_tiny_model(fusion=fusion).train()
+    current, previous = torch.randn(2, 3, 33, 47), torch.randn(2, 3, 33, 47)
+    flow = torch.randn(2, 2, 33, 47)
+    out = model(current, previous, flow, with_embeddings=True)
+    # Score fusion only gets gradient through its warped half if the warped logits differ from zero; any
+    # non-degenerate loss of logits and embeddings must reach every parameter.
+    loss = (out.logits**2).mean() + (out.embeddings[:, :1] * out.embeddings[:, 1:2]).mean()
+    loss.backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+def test_previous_frame_has_no_gradient_by_default():
+    model = make_tiny_model().train()
+    previous = torch.randn(1, 3, 33, 47, requires_grad=True)
+    out = model(torch.randn(1, 3, 33, 47), previous, torch.zeros(1, 2, 33, 47), with_embeddings=True)
+    out.logits.sum().backward()
+    assert previous.grad is None
+    previous2 = torch.randn(1, 3, 33, 47, requires_grad=True)
+    out = model(torch.randn(1, 3, 33, 47), previous2, torch.zeros(1, 2, 33, 47), grad_previous=True)
+    (out.logits * torch.randn_like(out.logits)).sum().backward()
+    assert previous2.grad is not None
+
+
+def test_mobilenet_v2_loads_torchvision_imagenet_weights():
+    try:
+        path = find_mobilenet_v2_weights()
+    except StplError:
+        pytest.skip("offline ImageNet weights package not installed")
+    model = build_model(ModelConfig(backbone="mobilenet_v2", pretrained=True), num_classes=3)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    torch.testing.assert_close(model.backbone.features[0][0].weight, state["features.0.0.weight"])
+    torch.testing.assert_close(model.backbone.features[17].conv[2].weight, state["features.17.conv.2.weight"])
+    out = model.eval()(torch.randn(1, 3, 33, 47), torch.randn(1, 3, 33, 47), torch.zeros(1, 2, 33, 47))
+    assert out.logits.shape == (1, 3, 5, 6)
+
+
+def test_missing_explicit_weights_path_is_a_clear_error(tmp_path):
+    with pytest.raises(StplError, match="ImageNet weights not found"):
+        build_model(ModelConfig(weights_path=str(tmp_path / "nope.pth")), num_classes=3)

@@ -1,0 +1,39 @@
+import torch
+
+from stpl.adapt.pseudo_labels import make_pseudo_labels
+
+IGNORE = 255
+
+
+def probabilities(rows):
+    """[H][W] lists of per-class probability lists -> [1,K,H,W]."""
+    return torch.tensor(rows, dtype=torch.float32).permute(2, 0, 1).unsqueeze(0)
+
+
+# 2x3 map, 2 classes: predicted classes and confidences below
+PROBS = probabilities([
+    [[0.95, 0.05], [0.80, 0.20], [0.60, 0.40]],
+    [[0.30, 0.70], [0.08, 0.92], [0.45, 0.55]],
+])
+
+
+def test_global_threshold():
+    labels = make_pseudo_labels(PROBS, rule="global", threshold=0.75)
+    assert labels.tolist() == [[[0, 0, IGNORE], [IGNORE, 1, IGNORE]]]
+
+
+def test_class_balanced_keeps_top_fraction_of_each_class():
+    # class 0 confidences 0.95, 0.80, 0.60 -> top 2/3 keep 0.95, 0.80; class 1: 0.70, 0.92, 0.55 -> 0.92, 0.70
+    labels = make_pseudo_labels(PROBS, rule="class_balanced", fraction=2 / 3)
+    assert labels.tolist() == [[[0, 0, IGNORE], [1, 1, IGNORE]]]
+    # a rare class still keeps its best pixel even with a small fraction
+    labels = make_pseudo_labels(PROBS, rule="class_balanced", fraction=0.1)
+    assert labels.tolist() == [[[0, IGNORE, IGNORE], [IGNORE, 1, IGNORE]]]
+
+
+def test_invalid_pixels_and_temporal_disagreement_are_ignored():
+    valid = torch.tensor([[[True, False, True], [True, True, True]]])
+    agree_with = torch.tensor([[[0, 0, 0], [1, 0, 1]]])
+    labels = make_pseudo_labels(PROBS, valid=valid, rule="global", threshold=0.5, agree_with=agree_with)
+    # (0,1) invalid; (1,1) predicted 1 but the earlier frame says 0; (1,2) kept at 0.55 >= 0.5
+    assert labels.tolist() == [[[0, IGNORE, 0], [1, IGNORE, 1]]]

@@ -1,0 +1,47 @@
+import torch
+
+from stpl.models.warp import resize_flow, warp, warp_labels
+
+
+def test_zero_flow_is_identity():
+    source = torch.randn(2, 5, 13, 17)
+    warped, valid = warp(source, torch.zeros(2, 2, 13, 17))
+    torch.testing.assert_close(warped, source)
+    assert valid.all()
+
+
+def test_integer_shift_moves_values_and_marks_border_invalid():
+    source = torch.arange(7 * 9, dtype=torch.float32).view(1, 1, 7, 9)
+    flow = torch.zeros(1, 2, 7, 9)
+    flow[:, 0] = 2.0  # every pixel of t looks 2 pixels to the right in t-k
+    flow[:, 1] = -1.0  # and one row up
+    warped, valid = warp(source, flow)
+    # out(y, x) = in(y - 1, x + 2) where that lies inside the image
+    torch.testing.assert_close(warped[0, 0, 1:, :-2], source[0, 0, :-1, 2:])
+    assert valid[0, 1:, :-2].all()
+    assert not valid[0, 0, :].any()  # row 0 would read row -1
+    assert not valid[0, :, -2:].any()  # last two columns would read beyond the right edge
+
+
+def test_half_pixel_shift_interpolates_bilinearly():
+    source = torch.tensor([[0.0, 10.0, 20.0]]).view(1, 1, 1, 3)
+    flow = torch.zeros(1, 2, 1, 3)
+    flow[:, 0] = 0.5
+    warped, valid = warp(source, flow)
+    torch.testing.assert_close(warped[0, 0, 0, :2], torch.tensor([5.0, 15.0]))
+    assert valid[0, 0].tolist() == [True, True, False]
+
+
+def test_flow_resize_scales_displacements():
+    flow = torch.full((1, 2, 9, 17), 4.0)
+    small = resize_flow(flow, (5, 9))
+    torch.testing.assert_close(small[:, 0], torch.full((1, 5, 9), 4.0 * 8 / 16))
+    torch.testing.assert_close(small[:, 1], torch.full((1, 5, 9), 4.0 * 4 / 8))
+
+
+def test_warp_labels_nearest_and_ignore():
+    labels = torch.tensor([[[1, 2, 3], [4, 5, 6]]])
+    flow = torch.zeros(1, 2, 2, 3)
+    flow[:, 0] = 1.0
+    warped = warp_labels(labels, flow)
+    assert warped.tolist() == [[[2, 3, 255], [5, 6, 255]]]
