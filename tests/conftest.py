@@ -8,6 +8,9 @@ import torch
 from stpl.config import Config, build_config
 from stpl.models import VideoSegmenter, build_model
 
+# Toy tensors gain nothing from intra-op threads, and spinning threads crawl when the machine is busy.
+torch.set_num_threads(1)
+
 TOY_SETTINGS = [
     "model.backbone=tiny",
     "model.pretrained=false",

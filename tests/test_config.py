@@ -48,7 +48,7 @@ def test_bad_files(tmp_path):
         build_config(broken)
     typo = tmp_path / "typo.yaml"
     typo.write_text("model:\n  backbon: tiny\n")
-    with pytest.raises(StplError, match="unknown config key 'model.backbon'"):
+    with pytest.raises(StplError, match=r"unknown config key 'model\.backbon'"):
         build_config(typo)
 
 

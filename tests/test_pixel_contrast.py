@@ -43,7 +43,12 @@ def test_two_positives_with_different_similarities():
     anchors = torch.tensor([[1.0, 0.0]])
     keys = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
     loss = pixel_contrastive_loss(
-        anchors, torch.tensor([0]), keys, torch.tensor([0, 0, 1]), TAU, "seed",
+        anchors,
+        torch.tensor([0]),
+        keys,
+        torch.tensor([0, 0, 1]),
+        TAU,
+        "seed",
         anchor_key_identity=torch.zeros(1, 3, dtype=torch.bool),
     )
     # -1/2 [(1/τ - log e^0) + (0.6/τ - log e^0)] = -(1 + 0.6) / (2τ)
@@ -57,8 +62,9 @@ def test_anchor_without_negatives_or_positives_contributes_nothing():
     # A lone anchor of class 2 has no positive among the keys: it is skipped, the loss is unchanged.
     labels = torch.tensor([0, 0, 1, 1, 2])
     extra = torch.cat((embeddings, F.normalize(torch.randn(1, 3), dim=1)))
-    with_lone = pixel_contrastive_loss(extra, labels, extra[:4], labels[:4], TAU,
-                                       anchor_key_identity=torch.eye(5, 4, dtype=torch.bool))
+    with_lone = pixel_contrastive_loss(
+        extra, labels, extra[:4], labels[:4], TAU, anchor_key_identity=torch.eye(5, 4, dtype=torch.bool)
+    )
     without = pixel_contrastive_loss(extra[:4], labels[:4], temperature=TAU)
     assert with_lone.item() == pytest.approx(without.item(), abs=1e-6)
 

@@ -11,10 +11,12 @@ def probabilities(rows):
 
 
 # 2x3 map, 2 classes: predicted classes and confidences below
-PROBS = probabilities([
-    [[0.95, 0.05], [0.80, 0.20], [0.60, 0.40]],
-    [[0.30, 0.70], [0.08, 0.92], [0.45, 0.55]],
-])
+PROBS = probabilities(
+    [
+        [[0.95, 0.05], [0.80, 0.20], [0.60, 0.40]],
+        [[0.30, 0.70], [0.08, 0.92], [0.45, 0.55]],
+    ]
+)
 
 
 def test_global_threshold():

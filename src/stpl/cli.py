@@ -14,7 +14,11 @@ from stpl.errors import StplError
 def add_config_options(parser: argparse.ArgumentParser, required: bool = False) -> None:
     parser.add_argument("--config", type=Path, required=required, help="YAML file of overrides to the defaults")
     parser.add_argument(
-        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override one config value, e.g. --set adapt.temperature=0.07 (repeatable)",
     )
 

@@ -70,8 +70,8 @@ def model_from_checkpoint(checkpoint: Checkpoint, config: Config, skip_adaptatio
     model = build_model(config.model, len(checkpoint.class_names), load_pretrained=False)
     state = checkpoint.model
     if skip_adaptation_modules:
-        own = model.state_dict()
-        state = {k: (own[k] if k.startswith(ADAPTATION_MODULES) else v) for k, v in state.items()}
+        own = {k: v for k, v in model.state_dict().items() if k.startswith(ADAPTATION_MODULES)}
+        state = {**{k: v for k, v in state.items() if not k.startswith(ADAPTATION_MODULES)}, **own}
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
@@ -110,8 +110,12 @@ def train_supervised(config: Config, out_dir: Path, split: str = "source", kind:
     batches = RandomBatches(dataset, config.train.batch_size, config.seed, hflip=config.train.hflip)
     meta = {"kind": kind, "config": config_to_dict(config), "class_names": list(dataset.class_names)}
     settings = LoopSettings(
-        config.train.iterations, config.train.momentum, config.train.weight_decay,
-        config.train.log_every, config.train.checkpoint_every, kind,
+        config.train.iterations,
+        config.train.momentum,
+        config.train.weight_decay,
+        config.train.log_every,
+        config.train.checkpoint_every,
+        kind,
     )
     run_loop(method, batches, settings, out_dir, meta)
     return save_final(out_dir, model, {**meta, "step": config.train.iterations})
@@ -144,8 +148,12 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
         "source_checkpoint": str(source_checkpoint),
     }
     settings = LoopSettings(
-        config.adapt.iterations, config.adapt.momentum, config.adapt.weight_decay,
-        config.adapt.log_every, config.adapt.checkpoint_every, "adapt",
+        config.adapt.iterations,
+        config.adapt.momentum,
+        config.adapt.weight_decay,
+        config.adapt.log_every,
+        config.adapt.checkpoint_every,
+        "adapt",
     )
     run_loop(method, batches, settings, out_dir, meta)
     return save_final(out_dir, model, {**meta, "step": config.adapt.iterations})

@@ -18,7 +18,7 @@ def class_balanced_mask(confidence: Tensor, prediction: Tensor, fraction: float)
     for value in torch.unique(prediction):
         members = prediction == value
         scores = confidence[members]
-        count = max(1, int(round(fraction * scores.numel())))
+        count = max(1, round(fraction * scores.numel()))
         # The count-th largest confidence is the class's threshold (ties may keep a few more).
         cutoff = torch.topk(scores, count, sorted=False).values.min()
         keep |= members & (confidence >= cutoff)

@@ -98,8 +98,11 @@ class STPL(Method):
             size = batch.current.shape[-2:]
             labels = self.pseudo_labels(teacher, size)
             logits = upsample(student.logits, size)
-            ce = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX) if (labels != IGNORE_INDEX).any() \
+            ce = (
+                F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+                if (labels != IGNORE_INDEX).any()
                 else logits.sum() * 0.0
+            )
             out["loss_pl"] = self.config.lambda_pl * ce
             out["kept_fraction"] = (labels != IGNORE_INDEX).float().mean()
         if need_embeddings:
@@ -111,11 +114,14 @@ class STPL(Method):
         self.teacher.update(self.model)
 
     def extra_state(self) -> dict[str, Tensor]:
-        if self.config.teacher == "current":
-            return {}
-        return {f"teacher.{k}": v for k, v in self.teacher.model.state_dict().items()}
+        state = {"rng.sampler": self.generator.get_state()}
+        if self.config.teacher != "current":
+            state.update({f"teacher.{k}": v for k, v in self.teacher.model.state_dict().items()})
+        return state
 
     def load_extra_state(self, state: dict[str, Tensor]) -> None:
         teacher = {k[len("teacher.") :]: v for k, v in state.items() if k.startswith("teacher.")}
         if teacher:
             self.teacher.model.load_state_dict(teacher)
+        if "rng.sampler" in state:
+            self.generator.set_state(state["rng.sampler"])

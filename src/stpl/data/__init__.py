@@ -9,8 +9,16 @@ from stpl.config import Config
 from stpl.data.pairs import IGNORE_INDEX, PairBatch, PairDataset, RandomBatches
 from stpl.errors import StplError
 
-__all__ = ["DATASETS", "IGNORE_INDEX", "SPLITS", "PairBatch", "PairDataset", "RandomBatches", "build_dataset",
-           "dataset_classes"]
+__all__ = [
+    "DATASETS",
+    "IGNORE_INDEX",
+    "SPLITS",
+    "PairBatch",
+    "PairDataset",
+    "RandomBatches",
+    "build_dataset",
+    "dataset_classes",
+]
 
 SPLITS = ("source", "adapt", "eval")
 

@@ -90,21 +90,21 @@ class _Layout:
     def __init__(self, seed: int):
         self.seed = seed
         rng = np.random.default_rng([seed, 1])
-        self.road_hw = float(rng.uniform(6.0, 8.0))
-        self.wall_x = (-self.road_hw - rng.uniform(2.5, 5.0), self.road_hw + rng.uniform(2.5, 5.0))
-        # a 2 m parking strip on each side, two driving lanes per direction; the camera drives in lane 2
+        self.road_hw = float(rng.uniform(6.0, 7.5))
+        self.wall_x = (-self.road_hw - rng.uniform(3.0, 6.0), self.road_hw + rng.uniform(3.0, 6.0))
+        # a 2 m parking strip on each side, two driving lanes per direction; the camera keeps right (lane 3)
         self.lane_w = (self.road_hw - 2.0) / 2
         self.lane_x = (-1.5 * self.lane_w, -0.5 * self.lane_w, 0.5 * self.lane_w, 1.5 * self.lane_w)
         speed = float(rng.uniform(0.2, 0.5))
         # one speed per lane keeps cars of a lane from driving through each other; the camera's lane only
         # holds cars ahead that are at least as fast, so nothing ever drives through the camera
-        self.lane_speed = (-rng.uniform(0.3, 0.7), -rng.uniform(0.3, 0.7), speed + rng.uniform(0.0, 0.15),
-                           speed * rng.uniform(0.3, 1.6))
+        self.lane_speed = (-rng.uniform(0.3, 0.7), -rng.uniform(0.3, 0.7), speed * rng.uniform(0.3, 1.6),
+                           speed + rng.uniform(0.0, 0.15))
         self.car_gap = (float(rng.uniform(7.0, 15.0)), float(rng.uniform(20.0, 45.0)))
         self.parked_rate = float(rng.uniform(0.2, 0.8))
-        self.person_rate = float(rng.uniform(0.3, 0.8))
-        self.cam_rel = (rng.uniform(1.3, 1.8), rng.uniform(0.8, 1.0), rng.uniform(0.37, 0.43), speed,
-                        0.5 * self.lane_w + rng.uniform(-0.3, 0.3), rng.uniform(0.0, 0.15),
+        self.person_rate = float(rng.uniform(0.5, 0.9))
+        self.cam_rel = (rng.uniform(1.3, 1.8), rng.uniform(0.65, 0.85), rng.uniform(0.37, 0.43), speed,
+                        self.lane_x[3] + rng.uniform(-0.3, 0.3), rng.uniform(0.0, 0.15),
                         rng.uniform(0.1, 0.3), rng.uniform(0, 2 * math.pi))
         self._blocks: dict[int, _Block] = {}
 
@@ -152,17 +152,16 @@ class _Layout:
             z = z0 + rng.uniform(0.0, 8.0)
             while z < z1:  # pedestrians strolling along (and a little across) the sidewalks
                 if rng.random() < self.person_rate:
-                    walk = self.wall_x[side > 0] * 1.0
-                    x = side * rng.uniform(self.road_hw + 0.8, abs(walk) - 0.6)
+                    x = side * rng.uniform(self.road_hw + 0.8, abs(self.wall_x[side > 0]) - 0.6)
                     blk.persons.append(_Sprite(PERSON, next(ids), x, z, 0.0, rng.uniform(1.5, 1.95),
                                                vz=rng.uniform(-_PERSON_VZ, _PERSON_VZ), sway=rng.uniform(0, 0.4),
                                                sway_freq=rng.uniform(0.05, 0.2),
                                                sway_phase=rng.uniform(0, 2 * math.pi)))
-                z += rng.uniform(3.0, 12.0)
+                z += rng.uniform(2.0, 8.0)
         for lane, (x, v) in enumerate(zip(self.lane_x, self.lane_speed, strict=True)):
             z = z0 + rng.uniform(0.0, self.car_gap[1])
-            while z < z1:  # moving cars; the camera's lane (2) only gets cars starting well ahead
-                if lane != 2 or z > 10.0:
+            while z < z1:  # moving cars; the camera's lane (3) only gets cars starting well ahead
+                if lane != 3 or z > 10.0:
                     blk.lanes[lane].append(self._car(rng, next(ids), x, z, v, v < 0))
                 z += rng.uniform(*self.car_gap)
         return blk
@@ -188,3 +187,227 @@ class _Layout:
         reach = _PERSON_VZ * t + 1.0
         out += [s for b in self._blocks_for(cz - reach, cz + _FAR + reach) for s in b.persons]
         return out
+
+
+def _person_shape(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Head, torso with arms, two legs; a and b are in units of the person's height. Parts: skin/top/bottom."""
+    aa = np.abs(a)
+    head = (a / 0.07) ** 2 + ((b - 0.925) / 0.075) ** 2 < 1.0
+    upper = (b >= 0.5) & (b < 0.85) & ((aa < 0.125) | ((aa < 0.165) & (b > 0.53) & (b < 0.83)))
+    legs = (b >= 0.0) & (b < 0.5) & (aa < 0.11) & ((aa > 0.015) | (b > 0.45))
+    part = np.where(head, 0, np.where(b >= 0.5, 1, 2)).astype(np.uint8)
+    return head | upper | legs, part
+
+
+def _car_face(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Rear/front silhouette: a in half-widths, b in heights; the road shows between the wheels."""
+    aa = np.abs(a)
+    body = (b >= 0.0) & (b < 0.58) & (aa <= 1.0) & ((b >= 0.12) | ((aa > 0.55) & (aa < 0.95)))
+    cabin = (b >= 0.58) & (b < 1.0) & (aa < 0.84 - 0.22 * (b - 0.58) / 0.42)
+    return body | cabin
+
+
+def _car_side(along: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Side silhouette: `along` in car lengths from the front end, b in heights."""
+    r = (b - 0.58) / 0.42
+    wheels = (b >= 0.12) | (np.abs(along - 0.2) < 0.09) | (np.abs(along - 0.8) < 0.09)
+    body = (b >= 0.0) & (b < 0.58) & (along >= 0.0) & (along <= 1.0) & wheels
+    cabin = (b >= 0.58) & (b < 1.0) & (along > 0.22 + 0.12 * r) & (along < 0.8 - 0.1 * r)
+    return body | cabin
+
+
+class _Canvas:
+    """Z-buffered per-pixel buffers of one frame plus the camera motion since frame t - gap."""
+
+    def __init__(self, cam: _Camera, t: int, gap: int, height: int, width: int):
+        self.cam, self.t, self.gap = cam, t, gap
+        self.cx, self.cz = cam.position(t)
+        px, pz = cam.position(t - gap)
+        self.ex, self.ez = self.cx - px, self.cz - pz
+        self.du = (np.arange(width) - cam.u0) / cam.focal  # ray slopes per column / row
+        self.dv = (np.arange(height) - cam.v0) / cam.focal
+        shape = (height, width)
+        self.depth = np.full(shape, np.inf)
+        self.label = np.zeros(shape, np.uint8)
+        self.inst = np.zeros(shape, np.int64)
+        self.part = np.zeros(shape, np.uint8)
+        self.ta, self.tb = np.zeros(shape), np.zeros(shape)
+        self.fx, self.fy = np.zeros(shape), np.zeros(shape)
+
+    def flow_of(self, depth: np.ndarray, du: np.ndarray, dv: np.ndarray, dx: float, dz: float):
+        """Backward flow of points at `depth` on rays (du, dv) that moved by (-dx, -dz) since t - gap.
+
+        Point P = C + depth * (du, -dv, 1) sat at P + (dx, 0, dz) in frame t - gap, seen from camera C'; its
+        projection minus the current one simplifies to the expressions below (exactly 0 at infinite depth).
+        """
+        ex, ez = self.ex + dx, self.ez + dz
+        rz = np.maximum(depth + ez, 1e-2)  # a point behind the old camera: flow leaves the image
+        return self.cam.focal * (ex - du * ez) / rz, -self.cam.focal * dv * ez / rz
+
+    def static_flow(self) -> tuple[np.ndarray, np.ndarray]:
+        """Flow every pixel would have if its surface were static (used to tell movers apart in tests)."""
+        return self.flow_of(self.depth, self.du[None, :], self.dv[:, None], 0.0, 0.0)
+
+    def background(self, layout: _Layout) -> None:
+        """Ground plane, the two facade planes with their segments, and sky."""
+        h, far2 = self.cam.height, 2 * _FAR
+        with np.errstate(divide="ignore"):
+            s_g = np.where(self.dv > 0, h / self.dv, np.inf)
+            right = self.du > 0
+            s_w = np.where(right, layout.wall_x[1] - self.cx, layout.wall_x[0] - self.cx) / self.du
+        s_w = np.where(np.isfinite(s_w) & (s_w > 0), s_w, np.inf)
+        wall_ok = s_w < _FAR
+        s_wc, s_gc = np.minimum(s_w, far2), np.minimum(s_g, far2)  # finite copies keep the arithmetic clean
+        z_w = self.cz + s_wc
+        top, kind, inst = np.zeros_like(z_w), np.full(z_w.shape, SKY), np.zeros(z_w.shape, np.int64)
+        for side, (start, end, kinds, heights, ids) in enumerate(layout.walls(self.cz)):
+            cols = np.flatnonzero(wall_ok & (right == bool(side)))
+            i = np.clip(np.searchsorted(start, z_w[cols], side="right") - 1, 0, len(start) - 1)
+            hit = (z_w[cols] >= start[i]) & (z_w[cols] < end[i])
+            top[cols] = np.where(hit, heights[i], 0.0)
+            kind[cols] = np.where(hit, kinds[i], SKY)
+            inst[cols] = np.where(hit, ids[i], 0)
+        veg = kind == VEGETATION  # blobby tree-line top edge, fixed to the world
+        top[veg] += 1.6 * (value_noise(z_w[veg] * 0.6, np.zeros(veg.sum()), inst[veg]) - 0.5)
+        y_w = h - self.dv[:, None] * s_wc[None, :]
+        wall = (y_w < top) & (s_wc < s_gc[:, None]) & wall_ok
+        ground = ~wall & (s_g < _FAR)[:, None]
+        x_g = self.cx + s_gc[:, None] * self.du[None, :]
+        self.depth = np.where(wall, s_wc, np.where(ground, s_g[:, None], np.inf))
+        self.label = np.where(wall, kind, np.where(ground, np.where(np.abs(x_g) < layout.road_hw, ROAD, SIDEWALK),
+                                                   SKY)).astype(np.uint8)
+        self.inst = np.where(wall, inst, 0)
+        self.ta = np.where(wall, z_w, x_g)  # facades: (Z, Y); ground: (X, Z)
+        self.tb = np.where(wall, y_w, self.cz + s_gc[:, None])
+        self.fx, self.fy = self.static_flow()
+
+    def _write(self, rs: slice, cs: slice, mask: np.ndarray, depth: np.ndarray | float, label: int, inst: int,
+               part: np.ndarray | int, ta: np.ndarray, tb: np.ndarray, dx: float, dz: float) -> None:
+        view = self.depth[rs, cs]
+        depth = np.broadcast_to(depth, view.shape)
+        mask = mask & (depth < view)
+        if not mask.any():
+            return
+        np.copyto(view, depth, where=mask)
+        self.label[rs, cs][mask] = label
+        self.inst[rs, cs][mask] = inst
+        np.copyto(self.part[rs, cs], part, where=mask)
+        np.copyto(self.ta[rs, cs], ta, where=mask)
+        np.copyto(self.tb[rs, cs], tb, where=mask)
+        fx, fy = self.flow_of(depth, self.du[None, cs], self.dv[rs, None], dx, dz)
+        np.copyto(self.fx[rs, cs], fx, where=mask)
+        np.copyto(self.fy[rs, cs], fy, where=mask)
+
+    def _window(self, u_a: float, u_b: float, v_a: float, v_b: float) -> tuple[slice, slice] | None:
+        """Pixel slices covering the image-space box [u_a, u_b] x [v_a, v_b], or None if it is empty."""
+        h, w = self.depth.shape
+        c0, c1 = max(0, math.ceil(u_a)), min(w - 1, math.floor(u_b))
+        r0, r1 = max(0, math.ceil(v_a)), min(h - 1, math.floor(v_b))
+        return None if c0 > c1 or r0 > r1 else (slice(r0, r1 + 1), slice(c0, c1 + 1))
+
+    def front(self, x: float, s: float, half: float, top: float, scale: tuple[float, float], shape, label: int,
+              inst: int, part: int | None, motion: tuple[float, float]) -> None:
+        """A fronto-parallel sprite at depth s spanning X in x +- half and Y in [0, top]; `shape` gets local
+        coordinates divided by `scale` and returns a mask (and a part map when `part` is None)."""
+        cam = self.cam
+        box = self._window(cam.u0 + cam.focal * (x - half - self.cx) / s, cam.u0 + cam.focal * (x + half - self.cx) / s,
+                           cam.v0 + cam.focal * (cam.height - top) / s, cam.v0 + cam.focal * cam.height / s)
+        if box is None:
+            return
+        rs, cs = box
+        a = (self.cx + self.du[None, cs] * s - x) / scale[0]
+        b = (cam.height - self.dv[rs, None] * s) / scale[1]
+        mask = shape(a, b)
+        if part is None:
+            mask, part = mask
+        self._write(rs, cs, np.broadcast_to(mask, (b.size, a.size)), s, label, inst, part, a, b, *motion)
+
+    def sprite(self, sp: _Sprite) -> None:
+        x, z = sp.position(self.t)
+        xp, zp = sp.position(self.t - self.gap)
+        motion = (xp - x, zp - z)  # where the object's material points were at t - gap, relative to now
+        s = z - self.cz
+        if sp.kind == CAR:
+            self._car(sp, x, z, motion)
+        elif not _NEAR < s < _FAR:
+            return
+        elif sp.kind == PERSON:
+            self.front(x, s, 0.17 * sp.height, sp.height, (sp.height, sp.height), _person_shape, PERSON, sp.inst,
+                       None, motion)
+        else:
+            def pole(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                mask = (np.abs(a) < sp.width / 2) & (b >= 0.0) & (b < sp.height)
+                r = sp.sign / 2
+                plate = (a * a + (b - sp.sign_y) ** 2 < r * r) if sp.sign_round else (
+                    (np.abs(a) < r) & (np.abs(b - sp.sign_y) < r))
+                return mask | plate, plate.astype(np.uint8)
+
+            self.front(x, s, max(sp.width, sp.sign) / 2, max(sp.height, sp.sign_y + sp.sign / 2), (1.0, 1.0), pole,
+                       POLE, sp.inst, None, motion)
+
+    def _car(self, sp: _Sprite, x: float, z: float, motion: tuple[float, float]) -> None:
+        """Near face (rear, or front when `sp.front`) plus the side plane that faces the camera."""
+        s = z - self.cz
+        if _NEAR < s < _FAR:
+            self.front(x, s, sp.width / 2, sp.height, (sp.width / 2, sp.height), _car_face, CAR, sp.inst,
+                       int(sp.front), motion)
+        if abs(self.cx - x) <= sp.width / 2:
+            return
+        xs = x - sp.width / 2 if self.cx < x else x + sp.width / 2
+        s_a, s_b = max(s, _NEAR), min(s + sp.length, _FAR)  # clip the side against the near/far planes
+        if s_a >= s_b:
+            return
+        cam, f = self.cam, self.cam.focal
+        u_a, u_b = sorted((cam.u0 + f * (xs - self.cx) / s_a, cam.u0 + f * (xs - self.cx) / s_b))
+        v_top = min(cam.v0 + f * (cam.height - sp.height) / s_a, cam.v0 + f * (cam.height - sp.height) / s_b)
+        box = self._window(u_a, u_b, v_top, cam.v0 + f * cam.height / s_a)
+        if box is None:
+            return
+        rs, cs = box
+        with np.errstate(divide="ignore"):
+            depth = np.abs((xs - self.cx) / self.du[None, cs])  # ray / plane X = xs intersection
+        along = (self.cz + depth - z) / sp.length
+        b = (cam.height - self.dv[rs, None] * depth) / sp.height
+        shape_l = 1.0 - along if sp.front else along  # silhouette is drawn from the car's front end
+        mask = _car_side(shape_l, b) & (depth >= s_a) & (depth <= s_b)
+        self._write(rs, cs, mask, depth, CAR, sp.inst, 2, shape_l, b, *motion)
+
+    def surfaces(self, layout: _Layout) -> SurfaceBuffers:
+        return SurfaceBuffers(self.label, self.inst, self.part, self.ta, self.tb, self.depth, self.du, self.dv,
+                              layout.road_hw, layout.lane_w)
+
+
+def _render(layout: _Layout, cam: _Camera, t: int, gap: int, height: int, width: int) -> _Canvas:
+    canvas = _Canvas(cam, t, gap, height, width)
+    canvas.background(layout)
+    for sp in layout.sprites(t, canvas.cz):
+        canvas.sprite(sp)
+    return canvas
+
+
+def generate_clip(seed: int, domain: str, height: int, width: int, num_frames: int,
+                  flow_gap: int = 1) -> SyntheticClip:
+    """Render a clip; (seed, height, width, num_frames) fix labels and flows, the domain only the appearance."""
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown domain {domain!r}; expected one of {DOMAINS}")
+    if height < 16 or width < 16:
+        raise ValueError(f"image size must be at least 16x16, got {height}x{width}")
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if flow_gap < 1:
+        raise ValueError(f"flow_gap must be >= 1, got {flow_gap}")
+    key = int(seed) % (1 << 63)  # SeedSequence wants non-negative entropy
+    layout = _Layout(key)
+    cam = layout.camera(height, width)
+    look = LOOKS[domain]
+    frames = np.empty((num_frames, height, width, 3), np.uint8)
+    labels = np.empty((num_frames, height, width), np.uint8)
+    flows = np.zeros((num_frames, height, width, 2), np.float32)
+    for t in range(num_frames):
+        canvas = _render(layout, cam, t, flow_gap, height, width)
+        labels[t] = canvas.label
+        if t >= flow_gap:
+            flows[t, ..., 0], flows[t, ..., 1] = canvas.fx, canvas.fy
+        noise = np.random.default_rng([key, 3, DOMAINS.index(domain), t])
+        frames[t] = finish(shade(canvas.surfaces(layout), look), canvas.depth, look, noise)
+    return SyntheticClip(frames, labels, flows)

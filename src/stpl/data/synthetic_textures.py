@@ -208,10 +208,11 @@ def _wet_sheen(x: np.ndarray, z: np.ndarray, look: Look, col: np.ndarray) -> np.
     if look.wet <= 0:
         return col
     puddle = np.clip((fbm(x * 0.35, z * 0.12, 29, 2) - 0.55) * 6.0, 0, 1) * look.wet
-    streak = np.clip(np.cos(x * 2.1 + 1.3 * value_noise(z * 0.05, x * 0.0, 31)), 0, 1) ** 12
-    glint = streak * value_noise(z * 0.4, np.floor(x * 0.7), 37) * look.wet
+    # broken specular streaks along Z, like street lights mirrored in a wet surface
+    streak = np.clip(np.cos(x * 1.7 + 2.0 * value_noise(z * 0.05, x * 0.0, 31)), 0, 1) ** 16
+    glint = streak * np.clip(value_noise(z * 0.5, np.floor(x * 0.5), 37) * 2.0 - 0.8, 0, 1) * look.wet
     col = _mix(col, _c(look.puddle_sky), puddle)
-    return col + glint[:, None] * np.float32(0.9)
+    return col + glint[:, None] * np.float32(0.6)
 
 
 def _road(p: _Px, look: Look, buf: SurfaceBuffers) -> np.ndarray:

@@ -8,9 +8,7 @@ to a temporary file in the same folder and are renamed into place, so a crash le
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 import stpl
+from stpl.atomic import atomic_write
 from stpl.errors import StplError
 
 METADATA_KEY = "stpl"
@@ -88,15 +87,8 @@ def save_checkpoint(
         tensors.update(optimizer_tensors)
     for key, value in (extra or {}).items():
         tensors[f"extra.{key}"] = value.detach().cpu().contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata={METADATA_KEY: json.dumps(meta)})
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    # save_file is looked up at call time so tests can simulate a crash mid-write.
+    atomic_write(path, lambda temporary: save_file(tensors, temporary, metadata={METADATA_KEY: json.dumps(meta)}))
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

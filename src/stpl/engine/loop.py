@@ -20,6 +20,7 @@ from stpl.engine.checkpoint import load_checkpoint, save_checkpoint
 from stpl.progress import Progress
 
 LAST_CHECKPOINT = "checkpoint_last.safetensors"
+RNG_KEY = "rng.torch"
 
 
 @dataclass
@@ -54,6 +55,8 @@ def run_loop(
         state = load_checkpoint(checkpoint_path)
         method.model.load_state_dict(state.model)
         method.load_extra_state(state.extra)
+        if RNG_KEY in state.extra:
+            torch.set_rng_state(state.extra[RNG_KEY])  # dropout and sampling continue as if never stopped
         if state.optimizer is not None:
             optimizer.load_state_dict(state.optimizer)
         start = state.step
@@ -68,14 +71,14 @@ def run_loop(
             method.model.state_dict(),
             {**meta, "step": step, "iterations": settings.iterations},
             optimizer.state_dict(),
-            method.extra_state(),
+            {**method.extra_state(), RNG_KEY: torch.get_rng_state()},
         )
 
-    progress = Progress(settings.label, settings.iterations, every_seconds=10.0)
+    progress = Progress(settings.label, settings.iterations, every_seconds=10.0, initial=start)
     metrics_file = (run_dir / "metrics.jsonl").open("a")
     logged: dict[str, float] = {}
     sums: dict[str, float] = {}
-    window_start = time.perf_counter()
+    started = time.perf_counter()  # of this (possibly resumed) session
     try:
         for step in range(start, settings.iterations):
             # Phase 1: schedule and data.
@@ -99,14 +102,12 @@ def run_loop(
                 values = {**values, "loss": total}
                 for key, value in values.items():
                     sums[key] = float(value.detach())
-                seconds = time.perf_counter() - window_start
+                seconds = time.perf_counter() - started
                 logged = {"step": done, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, **sums}
                 metrics_file.write(json.dumps(logged) + "\n")
                 metrics_file.flush()
                 shown = " ".join(f"{k}={v:.3f}" for k, v in sums.items() if k.startswith("loss"))
                 progress.update(done, shown, force=True)
-            else:
-                progress.update(done)
             if done % settings.checkpoint_every == 0 or done == settings.iterations:
                 save(done)
     finally:

@@ -12,8 +12,15 @@ from stpl.flow.cache import FlowCache, decode_flow, encode_flow, read_flow_file,
 from stpl.flow.dis import DISFlow
 from stpl.progress import Progress
 
-__all__ = ["DISFlow", "FlowCache", "decode_flow", "encode_flow", "estimate_pair_flows", "read_flow_file",
-           "write_flow_file"]
+__all__ = [
+    "DISFlow",
+    "FlowCache",
+    "decode_flow",
+    "encode_flow",
+    "estimate_pair_flows",
+    "read_flow_file",
+    "write_flow_file",
+]
 
 
 def estimate_pair_flows(
@@ -45,6 +52,8 @@ def estimate_pair_flows(
         progress.update(row + 1)
     elapsed = time.perf_counter() - started
     if computed:
-        progress.done(f"{computed} pairs computed ({computed / max(elapsed, 1e-9):.0f} pairs/s), "
-                      f"{len(pairs) - computed} from cache")
+        progress.done(
+            f"{computed} pairs computed ({computed / max(elapsed, 1e-9):.0f} pairs/s), "
+            f"{len(pairs) - computed} from cache"
+        )
     return flows

@@ -7,12 +7,11 @@ the size and the estimator. Files are written atomically, so an interrupted run 
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from stpl.atomic import atomic_write
 from stpl.errors import StplError
 
 INT16_SCALE = 10.0
@@ -42,16 +41,13 @@ def read_flow_file(path: str | Path) -> np.ndarray:
 
 def write_flow_file(path: str | Path, flow: np.ndarray) -> None:
     """Atomic write in the peers' format."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.save(stream, encode_flow(flow))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    encoded = encode_flow(flow)
+
+    def write(temporary: str) -> None:
+        with open(temporary, "wb") as stream:
+            np.save(stream, encoded)
+
+    atomic_write(path, write)
 
 
 class FlowCache:

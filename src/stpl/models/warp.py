@@ -26,7 +26,7 @@ def warp(source: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
     size, resized here to H,W. Returns the warped map [B,C,H,W] and a bool mask [B,H,W] that is False where
     p + flow(p) falls outside the earlier frame (those values are border-clamped and should be ignored).
     """
-    batch, _, height, width = source.shape
+    height, width = source.shape[-2:]
     flow = resize_flow(flow.to(source.dtype), (height, width))
     ys = torch.arange(height, device=source.device, dtype=source.dtype).view(1, height, 1)
     xs = torch.arange(width, device=source.device, dtype=source.dtype).view(1, 1, width)

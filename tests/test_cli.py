@@ -1,0 +1,188 @@
+"""Every command end to end at toy size, plus the bad-input contract: one line, non-zero exit, nothing overwritten."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+import stpl.data as data_module
+from stpl.adapt.stpl import STPL
+from stpl.cli import main
+from stpl.engine.checkpoint import load_checkpoint
+
+
+def set_args(settings):
+    return [arg for setting in settings for arg in ("--set", setting)]
+
+
+@pytest.fixture
+def source_ckpt(tmp_path, toy_settings):
+    out = tmp_path / "source"
+    assert main(["train-source", "--out", str(out), *set_args(toy_settings)]) == 0
+    return out / "model.safetensors"
+
+
+def test_train_source_writes_config_metrics_and_checkpoint(source_ckpt, toy_settings):
+    run = source_ckpt.parent
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["backbone"] == "tiny"
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4]
+    checkpoint = load_checkpoint(source_ckpt)
+    assert checkpoint.step == 4 and checkpoint.meta["kind"] == "source"
+    assert checkpoint.class_names[0] == "sky" and checkpoint.config["data"]["height"] == 33
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["model.fusion=concat", "adapt.loss_form=seed"],
+        ["model.fusion=add", "adapt.loss_form=infonce", "adapt.cross_frame_keys=true"],
+        ["model.fusion=conv", "adapt.teacher=current", "adapt.norm=update", "adapt.temporal_agreement=true"],
+        [
+            "model.fusion=attention",
+            "adapt.teacher=source",
+            "adapt.confidence=global",
+            "adapt.threshold=0.2",
+            "adapt.norm=frozen",
+        ],
+    ],
+)
+def test_adapt_then_eval(tmp_path, source_ckpt, toy_settings, extra, monkeypatch):
+    built = []
+    original = data_module.build_dataset
+
+    def recording_build(config, split, with_labels):
+        built.append((split, with_labels))
+        return original(config, split, with_labels)
+
+    monkeypatch.setattr(data_module, "build_dataset", recording_build)
+    monkeypatch.setattr("stpl.workflows.build_dataset", recording_build)
+    out = tmp_path / "adapted"
+    settings = [*toy_settings, *extra]
+    assert main(["adapt", "--source-ckpt", str(source_ckpt), "--out", str(out), *set_args(settings)]) == 0
+    assert built == [("adapt", False)]  # source-free: only unlabelled target video was opened
+    adapted = load_checkpoint(out / "model.safetensors")
+    assert adapted.meta["kind"] == "adapted" and adapted.step == 3
+    fusion = extra[0].split("=")[1]
+    assert adapted.config["model"]["fusion"] == fusion
+    source = load_checkpoint(source_ckpt)
+    changed = [
+        k
+        for k in source.model
+        if not k.startswith(("fusion.", "projection."))
+        and source.model[k].is_floating_point()
+        and not (source.model[k] == adapted.model[k]).all()
+    ]
+    assert changed  # adaptation moved the network
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    assert all("loss_contrast" in m and "loss_pl" in m for m in metrics)
+
+    eval_dir = tmp_path / "eval"
+    assert (
+        main(["eval", "--ckpt", str(out / "model.safetensors"), "--out", str(eval_dir), *set_args(toy_settings)]) == 0
+    )
+    result = json.loads((eval_dir / "eval.json").read_text())
+    assert set(result) >= {"mIoU", "per_class", "classes", "num_frames", "checkpoint", "config"}
+    assert 0.0 <= result["mIoU"] <= 100.0
+    assert result["num_frames"] == 4  # 2 clips x (3 frames - gap 1)
+    assert list(result["per_class"]) == result["classes"]
+
+
+def test_interrupted_adaptation_resumes_to_the_same_result(tmp_path, source_ckpt, toy_settings, monkeypatch, capsys):
+    settings = [*toy_settings, "adapt.iterations=4", "adapt.checkpoint_every=2", "adapt.teacher=ema"]
+
+    def args(out):
+        return ["adapt", "--source-ckpt", str(source_ckpt), "--out", str(out), *set_args(settings)]
+
+    assert main(args(tmp_path / "straight")) == 0
+    straight = load_checkpoint(tmp_path / "straight" / "model.safetensors")
+
+    original_step = STPL.step
+
+    def crash_at_step_three(self, batch, step):
+        if step == 2:
+            raise KeyboardInterrupt
+        return original_step(self, batch, step)
+
+    monkeypatch.setattr(STPL, "step", crash_at_step_three)
+    assert main(args(tmp_path / "interrupted")) == 130
+    assert "run the same command again to resume" in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "interrupted" / "checkpoint_last.safetensors").step == 2
+    assert not (tmp_path / "interrupted" / "model.safetensors").exists()
+    monkeypatch.setattr(STPL, "step", original_step)
+    assert main(args(tmp_path / "interrupted")) == 0
+    assert "resuming from step 2" in capsys.readouterr().out
+    resumed = load_checkpoint(tmp_path / "interrupted" / "model.safetensors")
+    for key, value in straight.model.items():
+        torch.testing.assert_close(resumed.model[key], value, msg=key)
+    # A finished run is recognised and reused, not retrained.
+    assert main(args(tmp_path / "interrupted")) == 0
+    assert "reusing it" in capsys.readouterr().out
+
+
+def test_demo_writes_summary(tmp_path, toy_settings, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), *set_args(toy_settings)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for row in ("source_only", "stpl", "oracle"):
+        assert 0.0 <= summary[row]["mIoU"] <= 100.0
+    assert summary["seconds"] > 0
+    printed = capsys.readouterr().out
+    assert "source_only" in printed and "oracle" in printed
+
+
+def test_show_config(capsys, toy_settings):
+    assert main(["show-config", *set_args([*toy_settings, "adapt.temperature=0.07"])]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["adapt"]["temperature"] == 0.07 and shown["model"]["backbone"] == "tiny"
+
+
+# -- bad input -----------------------------------------------------------------------------------------------
+
+
+def run_failing(args, capsys):
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    return err
+
+
+def test_config_typo_fails_before_work(tmp_path, capsys):
+    out = tmp_path / "never"
+    err = run_failing(["train-source", "--out", str(out), "--set", "adapt.temprature=0.1"], capsys)
+    assert "adapt.temprature" in err
+    assert not out.exists()
+
+
+def test_missing_checkpoint_and_config(tmp_path, capsys):
+    err = run_failing(
+        ["adapt", "--source-ckpt", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "o")], capsys
+    )
+    assert "nope.safetensors" in err
+    err = run_failing(
+        ["eval", "--ckpt", str(tmp_path / "x"), "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "o")],
+        capsys,
+    )
+    assert "c.yaml" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_class_count_mismatch_names_the_file(tmp_path, source_ckpt, toy_settings, capsys):
+    from stpl.engine.checkpoint import save_checkpoint
+
+    checkpoint = load_checkpoint(source_ckpt)
+    wrong = tmp_path / "three_classes.safetensors"
+    save_checkpoint(wrong, checkpoint.model, {**checkpoint.meta, "class_names": ["a", "b", "c"]})
+    err = run_failing(["eval", "--ckpt", str(wrong), "--out", str(tmp_path / "o"), *set_args(toy_settings)], capsys)
+    assert "three_classes.safetensors" in err and "3 classes" in err
+
+
+def test_run_folder_of_another_config_is_not_overwritten(tmp_path, source_ckpt, toy_settings, capsys):
+    run = source_ckpt.parent
+    before = source_ckpt.read_bytes()
+    err = run_failing(["train-source", "--out", str(run), *set_args([*toy_settings, "train.lr=0.5"])], capsys)
+    assert "different config" in err
+    assert source_ckpt.read_bytes() == before
