@@ -41,7 +41,7 @@ class DataConfig:
 
 @dataclass
 class FlowConfig:
-    method: Literal["dis", "true"] = "dis"  # "true" = the synthetic generator's exact flow
+    method: Literal["dis", "exact"] = "dis"  # "exact" = the synthetic generator's ground-truth flow
     dis_preset: Literal["ultrafast", "fast", "medium"] = "medium"
     cache_dir: str = "~/.cache/stpl/flow"  # computed once per frame pair, reused by every run
 

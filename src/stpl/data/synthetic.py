@@ -40,7 +40,7 @@ def build_synthetic(config: Config, split: str, with_labels: bool) -> PairDatase
             true_flows.append(clip.flows[t])
     frames_array = np.concatenate(frames)
     pairs_array = np.asarray(pairs, dtype=np.int64)
-    if config.flow.method == "true":
+    if config.flow.method == "exact":
         flows = np.stack(true_flows).astype(np.float32)
     else:
         dataset_id = f"synthetic-v{GENERATOR_VERSION}-{domain}"
