@@ -4,21 +4,25 @@ Every pixel is ray cast against analytic surfaces (ground plane, two facade plan
 persons and car faces, car side planes) with a z-buffer, so the 3-D point behind each pixel is known exactly.
 Backward flow moves that point back by the camera's and the object's own motion and projects it again.
 
-The layout is generated lazily in blocks along the street, each seeded by (seed, block): it depends on the seed
-only, never on the domain or the clip length, so both domains render the very same labels and flows.
+The layout is generated lazily in blocks along the street, each seeded by (seed, block): it depends on the
+seed only, never on the domain or the clip length, so both domains render the very same labels and flows.
 Appearance (see synthetic_textures) is the only thing the domain changes.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
 from stpl.data.synthetic_textures import LOOKS, SurfaceBuffers, finish, shade, value_noise
 
-SYNTHETIC_CLASSES: tuple[str, ...] = ("sky", "building", "road", "sidewalk", "vegetation", "pole", "car", "person")
+SYNTHETIC_CLASSES: tuple[str, ...] = (
+    "sky", "building", "road", "sidewalk", "vegetation", "pole", "car", "person",
+)  # fmt: skip
 DOMAINS = ("source", "target")
 SKY, BUILDING, ROAD, SIDEWALK, VEGETATION, POLE, CAR, PERSON = range(8)
 
@@ -27,6 +31,8 @@ _BLOCK = 50.0  # layout block length along Z, m
 _NEAR = 0.5  # surfaces closer than this to the camera plane are not drawn (degenerate projection)
 _PERSON_VZ = 0.05  # max walking speed along Z, m/frame (bounds which blocks can hold visible persons)
 _ID_BASE = 1 << 20  # keeps block indices of the seed sequence non-negative
+# vz, sway amplitude, sway frequency, sway phase of pedestrians
+_WALK_LO, _WALK_HI = (-_PERSON_VZ, 0.0, 0.05, 0.0), (_PERSON_VZ, 0.4, 0.2, 2 * math.pi)
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,13 @@ class _Sprite:
         return self.x + self.sway * math.sin(self.sway_freq * t + self.sway_phase), self.z + self.vz * t
 
 
+_Pair = tuple[float, float]
+_Box = tuple[slice, slice]  # rows, columns of an image window
+_Shape = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray | int]]  # local (a, b) -> mask, part
+# label, surface id, part (map or constant), surface coordinates a and b, object motion (dx, dz) since t - gap
+_What = tuple[int, int, np.ndarray | int, np.ndarray, np.ndarray, _Pair]
+
+
 @dataclass
 class _Block:
     walls: list[tuple[np.ndarray, ...]]  # per side (left, right): start, end, kind, height, inst arrays
@@ -98,14 +111,16 @@ class _Layout:
         speed = float(rng.uniform(0.2, 0.5))
         # one speed per lane keeps cars of a lane from driving through each other; the camera's lane only
         # holds cars ahead that are at least as fast, so nothing ever drives through the camera
-        self.lane_speed = (-rng.uniform(0.3, 0.7), -rng.uniform(0.3, 0.7), speed * rng.uniform(0.3, 1.6),
-                           speed + rng.uniform(0.0, 0.15))
+        oncoming = rng.uniform(0.3, 0.7, size=2)
+        same_way = (speed * rng.uniform(0.3, 1.6), speed + rng.uniform(0.0, 0.15))
+        self.lane_speed = (-oncoming[0], -oncoming[1], *same_way)
         self.car_gap = (float(rng.uniform(7.0, 15.0)), float(rng.uniform(20.0, 45.0)))
         self.parked_rate = float(rng.uniform(0.2, 0.8))
         self.person_rate = float(rng.uniform(0.5, 0.9))
-        self.cam_rel = (rng.uniform(1.3, 1.8), rng.uniform(0.65, 0.85), rng.uniform(0.37, 0.43), speed,
-                        self.lane_x[3] + rng.uniform(-0.3, 0.3), rng.uniform(0.0, 0.15),
-                        rng.uniform(0.1, 0.3), rng.uniform(0, 2 * math.pi))
+        # camera height, focal / width, horizon / height, speed, lateral position, sway amplitude/freq/phase
+        lo = (1.3, 0.65, 0.37, 0.0, -0.3, 0.0, 0.1, 0.0)
+        hi = (1.8, 0.85, 0.43, 0.0, 0.3, 0.15, 0.3, 2 * math.pi)
+        self.cam_rel = rng.uniform(lo, hi) + np.array([0, 0, 0, speed, self.lane_x[3], 0, 0, 0])
         self._blocks: dict[int, _Block] = {}
 
     def camera(self, height: int, width: int) -> _Camera:
@@ -138,25 +153,25 @@ class _Layout:
             z = z0 + rng.uniform(0.0, 25.0)
             while z < z1:  # poles near the curb, some carrying a sign plate
                 size = rng.uniform(0.45, 0.8) if rng.random() < 0.45 else 0.0
-                height = rng.uniform(3.5, 7.0)
-                blk.static.append(_Sprite(POLE, next(ids), side * (self.road_hw + rng.uniform(0.3, 0.7)), z,
-                                          rng.uniform(0.1, 0.18), height, sign=size,
-                                          sign_y=rng.uniform(2.3, height - 0.3), sign_round=rng.random() < 0.5))
+                x = side * (self.road_hw + rng.uniform(0.3, 0.7))
+                width, height = rng.uniform(0.1, 0.18), rng.uniform(3.5, 7.0)
+                sign_y, sign_round = rng.uniform(2.3, height - 0.3), rng.random() < 0.5
+                sign = {"sign": size, "sign_y": sign_y, "sign_round": sign_round}
+                blk.static.append(_Sprite(POLE, next(ids), x, z, width, height, **sign))
                 z += rng.uniform(12.0, 30.0)
             z = z0 + rng.uniform(0.0, 15.0)
             while z < z1:  # parked cars in the parking strips
                 if rng.random() < self.parked_rate:
-                    blk.static.append(self._car(rng, next(ids), side * (self.road_hw - 1.0), z, 0.0,
-                                                rng.random() < 0.5))
+                    front = rng.random() < 0.5
+                    blk.static.append(self._car(rng, next(ids), side * (self.road_hw - 1.0), z, 0.0, front))
                 z += rng.uniform(5.5, 14.0)
             z = z0 + rng.uniform(0.0, 8.0)
             while z < z1:  # pedestrians strolling along (and a little across) the sidewalks
                 if rng.random() < self.person_rate:
                     x = side * rng.uniform(self.road_hw + 0.8, abs(self.wall_x[side > 0]) - 0.6)
-                    blk.persons.append(_Sprite(PERSON, next(ids), x, z, 0.0, rng.uniform(1.5, 1.95),
-                                               vz=rng.uniform(-_PERSON_VZ, _PERSON_VZ), sway=rng.uniform(0, 0.4),
-                                               sway_freq=rng.uniform(0.05, 0.2),
-                                               sway_phase=rng.uniform(0, 2 * math.pi)))
+                    vz, sway, freq, phase = rng.uniform(_WALK_LO, _WALK_HI)
+                    walk = {"vz": vz, "sway": sway, "sway_freq": freq, "sway_phase": phase}
+                    blk.persons.append(_Sprite(PERSON, next(ids), x, z, 0.0, rng.uniform(1.5, 1.95), **walk))
                 z += rng.uniform(2.0, 8.0)
         for lane, (x, v) in enumerate(zip(self.lane_x, self.lane_speed, strict=True)):
             z = z0 + rng.uniform(0.0, self.car_gap[1])
@@ -169,8 +184,8 @@ class _Layout:
     @staticmethod
     def _car(rng: np.random.Generator, inst: int, x: float, z: float, vz: float, front: bool) -> _Sprite:
         height = rng.uniform(1.8, 2.1) if rng.random() < 0.25 else rng.uniform(1.35, 1.55)  # van or sedan
-        return _Sprite(CAR, inst, x, z, rng.uniform(1.7, 1.95), height, vz=vz, length=rng.uniform(3.9, 4.8),
-                       front=front)
+        width, length = rng.uniform(1.7, 1.95), rng.uniform(3.9, 4.8)
+        return _Sprite(CAR, inst, x, z, width, height, vz=vz, length=length, front=front)
 
     def _blocks_for(self, lo: float, hi: float) -> list[_Block]:
         return [self.block(k) for k in range(math.floor(lo / _BLOCK), math.floor(hi / _BLOCK) + 1)]
@@ -190,7 +205,7 @@ class _Layout:
 
 
 def _person_shape(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Head, torso with arms, two legs; a and b are in units of the person's height. Parts: skin/top/bottom."""
+    """Head, torso with arms, two legs; a, b in units of the person's height. Parts: skin, top, bottom."""
     aa = np.abs(a)
     head = (a / 0.07) ** 2 + ((b - 0.925) / 0.075) ** 2 < 1.0
     upper = (b >= 0.5) & (b < 0.85) & ((aa < 0.125) | ((aa < 0.165) & (b > 0.53) & (b < 0.83)))
@@ -199,12 +214,20 @@ def _person_shape(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return head | upper | legs, part
 
 
-def _car_face(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _car_face(a: np.ndarray, b: np.ndarray, part: int) -> tuple[np.ndarray, int]:
     """Rear/front silhouette: a in half-widths, b in heights; the road shows between the wheels."""
     aa = np.abs(a)
     body = (b >= 0.0) & (b < 0.58) & (aa <= 1.0) & ((b >= 0.12) | ((aa > 0.55) & (aa < 0.95)))
     cabin = (b >= 0.58) & (b < 1.0) & (aa < 0.84 - 0.22 * (b - 0.58) / 0.42)
-    return body | cabin
+    return body | cabin, part
+
+
+def _pole_shape(sp: _Sprite, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pole (part 0) with an optional round or square sign plate (part 1); a, b in metres."""
+    r, dy = sp.sign / 2, b - sp.sign_y
+    plate = a * a + dy * dy < r * r if sp.sign_round else (np.abs(a) < r) & (np.abs(dy) < r)
+    pole = (np.abs(a) < sp.width / 2) & (b >= 0.0) & (b < sp.height)
+    return pole | plate, plate.astype(np.uint8)
 
 
 def _car_side(along: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -274,15 +297,17 @@ class _Canvas:
         ground = ~wall & (s_g < _FAR)[:, None]
         x_g = self.cx + s_gc[:, None] * self.du[None, :]
         self.depth = np.where(wall, s_wc, np.where(ground, s_g[:, None], np.inf))
-        self.label = np.where(wall, kind, np.where(ground, np.where(np.abs(x_g) < layout.road_hw, ROAD, SIDEWALK),
-                                                   SKY)).astype(np.uint8)
+        floor = np.where(np.abs(x_g) < layout.road_hw, ROAD, SIDEWALK)
+        self.label = np.where(wall, kind, np.where(ground, floor, SKY)).astype(np.uint8)
         self.inst = np.where(wall, inst, 0)
         self.ta = np.where(wall, z_w, x_g)  # facades: (Z, Y); ground: (X, Z)
         self.tb = np.where(wall, y_w, self.cz + s_gc[:, None])
         self.fx, self.fy = self.static_flow()
 
-    def _write(self, rs: slice, cs: slice, mask: np.ndarray, depth: np.ndarray | float, label: int, inst: int,
-               part: np.ndarray | int, ta: np.ndarray, tb: np.ndarray, dx: float, dz: float) -> None:
+    def _write(self, box: _Box, mask: np.ndarray, depth: np.ndarray | float, what: _What) -> None:
+        """Z-test and store one surface patch; `what` carries its label, id, part, coordinates and motion."""
+        rs, cs = box
+        label, inst, part, ta, tb, (dx, dz) = what
         view = self.depth[rs, cs]
         depth = np.broadcast_to(depth, view.shape)
         mask = mask & (depth < view)
@@ -298,59 +323,51 @@ class _Canvas:
         np.copyto(self.fx[rs, cs], fx, where=mask)
         np.copyto(self.fy[rs, cs], fy, where=mask)
 
-    def _window(self, u_a: float, u_b: float, v_a: float, v_b: float) -> tuple[slice, slice] | None:
+    def _window(self, u_a: float, u_b: float, v_a: float, v_b: float) -> _Box | None:
         """Pixel slices covering the image-space box [u_a, u_b] x [v_a, v_b], or None if it is empty."""
         h, w = self.depth.shape
         c0, c1 = max(0, math.ceil(u_a)), min(w - 1, math.floor(u_b))
         r0, r1 = max(0, math.ceil(v_a)), min(h - 1, math.floor(v_b))
         return None if c0 > c1 or r0 > r1 else (slice(r0, r1 + 1), slice(c0, c1 + 1))
 
-    def front(self, x: float, s: float, half: float, top: float, scale: tuple[float, float], shape, label: int,
-              inst: int, part: int | None, motion: tuple[float, float]) -> None:
-        """A fronto-parallel sprite at depth s spanning X in x +- half and Y in [0, top]; `shape` gets local
-        coordinates divided by `scale` and returns a mask (and a part map when `part` is None)."""
-        cam = self.cam
-        box = self._window(cam.u0 + cam.focal * (x - half - self.cx) / s, cam.u0 + cam.focal * (x + half - self.cx) / s,
-                           cam.v0 + cam.focal * (cam.height - top) / s, cam.v0 + cam.focal * cam.height / s)
-        if box is None:
-            return
-        rs, cs = box
-        a = (self.cx + self.du[None, cs] * s - x) / scale[0]
-        b = (cam.height - self.dv[rs, None] * s) / scale[1]
-        mask = shape(a, b)
-        if part is None:
-            mask, part = mask
-        self._write(rs, cs, np.broadcast_to(mask, (b.size, a.size)), s, label, inst, part, a, b, *motion)
-
-    def sprite(self, sp: _Sprite) -> None:
+    def _place(self, sp: _Sprite) -> tuple[float, float, _Pair]:
+        """Position at frame t and the motion back to t - gap (where its material points were, relative)."""
         x, z = sp.position(self.t)
         xp, zp = sp.position(self.t - self.gap)
-        motion = (xp - x, zp - z)  # where the object's material points were at t - gap, relative to now
+        return x, z, (xp - x, zp - z)
+
+    def front(self, sp: _Sprite, extent: _Pair, scale: _Pair, shape: _Shape) -> None:
+        """A fronto-parallel face through the sprite's reference point spanning X +- extent[0] and Y in
+        [0, extent[1]]; `shape` gets local coordinates divided by `scale` and returns a mask and a part."""
+        x, z, motion = self._place(sp)
         s = z - self.cz
-        if sp.kind == CAR:
-            self._car(sp, x, z, motion)
-        elif not _NEAR < s < _FAR:
+        if not _NEAR < s < _FAR:
             return
+        cam, f = self.cam, self.cam.focal
+        u_a, u_b = cam.u0 + f * (x - extent[0] - self.cx) / s, cam.u0 + f * (x + extent[0] - self.cx) / s
+        box = self._window(u_a, u_b, cam.v0 + f * (cam.height - extent[1]) / s, cam.v0 + f * cam.height / s)
+        if box is None:
+            return
+        a = (self.cx + self.du[None, box[1]] * s - x) / scale[0]
+        b = (cam.height - self.dv[box[0], None] * s) / scale[1]
+        mask, part = shape(a, b)
+        self._write(box, np.broadcast_to(mask, (b.size, a.size)), s, (sp.kind, sp.inst, part, a, b, motion))
+
+    def sprite(self, sp: _Sprite) -> None:
+        if sp.kind == CAR:
+            self._car(sp)
         elif sp.kind == PERSON:
-            self.front(x, s, 0.17 * sp.height, sp.height, (sp.height, sp.height), _person_shape, PERSON, sp.inst,
-                       None, motion)
+            self.front(sp, (0.17 * sp.height, sp.height), (sp.height, sp.height), _person_shape)
         else:
-            def pole(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-                mask = (np.abs(a) < sp.width / 2) & (b >= 0.0) & (b < sp.height)
-                r = sp.sign / 2
-                plate = (a * a + (b - sp.sign_y) ** 2 < r * r) if sp.sign_round else (
-                    (np.abs(a) < r) & (np.abs(b - sp.sign_y) < r))
-                return mask | plate, plate.astype(np.uint8)
+            extent = (max(sp.width, sp.sign) / 2, max(sp.height, sp.sign_y + sp.sign / 2))
+            self.front(sp, extent, (1.0, 1.0), partial(_pole_shape, sp))
 
-            self.front(x, s, max(sp.width, sp.sign) / 2, max(sp.height, sp.sign_y + sp.sign / 2), (1.0, 1.0), pole,
-                       POLE, sp.inst, None, motion)
-
-    def _car(self, sp: _Sprite, x: float, z: float, motion: tuple[float, float]) -> None:
+    def _car(self, sp: _Sprite) -> None:
         """Near face (rear, or front when `sp.front`) plus the side plane that faces the camera."""
+        face = partial(_car_face, part=int(sp.front))
+        self.front(sp, (sp.width / 2, sp.height), (sp.width / 2, sp.height), face)
+        x, z, motion = self._place(sp)
         s = z - self.cz
-        if _NEAR < s < _FAR:
-            self.front(x, s, sp.width / 2, sp.height, (sp.width / 2, sp.height), _car_face, CAR, sp.inst,
-                       int(sp.front), motion)
         if abs(self.cx - x) <= sp.width / 2:
             return
         xs = x - sp.width / 2 if self.cx < x else x + sp.width / 2
@@ -363,18 +380,17 @@ class _Canvas:
         box = self._window(u_a, u_b, v_top, cam.v0 + f * cam.height / s_a)
         if box is None:
             return
-        rs, cs = box
         with np.errstate(divide="ignore"):
-            depth = np.abs((xs - self.cx) / self.du[None, cs])  # ray / plane X = xs intersection
+            depth = np.abs((xs - self.cx) / self.du[None, box[1]])  # ray / plane X = xs intersection
         along = (self.cz + depth - z) / sp.length
-        b = (cam.height - self.dv[rs, None] * depth) / sp.height
-        shape_l = 1.0 - along if sp.front else along  # silhouette is drawn from the car's front end
-        mask = _car_side(shape_l, b) & (depth >= s_a) & (depth <= s_b)
-        self._write(rs, cs, mask, depth, CAR, sp.inst, 2, shape_l, b, *motion)
+        b = (cam.height - self.dv[box[0], None] * depth) / sp.height
+        along = 1.0 - along if sp.front else along  # silhouette is drawn from the car's front end
+        mask = _car_side(along, b) & (depth >= s_a) & (depth <= s_b)
+        self._write(box, mask, depth, (CAR, sp.inst, 2, along, b, motion))
 
     def surfaces(self, layout: _Layout) -> SurfaceBuffers:
-        return SurfaceBuffers(self.label, self.inst, self.part, self.ta, self.tb, self.depth, self.du, self.dv,
-                              layout.road_hw, layout.lane_w)
+        buffers = (self.label, self.inst, self.part, self.ta, self.tb, self.depth, self.du, self.dv)
+        return SurfaceBuffers(*buffers, layout.road_hw, layout.lane_w)
 
 
 def _render(layout: _Layout, cam: _Camera, t: int, gap: int, height: int, width: int) -> _Canvas:
@@ -385,9 +401,10 @@ def _render(layout: _Layout, cam: _Camera, t: int, gap: int, height: int, width:
     return canvas
 
 
-def generate_clip(seed: int, domain: str, height: int, width: int, num_frames: int,
-                  flow_gap: int = 1) -> SyntheticClip:
-    """Render a clip; (seed, height, width, num_frames) fix labels and flows, the domain only the appearance."""
+def generate_clip(
+    seed: int, domain: str, height: int, width: int, num_frames: int, flow_gap: int = 1
+) -> SyntheticClip:  # fmt: skip
+    """Render a clip; (seed, height, width, num_frames) fix labels and flows; the domain only the looks."""
     if domain not in DOMAINS:
         raise ValueError(f"unknown domain {domain!r}; expected one of {DOMAINS}")
     if height < 16 or width < 16:
