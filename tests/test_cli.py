@@ -37,7 +37,12 @@ def test_train_source_writes_config_metrics_and_checkpoint(source_ckpt, toy_sett
     "extra",
     [
         ["model.fusion=concat", "adapt.loss_form=seed"],
-        ["model.fusion=add", "adapt.loss_form=infonce", "adapt.cross_frame_keys=true"],
+        [
+            "model.fusion=add",
+            "adapt.loss_form=infonce",
+            "adapt.cross_frame_keys=true",
+            "adapt.student_augmentation=1.0",
+        ],
         ["model.fusion=conv", "adapt.teacher=current", "adapt.norm=update", "adapt.temporal_agreement=true"],
         [
             "model.fusion=attention",

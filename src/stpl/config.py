@@ -97,6 +97,7 @@ class AdaptConfig:
     cross_frame_keys: bool = False  # add the warped earlier frame's embeddings to the keys
     lambda_contrast: float = 0.1
     lambda_pl: float = 1.0
+    student_augmentation: float = 0.0  # strength of the student's photometric perturbation (0 = clean view)
     log_every: int = 25
     checkpoint_every: int = 100
 
@@ -104,6 +105,8 @@ class AdaptConfig:
 @dataclass
 class EvalConfig:
     batch_size: int = 8
+    # "adapt" scores the adaptation frames' labels: for choosing defaults, never for reporting
+    split: Literal["eval", "adapt"] = "eval"
 
 
 @dataclass

@@ -169,8 +169,9 @@ def evaluate_checkpoint(checkpoint_path: Path, config: Config, out_dir: Path | N
     model_config = build_config(base={**config_to_dict(config), "model": checkpoint.config["model"]})
     device = setup_runtime(config)
     model = model_from_checkpoint(checkpoint, model_config, skip_adaptation_modules=False).to(device)
-    dataset = build_dataset(config, "eval", with_labels=True)
+    dataset = build_dataset(config, config.eval.split, with_labels=True)
     result = evaluate(model, dataset, config.eval.batch_size)
+    result["split"] = config.eval.split
     result["checkpoint"] = str(checkpoint_path)
     result["config"] = config_to_dict(config)
     if out_dir is not None:

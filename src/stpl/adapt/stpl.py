@@ -23,6 +23,7 @@ from stpl.adapt.norm import set_norm_mode
 from stpl.adapt.pseudo_labels import make_pseudo_labels
 from stpl.adapt.teachers import Teacher
 from stpl.config import AdaptConfig
+from stpl.data.augment import photometric_augment
 from stpl.data.pairs import IGNORE_INDEX, PairBatch
 from stpl.losses.pixel_contrast import pixel_contrastive_loss, sample_per_class
 from stpl.models.segmenter import SegmenterOutput, VideoSegmenter, upsample
@@ -91,6 +92,8 @@ class STPL(Method):
     # -- step -----------------------------------------------------------------------------------------------
     def step(self, batch: PairBatch, step: int) -> dict[str, Tensor]:
         teacher = self.teacher.predict(batch)
+        if self.config.student_augmentation > 0:
+            batch = photometric_augment(batch, self.generator, self.config.student_augmentation)
         need_embeddings = self.config.lambda_contrast > 0
         student = self.model(batch.current, batch.previous, batch.flow, with_embeddings=need_embeddings)
         out: dict[str, Tensor] = {}
