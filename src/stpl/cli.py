@@ -6,8 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from stpl import __version__, workflows
+from stpl import __version__, bench, workflows
 from stpl.config import Config, build_config, config_to_yaml
+from stpl.data import SPLITS
 from stpl.errors import StplError
 
 
@@ -52,11 +53,14 @@ def add_adapt(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("adapt", help="source-free STPL adaptation on unlabelled target video")
     add_config_options(parser)
     parser.add_argument("--source-ckpt", type=Path, required=True, help="the source model checkpoint")
+    parser.add_argument("--method", help="adaptation method (same as --set adapt.method=NAME)")
     parser.add_argument("--out", type=Path, required=True, help="run folder (resumed if it holds an unfinished run)")
     parser.set_defaults(run=run_adapt)
 
 
 def run_adapt(args: argparse.Namespace) -> None:
+    if args.method:
+        args.sets = [*args.sets, f"adapt.method={args.method}"]
     config = load_config(args)
     path = workflows.adapt(config, require_file(args.source_ckpt, "source checkpoint"), args.out)
     print(f"adapted model: {path}")
@@ -98,7 +102,40 @@ def run_show_config(args: argparse.Namespace) -> None:
     print(config_to_yaml(load_config(args)), end="")
 
 
-SUBCOMMANDS = (add_train_source, add_adapt, add_eval, add_demo, add_show_config)
+def add_flow(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("flow", help="precompute and cache optical flow for every frame pair a dataset uses")
+    add_config_options(parser)
+    parser.add_argument("--split", choices=SPLITS, action="append", help="split(s) to cover (default: all)")
+    parser.set_defaults(run=run_flow)
+
+
+def run_flow(args: argparse.Namespace) -> None:
+    workflows.precompute_flow(load_config(args), args.split or list(SPLITS))
+
+
+def add_bench(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("bench", help="a named protocol end to end: methods x seeds -> results.json/.md")
+    parser.add_argument("--benchmark", required=True, help=f"one of: {', '.join(bench.BENCHMARKS)}")
+    parser.add_argument("--data-root", help="the dataset folder (real-data benchmarks)")
+    parser.add_argument("--methods", default="source-only,adabn,stpl,oracle", help="comma-separated methods")
+    parser.add_argument("--seeds", default="0", help="comma-separated integer seeds")
+    parser.add_argument("--out", type=Path, help="output folder (default runs/bench/<benchmark>)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    parser.set_defaults(run=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> None:
+    methods = bench.parse_list(args.methods, bench.METHODS)
+    try:
+        seeds = [int(seed) for seed in bench.parse_list(args.seeds, what="seed")]
+    except ValueError:
+        raise StplError(f"--seeds must be comma-separated integers, got '{args.seeds}'") from None
+    out = args.out or Path("runs/bench") / args.benchmark
+    bench.run_bench(args.benchmark, methods, seeds, out, args.data_root, args.sets)
+    print(f"results: {out / 'results.json'}, {out / 'results.md'}")
+
+
+SUBCOMMANDS = (add_train_source, add_adapt, add_eval, add_demo, add_flow, add_bench, add_show_config)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,12 +31,30 @@ class SyntheticConfig:
 
 
 @dataclass
+class CamVidConfig:
+    """CamVid in the SegNet layout; which sequences are source and how the target divides are config values."""
+
+    root: str = "../shared/data/camvid"
+    source_sequences: tuple[str, ...] = ("0006R0", "0016E5")
+    # frame ranges [first, last, first, last, ...] of source sequences left out of the source set
+    source_exclude_ranges: tuple[int, ...] = ()
+    target_sequence: str = "0001TP"
+    # The target's adaptation and evaluation frames: the target sequence's frames listed in a list file, or a
+    # frame range [first, last] (a range, when given, wins over the list).
+    adapt_list: str = "train.txt"
+    eval_list: str = "test.txt"
+    adapt_range: tuple[int, ...] = ()
+    eval_range: tuple[int, ...] = ()
+
+
+@dataclass
 class DataConfig:
-    dataset: str = "synthetic"
+    dataset: Literal["synthetic", "camvid"] = "synthetic"
     height: int = 120
     width: int = 160
     frame_gap: int = 1  # k: the earlier frame is t - k (in the dataset's frame steps)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    camvid: CamVidConfig = field(default_factory=CamVidConfig)
 
 
 @dataclass
@@ -44,11 +62,12 @@ class FlowConfig:
     method: Literal["dis", "exact"] = "dis"  # "exact" = the synthetic generator's ground-truth flow
     dis_preset: Literal["ultrafast", "fast", "medium"] = "medium"
     cache_dir: str = "~/.cache/stpl/flow"  # computed once per frame pair, reused by every run
+    workers: int = 2  # threads computing DIS flow (one per core here)
 
 
 @dataclass
 class ModelConfig:
-    backbone: Literal["mobilenet_v2", "tiny"] = "mobilenet_v2"
+    backbone: Literal["mobilenet_v2", "tiny", "resnet101_deeplabv2"] = "mobilenet_v2"
     pretrained: bool = True  # ImageNet initialisation for mobilenet_v2
     weights_path: str = ""  # explicit ImageNet weights file; empty = look in the offline package
     output_stride: Literal[8, 16] = 8
@@ -56,6 +75,8 @@ class ModelConfig:
     aspp_rates: tuple[int, ...] = (2, 4, 6)  # small rates: feature maps here are only ~15x20
     fusion: Literal["concat", "add", "conv", "attention"] = "conv"
     projection_dim: int = 128  # D of the pixel embeddings
+    aux_weight: float = 0.0  # resnet101_deeplabv2: weight of the layer3 head's logits added to layer4's (0 = none)
+    input_format: Literal["imagenet", "caffe_bgr"] = "imagenet"  # caffe_bgr: the BGR 0..255 input of ACCEL weights
 
 
 @dataclass
@@ -77,7 +98,7 @@ class TrainConfig:
 class AdaptConfig:
     """STPL adaptation; every open choice of SPEC §2 is an option here."""
 
-    method: Literal["stpl"] = "stpl"
+    method: Literal["stpl", "adabn"] = "stpl"  # adabn = re-estimate normalisation statistics on target, nothing else
     iterations: int = 300
     batch_size: int = 8
     lr: float = 0.002

@@ -135,18 +135,20 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
     model = model_from_checkpoint(checkpoint, config, skip_adaptation_modules=True).to(device)
     dataset = build_dataset(config, "adapt", with_labels=False)
     resuming = (out_dir / LAST_CHECKPOINT).is_file()
-    if config.adapt.norm == "reestimate" and not resuming:
+    if (config.adapt.norm == "reestimate" or config.adapt.method == "adabn") and not resuming:
         count = reestimate_norm_statistics(model, (b.to(device) for b in dataset.iterate(config.adapt.batch_size)))
         print(f"[adapt] normalisation statistics re-estimated on {count} target batches", flush=True)
-    method = STPL(model, config.adapt, seed=config.seed)
-    batches = RandomBatches(dataset, config.adapt.batch_size, config.seed)
     meta = {
         "kind": "adapted",
-        "method": method.name,
+        "method": config.adapt.method,
         "config": config_to_dict(config),
         "class_names": checkpoint.class_names,
         "source_checkpoint": str(source_checkpoint),
     }
+    if config.adapt.method == "adabn":  # AdaBN is the re-estimation alone: nothing to train
+        return save_final(out_dir, model, {**meta, "step": 0})
+    method = STPL(model, config.adapt, seed=config.seed)
+    batches = RandomBatches(dataset, config.adapt.batch_size, config.seed)
     settings = LoopSettings(
         config.adapt.iterations,
         config.adapt.momentum,
@@ -212,3 +214,12 @@ def format_table(summary: dict[str, Any]) -> str:
         lines.append(f"{name:<12} {summary[name]['mIoU']:>6.1f} {cells}")
     lines.append(f"target evaluation clips; oracle = trained on target labels (reference); {summary['seconds']:.0f} s")
     return "\n".join(lines)
+
+
+def precompute_flow(config: Config, splits: list[str]) -> None:
+    """Build each split once (which computes and caches any missing flow); labels are not read."""
+    if config.flow.method != "dis":
+        raise StplError(f"flow.method is '{config.flow.method}': nothing to precompute")
+    for split in splits:
+        dataset = build_dataset(config, split, with_labels=False)
+        print(f"[flow] {split}: {len(dataset)} pairs cached in {config.flow.cache_dir}", flush=True)

@@ -35,9 +35,22 @@ def _synthetic_classes(config: Config) -> tuple[str, ...]:
     return SYNTHETIC_CLASSES
 
 
+def _camvid(config: Config, split: str, with_labels: bool) -> PairDataset:
+    from stpl.data.camvid import build_camvid
+
+    return build_camvid(config, split, with_labels)
+
+
+def _camvid_classes(config: Config) -> tuple[str, ...]:
+    from stpl.data.camvid import CAMVID_CLASSES
+
+    return CAMVID_CLASSES
+
+
 # name -> (split builder, class names)
 DATASETS: dict[str, tuple[Callable[[Config, str, bool], PairDataset], Callable[[Config], tuple[str, ...]]]] = {
     "synthetic": (_synthetic, _synthetic_classes),
+    "camvid": (_camvid, _camvid_classes),
 }
 
 

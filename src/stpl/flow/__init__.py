@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -31,29 +33,42 @@ def estimate_pair_flows(
     config: FlowConfig,
     label: str = "flow",
 ) -> np.ndarray:
-    """DIS flow [P,H,W,2] for each (current, previous) index pair, read from the cache where present."""
-    estimator = DISFlow(config.dis_preset)
+    """DIS flow [P,H,W,2] for each (current, previous) index pair, read from the cache where present.
+
+    Missing pairs are computed by `config.workers` threads (OpenCV releases the GIL) and written to the cache as
+    they finish, so an interrupted run keeps what it computed.
+    """
     cache = FlowCache(config.cache_dir)
     height, width = frames.shape[1:3]
+    estimator_name = DISFlow(config.dis_preset).name
     flows = np.empty((len(pairs), height, width, 2), dtype=np.float32)
-    computed = 0
-    started = time.perf_counter()
-    progress = Progress(label, len(pairs), every_seconds=5.0)
-    for row, (current, previous) in enumerate(pairs):
-        key = cache.key(dataset_id, names[current], names[previous], (height, width), estimator.name)
+    keys = [cache.key(dataset_id, names[c], names[p], (height, width), estimator_name) for c, p in pairs]
+    missing = []
+    for row, key in enumerate(keys):
         cached = cache.get(key)
         if cached is None:
-            flow = estimator(frames[current], frames[previous])
-            cache.put(key, flow)
-            # Store what the cache will return later, so a first run and a cached run see identical flow.
-            cached = decode_flow(encode_flow(flow))
-            computed += 1
-        flows[row] = cached
-        progress.update(row + 1)
-    elapsed = time.perf_counter() - started
-    if computed:
-        progress.done(
-            f"{computed} pairs computed ({computed / max(elapsed, 1e-9):.0f} pairs/s), "
-            f"{len(pairs) - computed} from cache"
-        )
+            missing.append(row)
+        else:
+            flows[row] = cached
+    if not missing:
+        return flows
+    local = threading.local()
+
+    def compute(row: int) -> int:
+        if not hasattr(local, "estimator"):
+            local.estimator = DISFlow(config.dis_preset)  # one DIS object per thread
+        current, previous = pairs[row]
+        flow = local.estimator(frames[current], frames[previous])
+        cache.put(keys[row], flow)
+        # Keep what the cache will return later, so a first run and a cached run see identical flow.
+        flows[row] = decode_flow(encode_flow(flow))
+        return row
+
+    progress = Progress(label, len(missing), every_seconds=5.0)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=max(1, config.workers)) as pool:
+        for done, _ in enumerate(pool.map(compute, missing), start=1):
+            progress.update(done)
+    rate = len(missing) / max(time.perf_counter() - started, 1e-9)
+    progress.done(f"{len(missing)} pairs computed ({rate:.0f} pairs/s), {len(pairs) - len(missing)} from cache")
     return flows

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from torch import nn
+
 from stpl.config import ModelConfig
 from stpl.models.backbones import build_backbone
+from stpl.models.deeplabv2 import build_deeplabv2
+from stpl.models.heads import ASPP
 from stpl.models.segmenter import SegmenterOutput, VideoSegmenter, upsample
 
 __all__ = ["SegmenterOutput", "VideoSegmenter", "build_model", "upsample"]
@@ -11,14 +15,20 @@ __all__ = ["SegmenterOutput", "VideoSegmenter", "build_model", "upsample"]
 
 def build_model(config: ModelConfig, num_classes: int, load_pretrained: bool = True) -> VideoSegmenter:
     """`load_pretrained=False` skips ImageNet weights when a checkpoint will overwrite them anyway."""
+    if config.backbone == "resnet101_deeplabv2":  # its own neck and classifier (DeepLab-v2 ASPP heads)
+        return build_deeplabv2(config, num_classes, load_pretrained)
     backbone = build_backbone(
         config.backbone, config.output_stride, config.pretrained and load_pretrained, config.weights_path
     )
+    channels = config.feature_channels
+    neck = ASPP(backbone.out_channels, channels, config.aspp_rates)
+    classifier = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(channels, num_classes, 1))
     return VideoSegmenter(
         backbone,
+        neck,
+        classifier,
         num_classes,
-        feature_channels=config.feature_channels,
-        aspp_rates=config.aspp_rates,
+        feature_channels=channels,
         fusion=config.fusion,
         projection_dim=config.projection_dim,
     )

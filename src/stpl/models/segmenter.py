@@ -1,6 +1,6 @@
 """The ACCEL-style video segmenter with STPL's spatio-temporal fusion block and projection head.
 
-    f_t = E(x_t), f_p = E(x_{t-k})                       shared encoder (backbone + ASPP), C channels
+    f_t = E(x_t), f_p = E(x_{t-k})                       shared encoder (backbone + neck), C channels
     s_t = cls(f_t), s_p = cls(f_p)                       per-frame logits
     s = ScoreFusion(s_t, W(s_p, o))                      the video prediction (identity at initialisation)
     z_t = S(f_t, W(f_p, o)),  e_t = normalize(P(z_t))    spatio-temporal pixel embeddings (adaptation only)
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stpl.models.fusion import build_fusion
-from stpl.models.heads import ASPP, ProjectionHead, ScoreFusion
+from stpl.models.heads import ProjectionHead, ScoreFusion
 from stpl.models.warp import warp
 
 
@@ -35,26 +35,33 @@ class SegmenterOutput:
 
 
 class VideoSegmenter(nn.Module):
+    """backbone -> neck (e.g. ASPP) gives the encoder features f; classifier maps f to per-frame logits.
+
+    The parts are plain modules so other architectures (e.g. DeepLab-v2, whose classifier is itself an ASPP) plug
+    in through `build_model` without touching the video logic here.
+    """
+
     def __init__(
         self,
         backbone: nn.Module,
+        neck: nn.Module,
+        classifier: nn.Module,
         num_classes: int,
-        feature_channels: int = 128,
-        aspp_rates: tuple[int, ...] = (2, 4, 6),
+        feature_channels: int,
         fusion: str = "conv",
         projection_dim: int = 128,
     ):
         super().__init__()
         self.num_classes = num_classes
         self.backbone = backbone
-        self.aspp = ASPP(backbone.out_channels, feature_channels, aspp_rates)
-        self.classifier = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(feature_channels, num_classes, 1))
+        self.neck = neck
+        self.classifier = classifier
         self.score_fusion = ScoreFusion(num_classes)
         self.fusion = build_fusion(fusion, feature_channels)
         self.projection = ProjectionHead(self.fusion.out_channels, feature_channels, projection_dim)
 
     def encode(self, images: Tensor) -> Tensor:
-        return self.aspp(self.backbone(images))
+        return self.neck(self.backbone(images))
 
     def classify(self, features: Tensor) -> Tensor:
         return self.classifier(features)

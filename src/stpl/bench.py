@@ -1,0 +1,196 @@
+"""`stpl bench`: a named protocol end to end over methods and seeds, with results files and skipping of done runs.
+
+Layout of the output folder:
+    source/<key>/            source model per seed, keyed by its config and the commit (reused when both match)
+    runs/<method>/seed<s>/   one run per method and seed, with eval.json once complete
+    results.json, results.md
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from stpl import workflows
+from stpl.config import Config, build_config, config_to_dict
+from stpl.errors import StplError
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+# benchmark name -> its config file under configs/ (None = the defaults, i.e. the synthetic benchmark)
+BENCHMARKS: dict[str, str | None] = {
+    "synthetic": None,
+    "camvid-dusk": "camvid_dusk/base.yaml",
+}
+REFERENCE_METHODS = ("oracle",)  # trained on target labels: a reference, never a competitor
+METHODS = ("source-only", "adabn", "stpl", "oracle")
+
+
+def git_commit() -> str:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}+dirty" if dirty else commit
+
+
+def benchmark_config(name: str, data_root: str | None, sets: list[str]) -> Config:
+    if name not in BENCHMARKS:
+        raise StplError(f"unknown benchmark '{name}' (known: {', '.join(BENCHMARKS)})")
+    relative = BENCHMARKS[name]
+    config_file = None
+    if relative is not None:
+        config_file = CONFIG_DIR / relative
+        if not config_file.is_file():
+            raise StplError(f"benchmark config missing: {config_file}")
+    root_set = []
+    if data_root:
+        config = build_config(config_file, sets)
+        if config.data.dataset == "synthetic":
+            raise StplError(f"benchmark '{name}' is generated; --data-root does not apply")
+        root_set = [f"data.{config.data.dataset}.root={data_root}"]
+    return build_config(config_file, [*root_set, *sets])
+
+
+def parse_list(text: str, allowed: tuple[str, ...] | None = None, what: str = "method") -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise StplError(f"no {what}s given")
+    for item in items:
+        if allowed is not None and item not in allowed:
+            raise StplError(f"unknown {what} '{item}' (known: {', '.join(allowed)})")
+    return items
+
+
+def source_key(config: Config, commit: str) -> str:
+    """What the source model depends on: seed, data, flow, model and training settings, and the code."""
+    relevant = {k: v for k, v in config_to_dict(config).items() if k in ("seed", "data", "flow", "model", "train")}
+    text = json.dumps(relevant, sort_keys=True) + commit
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def run_method(method: str, config: Config, source: Path, run_dir: Path) -> tuple[Path, float]:
+    """Returns the checkpoint to evaluate and the seconds spent adapting (0 for source-only)."""
+    started = time.perf_counter()
+    if method == "source-only":
+        return source, 0.0
+    if method == "oracle":
+        checkpoint = workflows.train_supervised(config, run_dir, split="adapt", kind="oracle")
+    else:
+        method_config = build_config(base=config_to_dict(config), sets=[f"adapt.method={method}"])
+        checkpoint = workflows.adapt(method_config, source, run_dir)
+    return checkpoint, time.perf_counter() - started
+
+
+def summarise(runs: list[dict[str, Any]], classes: list[str]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for method in dict.fromkeys(run["method"] for run in runs):
+        chosen = [run for run in runs if run["method"] == method]
+        values = [run["mIoU"] for run in chosen]
+        per_class = {}
+        for name in classes:
+            class_values = [run["per_class"][name] for run in chosen if run["per_class"].get(name) is not None]
+            per_class[name] = mean_std(class_values)
+        mean, std = mean_std(values)
+        summary[method] = {
+            "mIoU_mean": mean,
+            "mIoU_std": std,
+            "n": len(values),
+            "per_class": per_class,
+            "reference": method in REFERENCE_METHODS,
+        }
+    return summary
+
+
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def markdown_table(benchmark: str, commit: str, summary: dict[str, Any], classes: list[str]) -> str:
+    def cell(pair: tuple[float | None, float | None] | list) -> str:
+        mean, std = pair
+        return "–" if mean is None else f"{mean:.1f} ± {std:.1f}"
+
+    lines = [
+        f"# {benchmark}",
+        "",
+        f"commit `{commit}`; mean ± std over seeds; final model of each run on the target evaluation split.",
+        "",
+        "| method | n | mIoU | " + " | ".join(classes) + " |",
+        "|---|---|---|" + "---|" * len(classes),
+    ]
+    for method, row in summary.items():
+        name = f"{method} (reference)" if row["reference"] else method
+        mean = cell((row["mIoU_mean"], row["mIoU_std"]))
+        lines.append(
+            f"| {name} | {row['n']} | {mean} | " + " | ".join(cell(row["per_class"][c]) for c in classes) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run_bench(
+    benchmark: str,
+    methods: list[str],
+    seeds: list[int],
+    out_dir: Path,
+    data_root: str | None = None,
+    sets: list[str] | None = None,
+) -> dict[str, Any]:
+    base = benchmark_config(benchmark, data_root, sets or [])
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise StplError(f"--out {out_dir} exists and is not a folder")
+    commit = git_commit()
+    runs: list[dict[str, Any]] = []
+    classes: list[str] = []
+    for seed in seeds:
+        config = build_config(base=config_to_dict(base), sets=[f"seed={seed}"])
+        source = workflows.train_supervised(
+            config, out_dir / "source" / f"seed{seed}-{source_key(config, commit)}", split="source", kind="source"
+        )
+        for method in methods:
+            run_dir = out_dir / "runs" / method / f"seed{seed}"
+            record_path = run_dir / "record.json"
+            if record_path.is_file():
+                record = json.loads(record_path.read_text())
+                if record["config"] == config_to_dict(config) and record["commit"] == commit:
+                    print(f"[bench] {method} seed {seed}: done before, skipped", flush=True)
+                    runs.append(record)
+                    classes = list(record["per_class"])
+                    continue
+            print(f"[bench] {method} seed {seed}", flush=True)
+            checkpoint, seconds = run_method(method, config, source, run_dir)
+            result = workflows.evaluate_checkpoint(checkpoint, config, run_dir)
+            record = {
+                "method": method, "seed": seed, "mIoU": result["mIoU"], "per_class": result["per_class"],
+                "adapt_seconds": seconds, "checkpoint": str(checkpoint), "commit": commit,
+                "config": config_to_dict(config),
+            }  # fmt: skip
+            run_dir.mkdir(parents=True, exist_ok=True)
+            record_path.write_text(json.dumps(record, indent=2))
+            runs.append(record)
+            classes = result["classes"]
+            print(f"[bench] {method} seed {seed}: mIoU {result['mIoU']:.2f}", flush=True)
+    summary = summarise(runs, classes)
+    results = {"benchmark": benchmark, "commit": commit, "runs": runs, "summary": summary}
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    (out_dir / "results.md").write_text(markdown_table(benchmark, commit, summary, classes))
+    print(markdown_table(benchmark, commit, summary, classes), flush=True)
+    return results

@@ -1,0 +1,178 @@
+"""CamVid in the SegNet layout (480x360 PNGs, list files `train.txt`, `val.txt`, `test.txt` of `image label` pairs).
+
+Sequences are chosen by name and frames ordered by frame number across splits; the earlier frame of frame t is
+the frame `frame_gap` places before it in its sequence's ordering (the first frame pairs with itself). Only the
+current frames' labels are ever read, and none when labels are withheld (adaptation).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from stpl.config import CamVidConfig, Config
+from stpl.data.pairs import IGNORE_INDEX, PairDataset
+from stpl.errors import StplError
+from stpl.flow import estimate_pair_flows
+
+CAMVID_CLASSES = (
+    "Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist",
+)  # fmt: skip
+# The SegNet tutorial's colours, one RGB triple per class.
+CAMVID_PALETTE = (
+    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
+    (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
+)  # fmt: skip
+CAMVID_VOID = 11
+LIST_FILES = ("train.txt", "val.txt", "test.txt")
+# "0001TP_006690.png" (SegNet copy) or "Seq05VD_f02550.png" (full release)
+_NAME = re.compile(r"^(?P<sequence>.+?)_f?(?P<frame>\d+)\.png$")
+
+
+@dataclass(frozen=True)
+class CamVidFrame:
+    sequence: str
+    frame: int
+    image: Path
+    label: Path | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.sequence}_{self.frame:06d}"
+
+
+def parse_frame_name(filename: str) -> tuple[str, int]:
+    match = _NAME.match(Path(filename).name)
+    if match is None:
+        raise StplError(f"cannot read sequence and frame number from CamVid file name '{filename}'")
+    return match["sequence"], int(match["frame"])
+
+
+def read_list(root: Path, list_name: str) -> list[CamVidFrame]:
+    path = root / list_name
+    if not path.is_file():
+        raise StplError(f"CamVid list file not found: {path}")
+    frames = []
+    for line_number, line in enumerate(path.read_text().splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) > 2:
+            raise StplError(f"{path}:{line_number}: expected 'image [label]', got '{line}'")
+        sequence, frame = parse_frame_name(parts[0])
+        label = root / parts[1] if len(parts) == 2 else None
+        frames.append(CamVidFrame(sequence, frame, root / parts[0], label))
+    return frames
+
+
+def scan(root: Path) -> dict[str, list[CamVidFrame]]:
+    """Every listed frame, grouped by sequence and sorted by frame number."""
+    if not root.is_dir():
+        raise StplError(f"CamVid folder not found: {root} (set data.camvid.root)")
+    by_sequence: dict[str, dict[int, CamVidFrame]] = {}
+    for list_name in LIST_FILES:
+        if (root / list_name).is_file():
+            for item in read_list(root, list_name):
+                by_sequence.setdefault(item.sequence, {})[item.frame] = item
+    if not by_sequence:
+        raise StplError(f"no CamVid list files ({', '.join(LIST_FILES)}) in {root}")
+    return {name: [frames[k] for k in sorted(frames)] for name, frames in by_sequence.items()}
+
+
+def read_image(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """uint8 RGB [H,W,3] resized to size (area interpolation when shrinking)."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise StplError(f"cannot read image {path}")
+    image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_label(path: Path, size: tuple[int, int], num_classes: int = len(CAMVID_CLASSES)) -> np.ndarray:
+    """uint8 [H,W] class indices, void (and anything out of range) as IGNORE_INDEX, nearest-neighbour resized."""
+    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if label is None:
+        raise StplError(f"cannot read label {path}")
+    if label.ndim != 2:
+        raise StplError(f"label {path} has {label.shape[2]} channels; expected a single-channel class-index PNG")
+    label = cv2.resize(label, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+    return np.where(label < num_classes, label, IGNORE_INDEX).astype(np.uint8)
+
+
+def _in_ranges(frame: int, ranges: tuple[int, ...]) -> bool:
+    return any(first <= frame <= last for first, last in zip(ranges[::2], ranges[1::2], strict=True))
+
+
+def _check_ranges(ranges: tuple[int, ...], key: str) -> None:
+    if len(ranges) % 2:
+        raise StplError(f"config key '{key}' needs pairs [first, last, ...], got {list(ranges)}")
+
+
+def select(config: CamVidConfig, root: Path, split: str) -> list[tuple[list[CamVidFrame], set[str]]]:
+    """For each sequence involved: (its frames ordered by number, usable as earlier frames; names of current frames)."""
+    sequences = scan(root)
+    if split == "source":
+        _check_ranges(config.source_exclude_ranges, "data.camvid.source_exclude_ranges")
+        out = []
+        for name in config.source_sequences:
+            if name not in sequences:
+                raise StplError(f"source sequence '{name}' not found in {root} (have: {', '.join(sorted(sequences))})")
+            # Excluded seconds are neither source frames nor earlier frames: the source never saw them.
+            usable = [f for f in sequences[name] if not _in_ranges(f.frame, config.source_exclude_ranges)]
+            out.append((usable, {f.name for f in usable}))
+        return out
+    target = config.target_sequence
+    if target not in sequences:
+        raise StplError(f"target sequence '{target}' not found in {root} (have: {', '.join(sorted(sequences))})")
+    frame_range = config.adapt_range if split == "adapt" else config.eval_range
+    list_name = config.adapt_list if split == "adapt" else config.eval_list
+    if frame_range:
+        if len(frame_range) != 2:
+            raise StplError(f"config key 'data.camvid.{split}_range' needs [first, last], got {list(frame_range)}")
+        current = {f.name for f in sequences[target] if frame_range[0] <= f.frame <= frame_range[1]}
+    else:
+        current = {f.name for f in read_list(root, list_name) if f.sequence == target}
+    if not current:
+        raise StplError(f"no frames of target sequence '{target}' selected for split '{split}'")
+    return [(sequences[target], current)]
+
+
+def build_camvid(config: Config, split: str, with_labels: bool) -> PairDataset:
+    camvid = config.data.camvid
+    root = Path(camvid.root).expanduser()
+    size = (config.data.height, config.data.width)
+    gap = config.data.frame_gap
+    frame_index: dict[str, int] = {}
+    items: list[CamVidFrame] = []
+    pairs: list[tuple[int, int]] = []
+
+    def index_of(item: CamVidFrame) -> int:
+        if item.name not in frame_index:
+            frame_index[item.name] = len(items)
+            items.append(item)
+        return frame_index[item.name]
+
+    for ordering, current_names in select(camvid, root, split):
+        for position, item in enumerate(ordering):
+            if item.name in current_names:
+                earlier = ordering[max(position - gap, 0)]  # the first frame pairs with itself (zero motion)
+                pairs.append((index_of(item), index_of(earlier)))
+    frames = np.stack([read_image(item.image, size) for item in items])
+    labels = None
+    if with_labels:
+        labels = np.full((len(items), *size), IGNORE_INDEX, dtype=np.uint8)  # earlier-only frames stay void
+        for current, _ in pairs:
+            label_path = items[current].label
+            if label_path is None:
+                raise StplError(f"frame {items[current].image} has no label in the list files")
+            labels[current] = read_label(label_path, size)
+    if config.flow.method != "dis":
+        raise StplError(f"flow.method '{config.flow.method}' is only available for the synthetic dataset")
+    pairs_array = np.asarray(pairs, dtype=np.int64)
+    names = [item.name for item in items]
+    flows = estimate_pair_flows(frames, pairs_array, names, "camvid", config.flow, f"flow {split}")
+    return PairDataset(frames, pairs_array, flows, labels, CAMVID_CLASSES, names)

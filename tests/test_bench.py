@@ -1,0 +1,52 @@
+"""`stpl bench` and `stpl flow` end to end at toy size."""
+
+import json
+
+from stpl.cli import main
+
+
+def set_args(settings):
+    return [arg for setting in settings for arg in ("--set", setting)]
+
+
+def test_bench_runs_methods_and_seeds_then_skips_them(tmp_path, toy_settings, capsys):
+    out = tmp_path / "bench"
+    args = ["bench", "--benchmark", "synthetic", "--methods", "source-only,adabn,stpl,oracle", "--seeds", "0,1",
+            "--out", str(out), *set_args(toy_settings)]  # fmt: skip
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["benchmark"] == "synthetic" and results["commit"]
+    assert [(r["method"], r["seed"]) for r in results["runs"]] == [
+        (m, s) for s in (0, 1) for m in ("source-only", "adabn", "stpl", "oracle")
+    ]
+    for run in results["runs"]:
+        assert 0 <= run["mIoU"] <= 100 and run["config"]["seed"] == run["seed"]
+    summary = results["summary"]
+    assert summary["stpl"]["n"] == 2 and summary["oracle"]["reference"] and not summary["stpl"]["reference"]
+    values = [r["mIoU"] for r in results["runs"] if r["method"] == "adabn"]
+    assert abs(summary["adabn"]["mIoU_mean"] - sum(values) / 2) < 1e-9
+    table = (out / "results.md").read_text()
+    assert "| stpl | 2 |" in table and "oracle (reference)" in table
+    assert len(list((out / "source").iterdir())) == 2  # one source model per seed
+    capsys.readouterr()
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("done before, skipped") == 8
+
+
+def test_bench_bad_input(tmp_path, capsys):
+    assert main(["bench", "--benchmark", "nope", "--out", str(tmp_path / "b")]) != 0
+    assert "unknown benchmark 'nope'" in capsys.readouterr().err
+    assert main(["bench", "--benchmark", "synthetic", "--methods", "stpl,magic", "--out", str(tmp_path / "b")]) != 0
+    assert "unknown method 'magic'" in capsys.readouterr().err
+    assert main(["bench", "--benchmark", "synthetic", "--seeds", "a", "--out", str(tmp_path / "b")]) != 0
+    assert "--seeds" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_flow_command_caches_every_pair(tmp_path, toy_settings, capsys):
+    assert main(["flow", *set_args(toy_settings)]) == 0
+    cache = tmp_path / "flow-cache"
+    files = list(cache.rglob("*_int16_x10.npy"))
+    assert len(files) == (3 + 2 + 2) * 2  # clips x (3 frames - gap 1), all three splits
+    assert main(["flow", "--split", "eval", *set_args(toy_settings)]) == 0
+    assert len(list(cache.rglob("*_int16_x10.npy"))) == len(files)  # nothing recomputed
