@@ -17,6 +17,7 @@ TOY_SETTINGS = [
     "model.feature_channels=16",
     "model.projection_dim=8",
     "model.aspp_rates=[1, 2]",
+    "model.output_stride=8",
     "data.height=33",
     "data.width=47",
     "data.synthetic.num_frames=3",

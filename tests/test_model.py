@@ -59,7 +59,7 @@ def test_mobilenet_v2_loads_torchvision_imagenet_weights():
         path = find_mobilenet_v2_weights()
     except StplError:
         pytest.skip("offline ImageNet weights package not installed")
-    model = build_model(ModelConfig(backbone="mobilenet_v2", pretrained=True), num_classes=3)
+    model = build_model(ModelConfig(backbone="mobilenet_v2", pretrained=True, output_stride=8), num_classes=3)
     state = torch.load(path, map_location="cpu", weights_only=True)
     torch.testing.assert_close(model.backbone.features[0][0].weight, state["features.0.0.weight"])
     torch.testing.assert_close(model.backbone.features[17].conv[2].weight, state["features.17.conv.2.weight"])

@@ -27,7 +27,7 @@ from stpl.models import VideoSegmenter, build_model
 FINAL_CHECKPOINT = "model.safetensors"
 # Parts of the network that adaptation adds; a source checkpoint's values for them are not used.
 ADAPTATION_MODULES = ("fusion.", "projection.")
-ARCHITECTURE_KEYS = ("backbone", "output_stride", "feature_channels", "aspp_rates")
+ARCHITECTURE_KEYS = ("backbone", "output_stride", "feature_channels", "aspp_rates", "aux_weight", "input_format")
 
 
 def setup_runtime(config: Config) -> torch.device:
@@ -82,7 +82,8 @@ def model_from_checkpoint(checkpoint: Checkpoint, config: Config, skip_adaptatio
 
 def with_checkpoint_architecture(config: Config, checkpoint: Checkpoint) -> Config:
     """The user's config with the model architecture the checkpoint was trained with."""
-    architecture = {k: checkpoint.config["model"][k] for k in ARCHITECTURE_KEYS}
+    saved = checkpoint.config["model"]
+    architecture = {k: saved[k] for k in ARCHITECTURE_KEYS if k in saved}  # keys newer than the file keep defaults
     architecture["pretrained"] = False  # the checkpoint supplies every backbone weight
     return build_config(base={**config_to_dict(config), "model": {**config_to_dict(config)["model"], **architecture}})
 
