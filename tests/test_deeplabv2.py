@@ -227,3 +227,26 @@ def test_imagenet_weights_torchvision_and_caffe_files(tmp_path):
     load_imagenet_weights(ResNet101DeepLabV2(SMALL, input_format="caffe_bgr"), caffe_file)
     with pytest.raises(StplError, match="input_format=imagenet"):
         load_imagenet_weights(ResNet101DeepLabV2(SMALL, input_format="caffe_bgr"), torchvision_file)
+
+
+def test_import_accel_command_writes_an_adaptable_checkpoint(tmp_path, capsys):
+    from stpl.cli import main
+    from stpl.data.synthetic_scene import SYNTHETIC_CLASSES
+    from stpl.engine.checkpoint import load_checkpoint
+
+    config = ModelConfig(backbone="resnet101_deeplabv2", pretrained=False, input_format="caffe_bgr")
+    torch.manual_seed(0)
+    model = build_model(config, len(SYNTHETIC_CLASSES))
+    weights = tmp_path / "davsn_source_only.pth"
+    torch.save(peer_state_dict(model), weights)
+    out = tmp_path / "imported.safetensors"
+    sets = ["--set", "model.backbone=resnet101_deeplabv2", "--set", "model.input_format=caffe_bgr"]
+    assert main(["import-accel", "--weights", str(weights), "--out", str(out), *sets]) == 0
+    imported = load_checkpoint(out)
+    assert imported.class_names == list(SYNTHETIC_CLASSES) and imported.config["model"]["input_format"] == "caffe_bgr"
+    for name, value in model.state_dict().items():
+        if name.startswith(("backbone.", "classifier.")):
+            torch.testing.assert_close(imported.model[name], value, msg=name)
+    # without the backbone setting the command refuses, in one line
+    assert main(["import-accel", "--weights", str(weights), "--out", str(tmp_path / "x.safetensors")]) != 0
+    assert "resnet101_deeplabv2" in capsys.readouterr().err

@@ -135,7 +135,22 @@ def run_bench(args: argparse.Namespace) -> None:
     print(f"results: {out / 'results.json'}, {out / 'results.md'}")
 
 
-SUBCOMMANDS = (add_train_source, add_adapt, add_eval, add_demo, add_flow, add_bench, add_show_config)
+def add_import_accel(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("import-accel", help="convert a DA-VSN / TPS ACCEL checkpoint into an stpl checkpoint")
+    add_config_options(parser)
+    parser.add_argument("--weights", type=Path, required=True, help="the peers' .pth state dict")
+    parser.add_argument("--out", type=Path, required=True, help="the stpl checkpoint (.safetensors) to write")
+    parser.set_defaults(run=run_import_accel)
+
+
+def run_import_accel(args: argparse.Namespace) -> None:
+    path = workflows.import_accel(load_config(args), require_file(args.weights, "ACCEL checkpoint"), args.out)
+    print(f"stpl checkpoint: {path}")
+
+
+SUBCOMMANDS = (
+    add_train_source, add_adapt, add_eval, add_demo, add_flow, add_bench, add_import_accel, add_show_config,
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

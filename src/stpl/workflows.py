@@ -224,3 +224,30 @@ def precompute_flow(config: Config, splits: list[str]) -> None:
     for split in splits:
         dataset = build_dataset(config, split, with_labels=False)
         print(f"[flow] {split}: {len(dataset)} pairs cached in {config.flow.cache_dir}", flush=True)
+
+
+def import_accel(config: Config, weights: Path, out: Path) -> Path:
+    """Turn a DA-VSN / TPS ACCEL source-only checkpoint into an stpl checkpoint that `adapt` and `eval` accept."""
+    from stpl.models.accel_import import load_accel_checkpoint
+
+    out = Path(out)
+    if out.exists() and out.is_dir():
+        raise StplError(f"--out {out} is a folder; give the checkpoint file to write")
+    if config.model.backbone != "resnet101_deeplabv2":
+        raise StplError("ACCEL checkpoints need --set model.backbone=resnet101_deeplabv2 (and input_format=caffe_bgr)")
+    classes = list(dataset_classes(config))
+    import_config = build_config(
+        base={**config_to_dict(config), "model": {**config_to_dict(config)["model"], "pretrained": False}}
+    )
+    model = build_model(import_config.model, len(classes), load_pretrained=False)
+    skipped = load_accel_checkpoint(weights, model)
+    meta = {
+        "kind": "source",
+        "config": config_to_dict(import_config),
+        "class_names": classes,
+        "step": 0,
+        "imported_from": str(weights),
+        "skipped_keys": skipped,
+    }
+    save_checkpoint(out, model.state_dict(), meta)
+    return out
