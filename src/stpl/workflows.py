@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
+from stpl.adapt import TRAINING_FREE, build_method
 from stpl.adapt.norm import reestimate_norm_statistics
-from stpl.adapt.stpl import STPL
 from stpl.adapt.supervised import Supervised
 from stpl.config import Config, build_config, config_to_dict, config_to_yaml
 from stpl.data import RandomBatches, build_dataset, dataset_classes
@@ -136,7 +136,8 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
     model = model_from_checkpoint(checkpoint, config, skip_adaptation_modules=True).to(device)
     dataset = build_dataset(config, "adapt", with_labels=False)
     resuming = (out_dir / LAST_CHECKPOINT).is_file()
-    if (config.adapt.norm == "reestimate" or config.adapt.method == "adabn") and not resuming:
+    training_free = config.adapt.method in TRAINING_FREE
+    if (config.adapt.norm == "reestimate" or training_free) and not resuming:
         count = reestimate_norm_statistics(model, (b.to(device) for b in dataset.iterate(config.adapt.batch_size)))
         print(f"[adapt] normalisation statistics re-estimated on {count} target batches", flush=True)
     meta = {
@@ -146,9 +147,9 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
         "class_names": checkpoint.class_names,
         "source_checkpoint": str(source_checkpoint),
     }
-    if config.adapt.method == "adabn":  # AdaBN is the re-estimation alone: nothing to train
+    if training_free:  # e.g. AdaBN: the re-estimation above is the whole method
         return save_final(out_dir, model, {**meta, "step": 0})
-    method = STPL(model, config.adapt, seed=config.seed)
+    method = build_method(model, config.adapt, config.seed)
     batches = RandomBatches(dataset, config.adapt.batch_size, config.seed)
     settings = LoopSettings(
         config.adapt.iterations,
