@@ -28,3 +28,33 @@ def test_confusion_accumulates_over_batches():
     assert confusion.matrix.tolist() == [[1, 1], [0, 1]]
     # a class predicted but absent from the truth counts with IoU 0 (peers' nan-mean convention)
     assert confusion.iou() == [pytest.approx(0.5), pytest.approx(0.5)]
+
+
+def test_evaluate_averages_only_reported_classes():
+    import numpy as np
+    from torch import nn
+
+    from stpl.data.pairs import PairDataset
+    from stpl.engine.evaluate import evaluate
+    from stpl.models.segmenter import SegmenterOutput
+
+    labels = np.array([[[0, 0, 1, 2]]], dtype=np.uint8)  # one 1x4 frame: classes 0, 0, 1, 2
+
+    class Fixed(nn.Module):  # predicts 0, 1, 1, 1: IoU a = 1/2, b = 1/3 (two false positives), c = 0
+        def __init__(self):
+            super().__init__()
+            self.dummy = nn.Parameter(torch.zeros(1))
+
+        def forward(self, current, previous, flow):
+            logits = torch.zeros(1, 3, 1, 4)
+            logits[0, 0, 0, 0] = logits[0, 1, 0, 1:] = 1.0
+            return SegmenterOutput(logits, logits, logits, torch.ones(1, 1, 4, dtype=torch.bool), logits, logits)
+
+    dataset = PairDataset(
+        np.zeros((1, 1, 4, 3), np.uint8), np.array([[0, 0]]), np.zeros((1, 1, 4, 2), np.float32), labels,
+        ("a", "b", "c"), ["f0"],
+    )  # fmt: skip
+    everything = evaluate(Fixed(), dataset, batch_size=1)
+    assert everything["mIoU"] == pytest.approx(100 * (1 / 2 + 1 / 3 + 0) / 3)
+    two = evaluate(Fixed(), dataset, batch_size=1, reported=["a", "b"])
+    assert two["mIoU"] == pytest.approx(100 * (1 / 2 + 1 / 3) / 2) and two["per_class"]["c"] == pytest.approx(0.0)

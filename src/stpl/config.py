@@ -48,18 +48,63 @@ class CamVidConfig:
 
 
 @dataclass
+class CityscapesSeqConfig:
+    """Cityscapes-Seq as target: split adapt = train snippets (labels never read), eval = val, source = train."""
+
+    root: str = "data/Cityscapes"  # holds leftImg8bit_sequence/{train,val}/<city>/ and gtFine/{train,val}/<city>/
+    protocol: Literal["viper15", "synthia12"] = "viper15"  # class list; must match the source data set's
+    # Labelled frames: the 20th of each 30-frame snippet, or the lines of a peers' list file (city/<name>.png)
+    train_list: str = ""
+    val_list: str = ""
+    flow_dir_train: str = ""  # flow.method=files: flat folder of <city>_<seq>_<t>_<t-k>_int16_x10.npy (train)
+    flow_dir_val: str = ""  # the same for val
+
+
+@dataclass
+class ViperConfig:
+    """VIPER as source (viper15 protocol): labelled frames are the class PNGs under `labels`."""
+
+    root: str = "data/Viper"
+    images: str = "train/img"  # <seq>/<seq>_<frame:05d>.jpg, every frame
+    labels: str = "train/cls"  # <seq>/<seq>_<frame:05d>.png, indexed-colour PNGs (index = VIPER class id)
+    ignore_ego_vehicle: bool = True  # the peers void the car component touching the bottom centre
+    subsample: int = 1  # keep every n-th labelled frame: all ~13k pairs take tens of GB in memory
+    flow_dir: str = ""  # flow.method=files: flat folder of <seq>_<t:05d><t-k:05d>_int16_x10.npy (peers' naming)
+
+
+@dataclass
+class SynthiaSeqConfig:
+    """SYNTHIA-SEQS-04-DAWN as source (synthia12 protocol): every frame is labelled."""
+
+    root: str = "data/SynthiaSeq/SEQS-04-DAWN"
+    images: str = "RGB/Stereo_Left/Omni_F"  # <frame:06d>.png; the peers' code expects a copy in rgb/
+    labels: str = "GT/LABELS/Stereo_Left/Omni_F"  # 16-bit PNGs, class id in the red channel; peers: label/
+    crop_bottom: float = 0.1875  # fraction of rows cut at the bottom (the peers cut 120 of 640 rows)
+    flow_dir: str = ""  # flow.method=files: flat folder of <t:06d>_int16_x10.npy (t -> t-1 only)
+
+
+@dataclass
 class DataConfig:
-    dataset: Literal["synthetic", "camvid"] = "synthetic"
+    dataset: Literal["synthetic", "camvid", "cityscapes_seq", "viper", "synthia_seq"] = "synthetic"
+    # The source split's data set when it differs from the target's ("" = data.dataset): viper or synthia_seq
+    # with cityscapes_seq as data.dataset. Adaptation and evaluation never open it.
+    source_dataset: Literal["", "synthetic", "camvid", "cityscapes_seq", "viper", "synthia_seq"] = ""
     height: int = 120
     width: int = 160
     frame_gap: int = 1  # k: the earlier frame is t - k (in the dataset's frame steps)
+    read_workers: int = 2  # threads decoding the video data sets' frames (OpenCV releases the GIL)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     camvid: CamVidConfig = field(default_factory=CamVidConfig)
+    cityscapes_seq: CityscapesSeqConfig = field(default_factory=CityscapesSeqConfig)  # target of both protocols
+    viper: ViperConfig = field(default_factory=ViperConfig)  # source of VIPER -> Cityscapes-Seq
+    synthia_seq: SynthiaSeqConfig = field(default_factory=SynthiaSeqConfig)  # source of SYNTHIA-Seq -> Cityscapes-Seq
 
 
 @dataclass
 class FlowConfig:
-    method: Literal["dis", "exact"] = "dis"  # "exact" = the synthetic generator's ground-truth flow
+    # "exact" = the synthetic generator's ground-truth flow; "files" = the peers' precomputed flow files (video
+    # data sets; folders in data.<dataset>.flow_dir*)
+    method: Literal["dis", "exact", "files"] = "dis"
     dis_preset: Literal["ultrafast", "fast", "medium"] = "medium"
     cache_dir: str = "~/.cache/stpl/flow"  # computed once per frame pair, reused by every run
     workers: int = 2  # threads computing DIS flow (one per core here)
@@ -95,10 +140,52 @@ class TrainConfig:
 
 
 @dataclass
+class UrConfig:
+    """UR baseline (adapt/ur.py); defaults from the authors' released command line and argument defaults."""
+
+    decoders: int = 4  # auxiliary decoders, each reading dropout-perturbed encoder features
+    dropout: float = 0.5  # UR's feature noise: Dropout2d probability before each auxiliary decoder
+    lambda_pl: float = 1.0  # cross-entropy on the frozen source model's class-balanced pseudo-labels
+    lambda_entropy: float = 1.0  # entropy of the prediction, normalised by log K
+    lambda_consistency: float = 0.1  # auxiliary decoders pulled towards the main prediction (softmax MSE)
+    class_fraction: float = 0.2  # per-class share kept as pseudo-labels (CRST's initial target portion, as UR)
+    decoder_lr_scale: float = 10.0  # the fresh auxiliary decoders learn 10x faster, as released
+    freeze_classifier: bool = True  # class-score layers fixed, so entropy cannot fall by rescaling logits
+
+
+@dataclass
+class HclConfig:
+    """HCL baseline (adapt/hcl.py); defaults from the authors' released segmentation code unless noted."""
+
+    momentum: float = 0.996  # the historical model is this EMA of the adapted model
+    temperature: float = 0.07  # τ of the historical contrastive (HisNCE) loss
+    pixels: int = 256  # feature pixels sampled per batch as instances (ours; the cost grows with its square)
+    lambda_instance: float = 0.5  # HCID weight
+    lambda_category: float = 1.0  # HCCD weight (consistency-weighted pseudo-label cross-entropy)
+
+
+@dataclass
+class TpsConfig:
+    """TPS source-free baseline (adapt/tps.py)."""
+
+    lambda_tps: float = 0.5  # LAMBDA_T of the release: weight of the cross-frame pseudo-label loss
+    scale_range: tuple[float, ...] = (0.8, 1.2)  # random rescale of the student's view (release, VIPER config)
+    augmentation: float = 2.0  # photometric_augment strength of the student's view (approximates TPS's jitter)
+
+
+@dataclass
+class DavsnConfig:
+    """DA-VSN source-free baseline (adapt/davsn.py)."""
+
+    lambda_itcr: float = 1.0  # release: 0.001 beside a source loss of 1; alone it only rescales the lr
+
+
+@dataclass
 class AdaptConfig:
     """STPL adaptation; every open choice of SPEC §2 is an option here."""
 
-    method: Literal["stpl", "adabn"] = "stpl"  # adabn = re-estimate normalisation statistics on target, nothing else
+    # adabn = re-estimate normalisation statistics on target, nothing else; the others train (adapt/<name>.py)
+    method: Literal["stpl", "adabn", "tent", "self-training", "ur", "hcl", "tps", "davsn", "vst"] = "stpl"
     iterations: int = 300
     batch_size: int = 8
     lr: float = 0.002
@@ -121,6 +208,10 @@ class AdaptConfig:
     student_augmentation: float = 0.0  # strength of the student's photometric perturbation (0 = clean view)
     log_every: int = 25
     checkpoint_every: int = 100
+    ur: UrConfig = field(default_factory=UrConfig)  # options of method=ur
+    hcl: HclConfig = field(default_factory=HclConfig)  # options of method=hcl
+    tps: TpsConfig = field(default_factory=TpsConfig)  # options of method=tps
+    davsn: DavsnConfig = field(default_factory=DavsnConfig)  # options of method=davsn
 
 
 @dataclass
@@ -276,6 +367,10 @@ def validate(config: Config) -> None:
         raise StplError("config key 'adapt.class_fraction' must be in (0, 1]")
     if not 0.0 <= config.adapt.ema_momentum < 1.0:
         raise StplError("config key 'adapt.ema_momentum' must be in [0, 1)")
+    if config.data.read_workers <= 0 or config.data.viper.subsample <= 0:
+        raise StplError("config keys 'data.read_workers' and 'data.viper.subsample' must be positive")
+    if not 0.0 <= config.data.synthia_seq.crop_bottom < 1.0:
+        raise StplError("config key 'data.synthia_seq.crop_bottom' must be in [0, 1)")
     if config.data.synthetic.num_frames <= config.data.frame_gap:
         raise StplError("config key 'data.synthetic.num_frames' must exceed 'data.frame_gap'")
 

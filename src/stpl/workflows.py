@@ -17,7 +17,7 @@ from stpl.adapt import TRAINING_FREE, build_method
 from stpl.adapt.norm import reestimate_norm_statistics
 from stpl.adapt.supervised import Supervised
 from stpl.config import Config, build_config, config_to_dict, config_to_yaml
-from stpl.data import RandomBatches, build_dataset, dataset_classes
+from stpl.data import RandomBatches, build_dataset, dataset_classes, reported_classes
 from stpl.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from stpl.engine.evaluate import evaluate
 from stpl.engine.loop import LAST_CHECKPOINT, LoopSettings, run_loop
@@ -174,7 +174,7 @@ def evaluate_checkpoint(checkpoint_path: Path, config: Config, out_dir: Path | N
     device = setup_runtime(config)
     model = model_from_checkpoint(checkpoint, model_config, skip_adaptation_modules=False).to(device)
     dataset = build_dataset(config, config.eval.split, with_labels=True)
-    result = evaluate(model, dataset, config.eval.batch_size)
+    result = evaluate(model, dataset, config.eval.batch_size, reported_classes(config))
     result["split"] = config.eval.split
     result["checkpoint"] = str(checkpoint_path)
     result["config"] = config_to_dict(config)
@@ -221,7 +221,7 @@ def format_table(summary: dict[str, Any]) -> str:
 def precompute_flow(config: Config, splits: list[str]) -> None:
     """Build each split once (which computes and caches any missing flow); labels are not read."""
     if config.flow.method != "dis":
-        raise StplError(f"flow.method is '{config.flow.method}': nothing to precompute")
+        raise StplError(f"flow.method is '{config.flow.method}': there is no estimated flow to precompute")
     for split in splits:
         dataset = build_dataset(config, split, with_labels=False)
         print(f"[flow] {split}: {len(dataset)} pairs cached in {config.flow.cache_dir}", flush=True)

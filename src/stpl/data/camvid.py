@@ -171,7 +171,7 @@ def build_camvid(config: Config, split: str, with_labels: bool) -> PairDataset:
                 raise StplError(f"frame {items[current].image} has no label in the list files")
             labels[current] = read_label(label_path, size)
     if config.flow.method != "dis":
-        raise StplError(f"flow.method '{config.flow.method}' is only available for the synthetic dataset")
+        raise StplError(f"flow.method '{config.flow.method}' is not available for camvid (use dis)")
     pairs_array = np.asarray(pairs, dtype=np.int64)
     names = [item.name for item in items]
     flows = estimate_pair_flows(frames, pairs_array, names, "camvid", config.flow, f"flow {split}")

@@ -1,0 +1,189 @@
+"""What the video data sets (cityscapes_seq, viper, synthia_seq) share: reading frames, label PNGs and the peers'
+flow files, and turning a list of (current, earlier) frame pairs into a `PairDataset`.
+
+Frames are uint8 RGB resized to data.height x data.width (area interpolation), labels uint8 train ids resized with
+nearest neighbour (IGNORE_INDEX = void); only current frames' labels are read, and none when labels are withheld.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from stpl.config import Config
+from stpl.data.pairs import IGNORE_INDEX, PairDataset
+from stpl.errors import StplError
+from stpl.flow import estimate_pair_flows, read_flow_file
+from stpl.models.warp import resize_flow
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    name: str  # unique within the data set: flow-cache keys and logs
+    image: Path
+    label: Path | None = None
+
+
+@dataclass(frozen=True)
+class FramePair:
+    current: VideoFrame
+    earlier: VideoFrame
+    flow_file: Path | None = None  # the peers' flow file for flow.method = files
+
+
+def require_dir(path: Path, what: str, key: str) -> Path:
+    if not path.is_dir():
+        raise StplError(f"{what} folder not found: {path} (set {key})")
+    return path
+
+
+def crop_bottom(array: np.ndarray, fraction: float) -> np.ndarray:
+    """Drop the bottom `fraction` of the rows (SYNTHIA-Seq: the peers cut the bottom 120 of 640 rows)."""
+    if fraction <= 0.0:
+        return array
+    return array[: max(1, round(array.shape[0] * (1.0 - fraction)))]
+
+
+def read_rgb(path: Path, size: tuple[int, int], bottom_fraction: float = 0.0) -> np.ndarray:
+    """uint8 RGB [H,W,3] at `size` (area interpolation)."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise StplError(f"cannot read image {path}")
+    image = crop_bottom(image, bottom_fraction)
+    image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _png_palette(data: bytes) -> np.ndarray | None:
+    """The PLTE entries [N,3] (RGB) of an indexed-colour PNG, else None. Only the chunk headers are parsed."""
+    if not data.startswith(_PNG_SIGNATURE):
+        return None
+    position, colour_type = len(_PNG_SIGNATURE), None
+    while position + 8 <= len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        kind = data[position + 4 : position + 8]
+        body = data[position + 8 : position + 8 + length]
+        if kind == b"IHDR":
+            colour_type = body[9]
+        elif kind == b"PLTE":
+            return np.frombuffer(body, np.uint8).reshape(-1, 3) if colour_type == 3 else None
+        elif kind in (b"IDAT", b"IEND"):
+            return None
+        position += 12 + length  # length, type, body, CRC
+    return None
+
+
+def _palette_indices(path: Path, bgr: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """OpenCV expands indexed PNGs to colours; map each colour back to its (first) palette index."""
+    keys = (palette[:, 0].astype(np.int64) << 16) | (palette[:, 1].astype(np.int64) << 8) | palette[:, 2]
+    unique_keys, first_index = np.unique(keys, return_index=True)
+    pixels = (bgr[..., 2].astype(np.int64) << 16) | (bgr[..., 1].astype(np.int64) << 8) | bgr[..., 0]
+    position = np.clip(np.searchsorted(unique_keys, pixels), 0, len(unique_keys) - 1)
+    if not np.array_equal(unique_keys[position], pixels):
+        raise StplError(f"label {path} has colours outside its own palette")
+    return first_index[position].astype(np.uint16)
+
+
+def read_label_png(path: Path) -> np.ndarray:
+    """A label PNG as stored: class indices [H,W] for grey or indexed-colour PNGs, else all channels [H,W,C]."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        raise StplError(f"cannot read label {path}") from None
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise StplError(f"cannot read label {path}")
+    palette = _png_palette(data)
+    if palette is not None and image.ndim == 3:
+        return _palette_indices(path, image[..., :3], palette)
+    return image
+
+
+def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return cv2.resize(label, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def read_flow(path: Path, size: tuple[int, int], key: str) -> np.ndarray:
+    """A peers' flow file (t -> t-k, int16 x10, H x W x 2) resized to `size`, displacements scaled per axis."""
+    if not path.is_file():
+        raise StplError(f"flow file not found: {path} (flow.method=files reads the peers' flow from {key})")
+    flow = torch.from_numpy(read_flow_file(path)).permute(2, 0, 1).unsqueeze(0)
+    return resize_flow(flow, size)[0].permute(1, 2, 0).contiguous().numpy()
+
+
+def flow_folder(config: Config, value: str, key: str) -> Path | None:
+    """The folder of the peers' flow files when flow.method = files (checked before any frame is read)."""
+    if config.flow.method != "files":
+        return None
+    if not value:
+        raise StplError(f"flow.method=files needs the folder of the peers' flow files in {key}")
+    return require_dir(Path(value).expanduser(), "flow", key)
+
+
+def build_pair_dataset(
+    config: Config,
+    pairs: Sequence[FramePair],
+    read_label: Callable[[Path], np.ndarray],
+    class_names: Sequence[str],
+    dataset_id: str,
+    with_labels: bool,
+    split: str,
+    flow_key: str = "",
+    bottom_fraction: float = 0.0,
+) -> PairDataset:
+    """Read every frame once (threads: OpenCV releases the GIL) and the current frames' labels when allowed.
+
+    read_label: path -> uint8 train ids at the file's resolution (cropped like the frames).
+    flow_key: the config key of the flow folder, for messages (flow.method = files).
+    Missing labels and flow files are reported before any frame is read.
+    """
+    if not pairs:
+        raise StplError(f"no frame pairs found for split '{split}' of data set '{dataset_id}'")
+    method = config.flow.method
+    if method not in ("dis", "files"):
+        raise StplError(f"flow.method '{method}' is not available for data set '{dataset_id}' (use dis or files)")
+    if method == "files":
+        for pair in pairs:
+            if pair.flow_file is None or not pair.flow_file.is_file():
+                raise StplError(f"flow file not found: {pair.flow_file} (flow.method=files reads {flow_key})")
+    if with_labels:
+        for pair in pairs:
+            label = pair.current.label
+            if label is None or not label.is_file():
+                raise StplError(f"label not found for frame {pair.current.image}: {label}")
+    size = (config.data.height, config.data.width)
+    frame_index: dict[str, int] = {}
+    frames_in_order: list[VideoFrame] = []
+    index_pairs = []
+    for pair in pairs:
+        for frame in (pair.current, pair.earlier):
+            if frame.name not in frame_index:
+                frame_index[frame.name] = len(frames_in_order)
+                frames_in_order.append(frame)
+            elif frame.label is not None:  # a frame met first as an earlier frame keeps its label path
+                frames_in_order[frame_index[frame.name]] = frame
+        index_pairs.append((frame_index[pair.current.name], frame_index[pair.earlier.name]))
+    with ThreadPoolExecutor(max_workers=max(1, config.data.read_workers)) as pool:
+        frames = np.stack(list(pool.map(lambda f: read_rgb(f.image, size, bottom_fraction), frames_in_order)))
+        labels = None
+        if with_labels:
+            labels = np.full((len(frames_in_order), *size), IGNORE_INDEX, dtype=np.uint8)  # earlier-only: void
+            current = sorted({c for c, _ in index_pairs})
+            read = pool.map(lambda i: resize_label(read_label(frames_in_order[i].label), size), current)
+            for i, label in zip(current, read, strict=True):
+                labels[i] = label
+    pairs_array = np.asarray(index_pairs, dtype=np.int64)
+    names = [f.name for f in frames_in_order]
+    if method == "files":
+        flows = np.stack([read_flow(p.flow_file, size, flow_key) for p in pairs])
+    else:
+        flows = estimate_pair_flows(frames, pairs_array, names, dataset_id, config.flow, f"flow {split}")
+    return PairDataset(frames, pairs_array, flows.astype(np.float32, copy=False), labels, class_names, names)
