@@ -103,3 +103,16 @@ def test_generated_tree_and_bad_input(tmp_path):
     (root / "train" / "SeqA_000090.png").write_bytes(b"broken")
     with pytest.raises(StplError, match=r"cannot read image .*SeqA_000090\.png"):
         build_dataset(build_config(sets=sets), "eval", with_labels=True)
+
+
+@needs_camvid
+def test_evaluation_labels_at_their_own_resolution(tmp_path):
+    config = camvid_config(tmp_path, "data.camvid.eval_range=[8550, 8580]", "eval.label_height=360",
+                           "eval.label_width=480")  # fmt: skip
+    evaluation = build_dataset(config, "eval", with_labels=True)
+    assert evaluation.frames.shape[1:3] == (90, 120) and evaluation.labels.shape[1:] == (360, 480)
+    raw = cv2.imread(str(CAMVID / "testannot" / "0001TP_008550.png"), cv2.IMREAD_UNCHANGED)
+    expected = np.where(raw < 11, raw, 255)
+    np.testing.assert_array_equal(evaluation.labels[evaluation.pairs[0, 0]], expected)  # native labels, untouched
+    adaptation = build_dataset(config, "adapt", with_labels=True)  # other splits keep the data size
+    assert adaptation.labels.shape[1:] == (90, 120)

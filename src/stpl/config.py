@@ -219,6 +219,10 @@ class EvalConfig:
     batch_size: int = 8
     # "adapt" scores the adaptation frames' labels: for choosing defaults, never for reporting
     split: Literal["eval", "adapt"] = "eval"
+    # Size of the evaluation labels (0 = data.height x data.width); predictions are upsampled to it. The peers
+    # score Cityscapes-Seq at its full 1024 x 2048 label resolution.
+    label_height: int = 0
+    label_width: int = 0
 
 
 @dataclass

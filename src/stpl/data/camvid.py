@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from stpl.config import CamVidConfig, Config
-from stpl.data.pairs import IGNORE_INDEX, PairDataset
+from stpl.data.pairs import IGNORE_INDEX, PairDataset, label_size
 from stpl.errors import StplError
 from stpl.flow import estimate_pair_flows
 
@@ -164,12 +164,13 @@ def build_camvid(config: Config, split: str, with_labels: bool) -> PairDataset:
     frames = np.stack([read_image(item.image, size) for item in items])
     labels = None
     if with_labels:
-        labels = np.full((len(items), *size), IGNORE_INDEX, dtype=np.uint8)  # earlier-only frames stay void
+        size_of_labels = label_size(config, split)
+        labels = np.full((len(items), *size_of_labels), IGNORE_INDEX, dtype=np.uint8)  # earlier-only: void
         for current, _ in pairs:
             label_path = items[current].label
             if label_path is None:
                 raise StplError(f"frame {items[current].image} has no label in the list files")
-            labels[current] = read_label(label_path, size)
+            labels[current] = read_label(label_path, size_of_labels)
     if config.flow.method != "dis":
         raise StplError(f"flow.method '{config.flow.method}' is not available for camvid (use dis)")
     pairs_array = np.asarray(pairs, dtype=np.int64)

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from stpl.config import Config
+
 IGNORE_INDEX = 255
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -100,6 +102,13 @@ class PairDataset:
         """All pairs once, in order (evaluation)."""
         for start in range(0, len(self), batch_size):
             yield self.batch(range(start, min(start + batch_size, len(self))))
+
+
+def label_size(config: Config, split: str) -> tuple[int, int]:
+    """Labels are read at the data size, except the evaluated split's when eval.label_height/width ask otherwise."""
+    if split == config.eval.split and config.eval.label_height > 0 and config.eval.label_width > 0:
+        return config.eval.label_height, config.eval.label_width
+    return config.data.height, config.data.width
 
 
 def normalize(images_uint8: Tensor) -> Tensor:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from stpl.config import Config
-from stpl.data.pairs import IGNORE_INDEX, PairDataset
+from stpl.data.pairs import IGNORE_INDEX, PairDataset, label_size
 from stpl.errors import StplError
 from stpl.flow import estimate_pair_flows, read_flow_file
 from stpl.models.warp import resize_flow
@@ -175,9 +175,10 @@ def build_pair_dataset(
         frames = np.stack(list(pool.map(lambda f: read_rgb(f.image, size, bottom_fraction), frames_in_order)))
         labels = None
         if with_labels:
-            labels = np.full((len(frames_in_order), *size), IGNORE_INDEX, dtype=np.uint8)  # earlier-only: void
+            size_of_labels = label_size(config, split)
+            labels = np.full((len(frames_in_order), *size_of_labels), IGNORE_INDEX, dtype=np.uint8)  # earlier: void
             current = sorted({c for c, _ in index_pairs})
-            read = pool.map(lambda i: resize_label(read_label(frames_in_order[i].label), size), current)
+            read = pool.map(lambda i: resize_label(read_label(frames_in_order[i].label), size_of_labels), current)
             for i, label in zip(current, read, strict=True):
                 labels[i] = label
     pairs_array = np.asarray(index_pairs, dtype=np.int64)
