@@ -27,7 +27,10 @@ BENCHMARKS: dict[str, str | None] = {
     "camvid-dusk": "camvid_dusk/base.yaml",
 }
 REFERENCE_METHODS = ("oracle",)  # trained on target labels: a reference, never a competitor
-METHODS = ("source-only", "adabn", "stpl", "oracle")
+METHODS = (
+    "source-only", "adabn", "stpl", "oracle",
+    "tent", "self-training", "ur", "hcl", "tps", "davsn", "vst",  # source-free baselines (adapt/<name>.py)
+)  # fmt: skip
 
 
 def git_commit() -> str:

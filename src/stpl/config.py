@@ -375,8 +375,21 @@ def validate(config: Config) -> None:
         raise StplError("config keys 'data.read_workers' and 'data.viper.subsample' must be positive")
     if not 0.0 <= config.data.synthia_seq.crop_bottom < 1.0:
         raise StplError("config key 'data.synthia_seq.crop_bottom' must be in [0, 1)")
+    _validate_baselines(config.adapt)
     if config.data.synthetic.num_frames <= config.data.frame_gap:
         raise StplError("config key 'data.synthetic.num_frames' must exceed 'data.frame_gap'")
+
+
+def _validate_baselines(adapt: AdaptConfig) -> None:
+    hcl, tps, ur = adapt.hcl, adapt.tps, adapt.ur
+    if not 0.0 <= hcl.momentum < 1.0 or hcl.temperature <= 0 or hcl.pixels < 2:
+        raise StplError("config keys 'adapt.hcl.*': momentum in [0, 1), temperature > 0, pixels >= 2")
+    if len(tps.scale_range) != 2 or not 0.0 < tps.scale_range[0] <= tps.scale_range[1]:
+        raise StplError("config key 'adapt.tps.scale_range' must be [low, high] with 0 < low <= high")
+    if ur.decoders < 1 or not 0.0 <= ur.dropout < 1.0:
+        raise StplError("config keys 'adapt.ur.decoders' must be >= 1 and 'adapt.ur.dropout' in [0, 1)")
+    if not 0.0 < ur.class_fraction <= 1.0:
+        raise StplError("config key 'adapt.ur.class_fraction' must be in (0, 1]")
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

@@ -6,6 +6,7 @@ AdaptConfig in config.py, extend AdaptConfig.method's Literal, and register a bu
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 from stpl.adapt.base import Method
@@ -21,9 +22,26 @@ def _stpl(model: VideoSegmenter, config: AdaptConfig, seed: int) -> Method:
     return STPL(model, config, seed=seed)
 
 
+def _baseline(module: str, class_name: str) -> Callable[[VideoSegmenter, AdaptConfig, int], Method]:
+    """Builder of a baseline in adapt/<module>.py, imported only when asked for."""
+
+    def build(model: VideoSegmenter, config: AdaptConfig, seed: int) -> Method:
+        return getattr(importlib.import_module(f"stpl.adapt.{module}"), class_name)(model, config, seed=seed)
+
+    return build
+
+
 # name -> builder(model, adapt config, seed); training-free methods (below) have no builder
 ADAPT_METHODS: dict[str, Callable[[VideoSegmenter, AdaptConfig, int], Method]] = {
     "stpl": _stpl,
+    # source-free baselines (SPEC §3)
+    "tent": _baseline("tent", "Tent"),
+    "self-training": _baseline("self_training", "SelfTraining"),
+    "ur": _baseline("ur", "UR"),
+    "hcl": _baseline("hcl", "HCL"),
+    "tps": _baseline("tps", "TPS"),
+    "davsn": _baseline("davsn", "DAVSN"),
+    "vst": _baseline("vst", "VST"),
 }
 # Methods that only re-estimate normalisation statistics and train nothing.
 TRAINING_FREE = ("adabn",)

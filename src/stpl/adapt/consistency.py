@@ -1,0 +1,80 @@
+"""Small pieces the baselines share: entropy, pseudo-labels of a prediction, masked losses, method state.
+
+Kept apart from the methods so each baseline file shows only its own objective.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stpl.adapt.pseudo_labels import make_pseudo_labels
+from stpl.data.pairs import IGNORE_INDEX
+from stpl.models.segmenter import SegmenterOutput, upsample
+
+
+def entropy_map(logits: Tensor, normalized: bool = False) -> Tensor:
+    """Shannon entropy (nats) per pixel of softmax(logits) [B,K,H,W] -> [B,H,W]; `normalized` divides by log K."""
+    log_p = logits.log_softmax(dim=1)
+    entropy = -(log_p.exp() * log_p).sum(dim=1)
+    return entropy / math.log(logits.shape[1]) if normalized else entropy
+
+
+def resize_mask(mask: Tensor, size: tuple[int, int]) -> Tensor:
+    """Nearest-neighbour resize of a bool mask [B,h,w] (masks must not be blurred into half-valid pixels)."""
+    if tuple(mask.shape[-2:]) == tuple(size):
+        return mask
+    return F.interpolate(mask[:, None].float(), size=size, mode="nearest")[:, 0].bool()
+
+
+def prediction_pseudo_labels(
+    output: SegmenterOutput,
+    size: tuple[int, int],
+    rule: str,
+    threshold: float,
+    fraction: float,
+    temporal_agreement: bool,
+) -> Tensor:
+    """Pseudo-labels [B,H,W] from a (teacher) video prediction at image size: confident, flow-valid pixels only,
+    optionally only where the fused prediction of t agrees with the warped prediction of t-k."""
+    logits = upsample(output.logits, size)
+    agree_with = upsample(output.warped_logits, size).argmax(dim=1) if temporal_agreement else None
+    return make_pseudo_labels(
+        logits.softmax(dim=1),
+        valid=resize_mask(output.valid, size),
+        rule=rule,
+        threshold=threshold,
+        fraction=fraction,
+        agree_with=agree_with,
+    )
+
+
+def masked_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean cross-entropy over labelled pixels; zero (keeping the graph) when every pixel is ignored."""
+    if not bool((labels != IGNORE_INDEX).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+
+
+def prefixed_state(prefix: str, module: nn.Module) -> dict[str, Tensor]:
+    """A module's state dict under `prefix.` (for Method.extra_state)."""
+    return {f"{prefix}.{key}": value for key, value in module.state_dict().items()}
+
+
+def load_prefixed_state(state: dict[str, Tensor], prefix: str, module: nn.Module) -> None:
+    """Inverse of `prefixed_state`; does nothing when the state holds no such entries."""
+    own = {key[len(prefix) + 1 :]: value for key, value in state.items() if key.startswith(f"{prefix}.")}
+    if own:
+        module.load_state_dict(own)
+
+
+def generator_state(generator: torch.Generator) -> dict[str, Tensor]:
+    return {"rng.method": generator.get_state()}
+
+
+def load_generator_state(state: dict[str, Tensor], generator: torch.Generator) -> None:
+    if "rng.method" in state:
+        generator.set_state(state["rng.method"])

@@ -1,0 +1,342 @@
+"""The source-free baselines (adapt/<name>.py): losses by hand, what each step may change, and every CLI path."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import stpl.data as data_module
+from conftest import TOY_SETTINGS, make_tiny_model
+from stpl.adapt import ADAPT_METHODS, build_method
+from stpl.adapt.consistency import entropy_map, prediction_pseudo_labels
+from stpl.adapt.davsn import intra_domain_consistency
+from stpl.adapt.hcl import agreement_weights, historical_nce
+from stpl.adapt.tps import cross_frame_pseudo_labels
+from stpl.cli import main
+from stpl.config import build_config
+from stpl.data.pairs import IGNORE_INDEX, PairBatch
+from stpl.engine.checkpoint import load_checkpoint
+from stpl.errors import StplError
+from stpl.models.segmenter import SegmenterOutput
+
+BASELINES = ("tent", "self-training", "ur", "hcl", "tps", "davsn", "vst")
+ADAPTATION_MODULES = ("fusion.", "projection.")  # only STPL's contrast uses them
+
+
+def set_args(settings):
+    return [arg for setting in settings for arg in ("--set", setting)]
+
+
+def toy_batch(seed: int = 0) -> PairBatch:
+    """Frame t is frame t-k moved one pixel left: backward flow +1 in x, the last column flows outside."""
+    generator = torch.Generator().manual_seed(seed)
+    previous = torch.randn(2, 3, 33, 47, generator=generator)
+    current = previous.roll(-1, dims=-1)
+    flow = torch.zeros(2, 2, 33, 47)
+    flow[:, 0] = 1.0
+    return PairBatch(current, previous, flow, None, [0, 1])
+
+
+def make_method(name: str, *sets: str):
+    model = make_tiny_model()
+    config = build_config(sets=[*TOY_SETTINGS, f"adapt.method={name}", "adapt.lr=0.05", *sets])
+    return build_method(model, config.adapt, seed=0)
+
+
+def train(method, steps: int = 3, batch: PairBatch | None = None) -> dict:
+    """The loop's phases (engine/loop.py) on one toy batch."""
+    batch = batch or toy_batch()
+    optimizer = torch.optim.SGD(method.param_groups(), lr=0.0, momentum=0.9, weight_decay=5e-4)
+    values = {}
+    for step in range(steps):
+        method.train_mode()
+        values = method.step(batch, step)
+        total = torch.stack([v for k, v in values.items() if k.startswith("loss_")]).sum()
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        method.after_step()
+    return values
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def changed(before: dict, module: torch.nn.Module) -> set[str]:
+    return {k for k, v in module.state_dict().items() if not torch.equal(before[k], v)}
+
+
+# -- every method: finite named losses, then what a few steps may touch --------------------------------------
+
+
+def test_every_baseline_is_registered_and_in_the_config_schema():
+    for name in BASELINES:
+        assert name in ADAPT_METHODS
+        assert build_config(sets=[f"adapt.method={name}"]).adapt.method == name
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_step_returns_finite_losses(name):
+    method = make_method(name)
+    method.train_mode()
+    values = method.step(toy_batch(), 0)
+    losses = {k: v for k, v in values.items() if k.startswith("loss_")}
+    assert losses
+    for key, value in losses.items():
+        assert value.dim() == 0 and torch.isfinite(value), key
+    assert any(value.requires_grad for value in losses.values())
+
+
+def test_tent_trains_only_norm_affine_parameters():
+    method = make_method("tent")
+    model = method.model
+    before = snapshot(model)
+    train(method)
+    affine = {
+        f"{name}.{p}"
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.BatchNorm2d)
+        for p in ("weight", "bias")
+    }
+    moved = changed(before, model)
+    assert moved and moved <= affine  # running statistics, convolutions, heads: byte-identical
+    assert all(p.requires_grad == (n in affine) for n, p in model.named_parameters())
+    assert all(group["weight_decay"] == 0.0 for group in method.param_groups())
+
+
+def test_tent_with_norm_update_lets_running_statistics_follow():
+    method = make_method("tent", "adapt.norm=update")
+    before = snapshot(method.model)
+    train(method, steps=1)
+    assert any(k.endswith("running_mean") for k in changed(before, method.model))
+
+
+def test_tent_loss_is_the_entropy_of_the_prediction():
+    # Hand-worked: p = (1/2, 1/4, 1/4) has H = 1/2 ln 2 + 2 * 1/4 ln 4 = 1.5 ln 2; uniform over K has ln K.
+    logits = torch.tensor([0.5, 0.25, 0.25]).log().view(1, 3, 1, 1)
+    assert entropy_map(logits).item() == pytest.approx(1.5 * math.log(2))
+    assert entropy_map(torch.zeros(1, 4, 2, 2)).flatten().tolist() == pytest.approx([math.log(4)] * 4)
+    assert entropy_map(torch.zeros(1, 4, 1, 1), normalized=True).item() == pytest.approx(1.0)
+    # A classifier that outputs zeros predicts uniformly over the 5 classes: TENT's loss is exactly ln 5.
+    method = make_method("tent")
+    classifier = method.model.classifier[1]
+    torch.nn.init.zeros_(classifier.weight)
+    torch.nn.init.zeros_(classifier.bias)
+    method.train_mode()
+    assert method.step(toy_batch(), 0)["loss_entropy"].item() == pytest.approx(math.log(5), abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["self-training", "vst"])
+def test_frozen_teacher_stays_unchanged(name):
+    method = make_method(name, "adapt.teacher=source")
+    teacher = snapshot(method.teacher.model)
+    before = snapshot(method.model)
+    train(method)
+    assert not changed(teacher, method.teacher.model)
+    assert changed(before, method.model)
+    assert not any(k.startswith(ADAPTATION_MODULES) for k in changed(before, method.model))
+
+
+def test_self_training_ema_teacher_follows_the_student():
+    method = make_method("self-training", "adapt.teacher=ema", "adapt.ema_momentum=0.9")
+    old = snapshot(method.teacher.model)
+    train(method, steps=1)
+    student = method.model.state_dict()
+    for key, value in method.teacher.model.state_dict().items():
+        expected = 0.9 * old[key] + 0.1 * student[key] if value.is_floating_point() else student[key]
+        torch.testing.assert_close(value, expected, msg=key)
+
+
+def test_vst_keeps_only_temporally_consistent_class_balanced_pixels():
+    method = make_method("vst", "adapt.teacher=ema", "adapt.confidence=global", "adapt.class_fraction=0.3")
+    assert method.teacher.kind == "source"  # VST's pseudo-labels come from the frozen start, whatever the config
+    assert method.config.confidence == "class_balanced" and method.config.temporal_agreement
+    batch = toy_batch()
+    teacher = method.teacher.predict(batch)
+    labels = prediction_pseudo_labels(teacher, (33, 47), "class_balanced", 0.0, 0.3, temporal_agreement=True)
+    warped = torch.nn.functional.interpolate(teacher.warped_logits, size=(33, 47), mode="bilinear").argmax(1)
+    kept = labels != IGNORE_INDEX
+    assert kept.any() and (labels[kept] == warped[kept]).all()
+    assert not kept[..., -1].any()  # the last column flows outside the earlier frame
+
+
+def test_ur_freezes_the_class_scores_and_trains_the_noisy_decoders():
+    method = make_method("ur", "adapt.ur.decoders=2")
+    model = method.model
+    before, source, decoders = snapshot(model), snapshot(method.source.model), snapshot(method.decoders)
+    train(method)
+    moved = changed(before, model)
+    assert any(k.startswith("backbone.") for k in moved)
+    assert not any(k.startswith(("classifier.", "score_fusion.", *ADAPTATION_MODULES)) for k in moved)
+    assert not changed(source, method.source.model)  # pseudo-labels from the frozen source model
+    assert changed(decoders, method.decoders) == set(decoders)  # every decoder weight moved
+    assert len(method.decoders) == 2
+    assert method.param_groups()[-1]["lr"] == pytest.approx(0.05 * 10)
+
+
+def test_hcl_losses_by_hand_and_historical_model_is_an_ema():
+    # Two orthonormal instances, reliability 1, τ = 1: -log(e / (e + 1)) each.
+    unit = torch.eye(2)
+    loss = historical_nce(unit, unit, torch.ones(2), temperature=1.0)
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-1)))
+    # Key 1 half as reliable: query 0 gets -log(e / (e + 0.5)), query 1 -log(0.5 e / (0.5 e + 1)).
+    expected = (math.log(1 + 0.5 / math.e) + math.log(1 + 2 / math.e)) / 2
+    assert historical_nce(unit, unit, torch.tensor([1.0, 0.5]), 1.0).item() == pytest.approx(expected)
+    logits = torch.randn(1, 3, 2, 2)
+    assert torch.allclose(agreement_weights(logits, logits), torch.ones(1, 2, 2))
+    assert (agreement_weights(logits, -5 * logits) < 1).all()
+
+    method = make_method("hcl", "adapt.hcl.momentum=0.5")
+    old = snapshot(method.historical.model)
+    before = snapshot(method.model)
+    train(method, steps=1)
+    student = method.model.state_dict()
+    for key, value in method.historical.model.state_dict().items():
+        expected = 0.5 * old[key] + 0.5 * student[key] if value.is_floating_point() else student[key]
+        torch.testing.assert_close(value, expected, msg=key)
+    assert not any(k.startswith(ADAPTATION_MODULES) for k in changed(before, method.model))
+
+
+def test_tps_labels_come_from_the_warped_earlier_frame():
+    warped = torch.tensor([[[[2.0, -1.0, 0.0]], [[0.0, 1.0, 3.0]]]])  # [1,2,1,3]: classes 0, 1, 1
+    output = SegmenterOutput(
+        logits=torch.zeros(1, 2, 1, 3),
+        frame_logits=torch.zeros(1, 2, 1, 3),
+        warped_logits=warped,
+        valid=torch.tensor([[[True, True, False]]]),
+        features=torch.zeros(1, 1, 1, 3),
+        warped_features=torch.zeros(1, 1, 1, 3),
+    )
+    assert cross_frame_pseudo_labels(output, (1, 3)).tolist() == [[[0, 1, IGNORE_INDEX]]]
+
+    method = make_method("tps")
+    assert method.teacher.model is method.model  # the current model labels, without gradient
+    sizes = {tuple(method.strong_view(toy_batch()).current.shape[-2:]) for _ in range(5)}
+    assert all(26 <= h <= 40 and 38 <= w <= 56 for h, w in sizes)  # 33x47 rescaled by 0.8..1.2
+    before = snapshot(method.model)
+    values = train(method)
+    assert values["kept_fraction"] < 1.0  # the column that flows outside is ignored
+    assert changed(before, method.model)
+    assert not any(k.startswith(ADAPTATION_MODULES) for k in changed(before, method.model))
+
+
+def test_davsn_consistency_by_hand():
+    # Pixel 0: current (0.6, 0.4), propagated (0.9, 0.1) is more certain -> |.|: 0.3 + 0.3.
+    # Pixel 1: propagated (0.6, 0.4) less certain than current -> ignored. Pixel 2: flows outside -> ignored.
+    current = torch.tensor([[0.6, 0.9, 0.9], [0.4, 0.1, 0.1]]).log().view(1, 2, 1, 3).requires_grad_(True)
+    propagated = torch.tensor([[0.9, 0.6, 0.99], [0.1, 0.4, 0.01]]).log().view(1, 2, 1, 3)
+    output = SegmenterOutput(
+        logits=torch.zeros(1, 2, 1, 3),
+        frame_logits=current,
+        warped_logits=propagated,
+        valid=torch.tensor([[[True, True, False]]]),
+        features=torch.zeros(1, 1, 1, 3),
+        warped_features=torch.zeros(1, 1, 1, 3),
+    )
+    loss, mask = intra_domain_consistency(output)
+    assert mask.tolist() == [[[True, False, False]]]
+    assert loss.item() == pytest.approx(0.6 / 6)  # mean over 2 classes x 3 pixels
+    loss.backward()
+    assert current.grad[..., 1:].abs().sum() == 0
+
+    method = make_method("davsn")
+    before = snapshot(method.model)
+    train(method)
+    moved = changed(before, method.model)
+    assert any(k.startswith("classifier.") for k in moved)
+    # Only the current-frame prediction is trained: the logit fusion and the contrast modules get no gradient.
+    assert not any(k.startswith(("score_fusion.", *ADAPTATION_MODULES)) for k in moved)
+
+
+def test_bad_baseline_options_are_clear_errors():
+    with pytest.raises(StplError, match="scale_range"):
+        make_method("tps", "adapt.tps.scale_range=[1.2, 0.8]")
+    with pytest.raises(StplError, match=r"adapt\.ur"):
+        make_method("ur", "adapt.ur.decoders=0")
+
+
+# -- end to end: `stpl adapt`, resuming, `stpl bench` ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """Toy settings and a source checkpoint trained once for the whole module."""
+    root = tmp_path_factory.mktemp("baselines")
+    settings = [*TOY_SETTINGS, f"flow.cache_dir={root / 'flow-cache'}"]
+    out = root / "source"
+    assert main(["train-source", "--out", str(out), *set_args(settings)]) == 0
+    return settings, out / "model.safetensors"
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_adapt_cli_opens_only_unlabelled_target_video(name, toy, tmp_path, monkeypatch):
+    settings, source_ckpt = toy
+    built = []
+    original = data_module.build_dataset
+
+    def recording_build(config, split, with_labels):
+        built.append((split, with_labels))
+        return original(config, split, with_labels)
+
+    monkeypatch.setattr(data_module, "build_dataset", recording_build)
+    monkeypatch.setattr("stpl.workflows.build_dataset", recording_build)
+    out = tmp_path / name
+    args = [
+        "adapt",
+        "--source-ckpt",
+        str(source_ckpt),
+        "--out",
+        str(out),
+        *set_args([*settings, f"adapt.method={name}"]),
+    ]
+    assert main(args) == 0
+    assert built == [("adapt", False)]  # source-free: no source split, no labels
+    adapted = load_checkpoint(out / "model.safetensors")
+    assert adapted.meta["method"] == name and adapted.step == 3
+    source = load_checkpoint(source_ckpt)
+    assert any(not torch.equal(source.model[k], adapted.model[k]) for k in source.model)
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    assert all(math.isfinite(m["loss"]) for m in metrics)
+
+
+@pytest.mark.parametrize("name", ["self-training", "ur", "hcl", "tps", "vst"])
+def test_interrupted_baseline_resumes_to_the_same_result(name, toy, tmp_path, monkeypatch):
+    settings, source_ckpt = toy
+    settings = [*settings, f"adapt.method={name}", "adapt.iterations=4", "adapt.checkpoint_every=2"]
+    settings += ["adapt.teacher=ema", "adapt.student_augmentation=1.0"]  # exercise teacher and augmentation state
+
+    def args(out):
+        return ["adapt", "--source-ckpt", str(source_ckpt), "--out", str(out), *set_args(settings)]
+
+    assert main(args(tmp_path / "straight")) == 0
+    straight = load_checkpoint(tmp_path / "straight" / "model.safetensors")
+    method_class = type(build_method(make_tiny_model(), build_config(sets=settings).adapt, 0))
+    original_step = method_class.step
+
+    def crash_at_step_three(self, batch, step):
+        if step == 2:
+            raise KeyboardInterrupt
+        return original_step(self, batch, step)
+
+    monkeypatch.setattr(method_class, "step", crash_at_step_three)
+    assert main(args(tmp_path / "interrupted")) == 130
+    monkeypatch.setattr(method_class, "step", original_step)
+    assert main(args(tmp_path / "interrupted")) == 0
+    resumed = load_checkpoint(tmp_path / "interrupted" / "model.safetensors")
+    for key, value in straight.model.items():
+        torch.testing.assert_close(resumed.model[key], value, msg=key)
+
+
+def test_bench_runs_every_baseline(toy, tmp_path):
+    settings, _ = toy
+    out = tmp_path / "bench"
+    args = ["bench", "--benchmark", "synthetic", "--methods", ",".join(BASELINES), "--seeds", "0", "--out", str(out)]
+    assert main([*args, *set_args(settings)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [run["method"] for run in results["runs"]] == list(BASELINES)
+    assert all(0.0 <= run["mIoU"] <= 100.0 for run in results["runs"])
+    table = (out / "results.md").read_text()
+    assert all(f"| {name} | 1 |" in table for name in BASELINES)
