@@ -50,3 +50,26 @@ def test_flow_command_caches_every_pair(tmp_path, toy_settings, capsys):
     assert len(files) == (3 + 2 + 2) * 2  # clips x (3 frames - gap 1), all three splits
     assert main(["flow", "--split", "eval", *set_args(toy_settings)]) == 0
     assert len(list(cache.rglob("*_int16_x10.npy"))) == len(files)  # nothing recomputed
+
+
+def test_stpl_variants_run_with_their_overrides(tmp_path, toy_settings):
+    out = tmp_path / "bench"
+    args = ["bench", "--benchmark", "synthetic", "--methods", "stpl,stpl-notemporal,stpl-attention", "--seeds", "0",
+            "--out", str(out), *set_args(toy_settings)]  # fmt: skip
+    assert main(args) == 0
+    runs = {r["method"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+    assert runs["stpl"]["config"]["model"]["temporal"] is True
+    assert runs["stpl-notemporal"]["config"]["model"]["temporal"] is False
+    assert runs["stpl-notemporal"]["config"]["adapt"]["method"] == "stpl"
+    assert runs["stpl-attention"]["config"]["model"]["fusion"] == "attention"
+
+
+def test_without_time_pairs_each_frame_with_itself(toy_config):
+    from stpl.data import build_dataset
+
+    dataset = build_dataset(toy_config, "eval", with_labels=True)
+    control = dataset.without_time()
+    assert (control.pairs[:, 0] == control.pairs[:, 1]).all() and (control.pairs[:, 0] == dataset.pairs[:, 0]).all()
+    assert not control.flows.any() and dataset.flows.any()
+    batch = control.batch([0, 1])
+    assert (batch.current == batch.previous).all()

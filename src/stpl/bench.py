@@ -27,9 +27,22 @@ BENCHMARKS: dict[str, str | None] = {
     "camvid-dusk": "camvid_dusk/base.yaml",
 }
 REFERENCE_METHODS = ("oracle",)  # trained on target labels: a reference, never a competitor
+# STPL ablations and controls: name -> overrides applied on top of the benchmark config (method stpl)
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "stpl-notemporal": ("model.temporal=false",),  # same network and schedule, earlier frame := current frame
+    "stpl-concat": ("model.fusion=concat",),
+    "stpl-add": ("model.fusion=add",),
+    "stpl-conv": ("model.fusion=conv",),
+    "stpl-attention": ("model.fusion=attention",),
+    "stpl-seed": ("adapt.loss_form=seed",),
+    "stpl-infonce": ("adapt.loss_form=infonce",),
+    "stpl-no-pl": ("adapt.lambda_pl=0",),  # contrast only
+    "stpl-cross-frame": ("adapt.cross_frame_keys=true",),
+}
 METHODS = (
     "source-only", "adabn", "stpl", "oracle",
     "tent", "self-training", "ur", "hcl", "tps", "davsn", "vst",  # source-free baselines (adapt/<name>.py)
+    *VARIANTS,
 )  # fmt: skip
 
 
@@ -85,6 +98,15 @@ def source_key(config: Config, commit: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
+def method_config(method: str, config: Config) -> Config:
+    """The config a method runs and is evaluated with (a variant's overrides included)."""
+    if method in ("source-only", "oracle"):
+        return config
+    if method in VARIANTS:
+        return build_config(base=config_to_dict(config), sets=["adapt.method=stpl", *VARIANTS[method]])
+    return build_config(base=config_to_dict(config), sets=[f"adapt.method={method}"])
+
+
 def run_method(method: str, config: Config, source: Path, run_dir: Path) -> tuple[Path, float]:
     """Returns the checkpoint to evaluate and the seconds spent adapting (0 for source-only)."""
     started = time.perf_counter()
@@ -93,8 +115,7 @@ def run_method(method: str, config: Config, source: Path, run_dir: Path) -> tupl
     if method == "oracle":
         checkpoint = workflows.train_supervised(config, run_dir, split="adapt", kind="oracle")
     else:
-        method_config = build_config(base=config_to_dict(config), sets=[f"adapt.method={method}"])
-        checkpoint = workflows.adapt(method_config, source, run_dir)
+        checkpoint = workflows.adapt(config, source, run_dir)
     return checkpoint, time.perf_counter() - started
 
 
@@ -164,11 +185,11 @@ def run_bench(
     runs: list[dict[str, Any]] = []
     classes: list[str] = []
     for seed in seeds:
-        config = build_config(base=config_to_dict(base), sets=[f"seed={seed}"])
-        source = workflows.train_supervised(
-            config, out_dir / "source" / f"seed{seed}-{source_key(config, commit)}", split="source", kind="source"
-        )
+        seed_config = build_config(base=config_to_dict(base), sets=[f"seed={seed}"])
+        source_dir = out_dir / "source" / f"seed{seed}-{source_key(seed_config, commit)}"
+        source = workflows.train_supervised(seed_config, source_dir, split="source", kind="source")
         for method in methods:
+            config = method_config(method, seed_config)
             run_dir = out_dir / "runs" / method / f"seed{seed}"
             record_path = run_dir / "record.json"
             if record_path.is_file():

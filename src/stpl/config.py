@@ -120,6 +120,9 @@ class ModelConfig:
     aspp_rates: tuple[int, ...] = (2, 4, 6)  # small rates: the demo's feature maps are only 8x10
     fusion: Literal["concat", "add", "conv", "attention"] = "conv"
     projection_dim: int = 128  # D of the pixel embeddings
+    # false = the no-temporal control: the network sees frame t as its own earlier frame, with zero flow (same
+    # parameters and schedule), in training, adaptation and evaluation alike
+    temporal: bool = True
     aux_weight: float = 0.0  # resnet101_deeplabv2: weight of the layer3 head's logits added to layer4's (0 = none)
     input_format: Literal["imagenet", "caffe_bgr"] = "imagenet"  # caffe_bgr: the BGR 0..255 input of ACCEL weights
 

@@ -17,7 +17,7 @@ from stpl.adapt import TRAINING_FREE, build_method
 from stpl.adapt.norm import reestimate_norm_statistics
 from stpl.adapt.supervised import Supervised
 from stpl.config import Config, build_config, config_to_dict, config_to_yaml
-from stpl.data import RandomBatches, build_dataset, dataset_classes, reported_classes
+from stpl.data import PairDataset, RandomBatches, build_dataset, dataset_classes, reported_classes
 from stpl.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from stpl.engine.evaluate import evaluate
 from stpl.engine.loop import LAST_CHECKPOINT, LoopSettings, run_loop
@@ -88,6 +88,11 @@ def with_checkpoint_architecture(config: Config, checkpoint: Checkpoint) -> Conf
     return build_config(base={**config_to_dict(config), "model": {**config_to_dict(config)["model"], **architecture}})
 
 
+def load_split(config: Config, split: str, with_labels: bool) -> PairDataset:
+    dataset = build_dataset(config, split, with_labels)
+    return dataset if config.model.temporal else dataset.without_time()
+
+
 def save_final(out_dir: Path, model: torch.nn.Module, meta: dict[str, Any]) -> Path:
     path = out_dir / FINAL_CHECKPOINT
     save_checkpoint(path, model.state_dict(), meta)
@@ -105,7 +110,7 @@ def train_supervised(config: Config, out_dir: Path, split: str = "source", kind:
         return out_dir / FINAL_CHECKPOINT
     device = setup_runtime(config)
     prepare_run_dir(out_dir, config)
-    dataset = build_dataset(config, split, with_labels=True)
+    dataset = load_split(config, split, with_labels=True)
     model = build_model(config.model, dataset.num_classes).to(device)
     method = Supervised(model, config.train.lr, config.train.backbone_lr_scale)
     batches = RandomBatches(dataset, config.train.batch_size, config.seed, hflip=config.train.hflip)
@@ -134,7 +139,7 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
     device = setup_runtime(config)
     prepare_run_dir(out_dir, config)
     model = model_from_checkpoint(checkpoint, config, skip_adaptation_modules=True).to(device)
-    dataset = build_dataset(config, "adapt", with_labels=False)
+    dataset = load_split(config, "adapt", with_labels=False)
     resuming = (out_dir / LAST_CHECKPOINT).is_file()
     training_free = config.adapt.method in TRAINING_FREE
     if (config.adapt.norm == "reestimate" or training_free) and not resuming:
@@ -173,7 +178,7 @@ def evaluate_checkpoint(checkpoint_path: Path, config: Config, out_dir: Path | N
     model_config = build_config(base={**config_to_dict(config), "model": checkpoint.config["model"]})
     device = setup_runtime(config)
     model = model_from_checkpoint(checkpoint, model_config, skip_adaptation_modules=False).to(device)
-    dataset = build_dataset(config, config.eval.split, with_labels=True)
+    dataset = load_split(config, config.eval.split, with_labels=True)
     result = evaluate(model, dataset, config.eval.batch_size, reported_classes(config))
     result["split"] = config.eval.split
     result["checkpoint"] = str(checkpoint_path)

@@ -80,6 +80,12 @@ class PairDataset:
     def without_labels(self) -> PairDataset:
         return PairDataset(self.frames, self.pairs, self.flows, None, self.class_names, self.names)
 
+    def without_time(self) -> PairDataset:
+        """The no-temporal control: every pair becomes (frame t, frame t) with zero flow."""
+        pairs = np.stack((self.pairs[:, 0], self.pairs[:, 0]), axis=1)
+        flows = np.zeros_like(self.flows)
+        return PairDataset(self.frames, pairs, flows, self.labels, self.class_names, self.names)
+
     def batch(self, indices: Sequence[int], hflip: Sequence[bool] | None = None) -> PairBatch:
         """Gather pairs into a normalised float batch; `hflip` mirrors chosen pairs (flow x negated)."""
         indices = list(indices)
