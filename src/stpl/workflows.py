@@ -143,7 +143,9 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
     resuming = (out_dir / LAST_CHECKPOINT).is_file()
     training_free = config.adapt.method in TRAINING_FREE
     if (config.adapt.norm == "reestimate" or training_free) and not resuming:
-        count = reestimate_norm_statistics(model, (b.to(device) for b in dataset.iterate(config.adapt.batch_size)))
+        # Shuffled: consecutive frames are alike, and batches of them would understate the variance.
+        batches = dataset.iterate(config.adapt.batch_size, shuffle_seed=config.seed)
+        count = reestimate_norm_statistics(model, (batch.to(device) for batch in batches))
         print(f"[adapt] normalisation statistics re-estimated on {count} target batches", flush=True)
     meta = {
         "kind": "adapted",

@@ -104,10 +104,13 @@ class PairDataset:
                 label[mask] = label[mask].flip(-1)
         return PairBatch(normalize(current), normalize(previous), flow.contiguous(), label, indices)
 
-    def iterate(self, batch_size: int) -> Iterator[PairBatch]:
-        """All pairs once, in order (evaluation)."""
+    def iterate(self, batch_size: int, shuffle_seed: int | None = None) -> Iterator[PairBatch]:
+        """All pairs once: in order (evaluation), or in a seeded random order."""
+        order = np.arange(len(self))
+        if shuffle_seed is not None:
+            order = np.random.default_rng(shuffle_seed).permutation(len(self))
         for start in range(0, len(self), batch_size):
-            yield self.batch(range(start, min(start + batch_size, len(self))))
+            yield self.batch(order[start : start + batch_size].tolist())
 
 
 def label_size(config: Config, split: str) -> tuple[int, int]:
