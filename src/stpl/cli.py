@@ -148,8 +148,30 @@ def run_import_accel(args: argparse.Namespace) -> None:
     print(f"stpl checkpoint: {path}")
 
 
+def add_analyze(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("analyze", help="analyses of checkpoints")
+    analyses = parser.add_subparsers(dest="analysis", required=True)
+    knn = analyses.add_parser("knn", help="share of each labelled pixel's k nearest feature neighbours of its class")
+    add_config_options(knn)
+    knn.add_argument("--ckpt", type=Path, action="append", required=True, help="checkpoint (repeat to compare)")
+    knn.add_argument("--name", action="append", help="label per --ckpt in the outputs (default: its folder)")
+    knn.add_argument("--k", type=int, default=10)
+    knn.add_argument("--per-class", type=int, default=300, help="sampled pixels per class")
+    knn.add_argument("--out", type=Path, required=True)
+    knn.set_defaults(run=run_analyze_knn)
+
+
+def run_analyze_knn(args: argparse.Namespace) -> None:
+    if args.k < 1 or args.per_class < 1:
+        raise StplError("--k and --per-class must be positive")
+    checkpoints = [require_file(path, "checkpoint") for path in args.ckpt]
+    workflows.analyze_knn(checkpoints, load_config(args), args.k, args.out, args.per_class, args.name)
+    print(f"k-NN analysis: {args.out / 'knn.json'}, {args.out / 'knn.png'}")
+
+
 SUBCOMMANDS = (
-    add_train_source, add_adapt, add_eval, add_demo, add_flow, add_bench, add_import_accel, add_show_config,
+    add_train_source, add_adapt, add_eval, add_demo, add_flow, add_bench, add_analyze, add_import_accel,
+    add_show_config,
 )  # fmt: skip
 
 

@@ -259,3 +259,46 @@ def import_accel(config: Config, weights: Path, out: Path) -> Path:
     }
     save_checkpoint(out, model.state_dict(), meta)
     return out
+
+
+def analyze_knn(
+    checkpoints: list[Path], config: Config, k: int, out_dir: Path, per_class: int = 300, names: list[str] | None = None
+) -> dict[str, Any]:
+    """The paper's k-NN analysis for each checkpoint on the labelled target split; writes knn.json and knn.png."""
+    from stpl.analysis.knn import collect_features, knn_report
+    from stpl.analysis.plots import grouped_bars
+
+    names = names or [Path(path).parent.name or str(path) for path in checkpoints]
+    if len(names) != len(checkpoints):
+        raise StplError(f"{len(checkpoints)} checkpoints but {len(names)} --name values")
+    loaded = []
+    for path in checkpoints:
+        checkpoint = load_checkpoint(path)
+        check_classes(checkpoint, config, Path(path))
+        loaded.append(checkpoint)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise StplError(f"--out {out_dir} exists and is not a folder")
+    device = setup_runtime(config)
+    dataset = load_split(config, config.eval.split, with_labels=True)
+    reports = []
+    for name, path, checkpoint in zip(names, checkpoints, loaded, strict=True):
+        model_config = build_config(base={**config_to_dict(config), "model": checkpoint.config["model"]})
+        model = model_from_checkpoint(checkpoint, model_config, skip_adaptation_modules=False).to(device)
+        features, labels = collect_features(model, dataset, config.eval.batch_size, per_class, seed=config.seed)
+        report = knn_report(features, labels, k, dataset.class_names)
+        reports.append({"name": name, "checkpoint": str(path), **report})
+        print(f"[knn] {name}: same-class share of {k} nearest neighbours {report['overall']:.1f} %", flush=True)
+    result = {
+        "k": k,
+        "split": config.eval.split,
+        "per_class_samples": per_class,
+        "checkpoints": reports,
+        "config": config_to_dict(config),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "knn.json").write_text(json.dumps(result, indent=2))
+    groups = [*dataset.class_names, "overall"]
+    series = {r["name"]: [*r["per_class"].values(), r["overall"]] for r in reports}
+    grouped_bars(out_dir / "knn.png", groups, series, f"same-class share of {k}-NN (%)", "k-NN feature analysis")
+    return result

@@ -1,0 +1,1 @@
+"""Analyses of adapted models: the paper's k-nearest-neighbour feature analysis, and plots."""
