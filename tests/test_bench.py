@@ -28,6 +28,7 @@ def test_bench_runs_methods_and_seeds_then_skips_them(tmp_path, toy_settings, ca
     table = (out / "results.md").read_text()
     assert "| stpl | 2 |" in table and "oracle (reference)" in table
     assert len(list((out / "source").iterdir())) == 2  # one source model per seed
+    assert (out / "per_class.png").stat().st_size > 1000
     capsys.readouterr()
     assert main(args) == 0
     assert capsys.readouterr().out.count("done before, skipped") == 8
@@ -73,3 +74,19 @@ def test_without_time_pairs_each_frame_with_itself(toy_config):
     assert not control.flows.any() and dataset.flows.any()
     batch = control.batch([0, 1])
     assert (batch.current == batch.previous).all()
+
+
+def test_adaptation_curve_is_logged_and_plotted(tmp_path, toy_settings):
+    out = tmp_path / "bench"
+    settings = [*toy_settings, "adapt.iterations=4", "adapt.plot_eval_every=2"]
+    args = ["bench", "--benchmark", "synthetic", "--methods", "source-only,stpl", "--seeds", "0", "--out", str(out),
+            *set_args(settings)]  # fmt: skip
+    assert main(args) == 0
+    metrics = [
+        json.loads(line) for line in (out / "runs" / "stpl" / "seed0" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [m["step"] for m in metrics if "eval_mIoU" in m] == [2, 4]
+    assert all(0 <= m["eval_mIoU"] <= 100 for m in metrics if "eval_mIoU" in m)
+    final = json.loads((out / "runs" / "stpl" / "seed0" / "eval.json").read_text())["mIoU"]
+    assert metrics[-1]["eval_mIoU"] == final  # the last probe scores the final model, as the report does
+    assert (out / "adaptation_curves.png").stat().st_size > 1000

@@ -169,6 +169,35 @@ def markdown_table(benchmark: str, commit: str, summary: dict[str, Any], classes
     return "\n".join(lines) + "\n"
 
 
+def adaptation_curves(runs: list[dict[str, Any]]) -> dict[str, tuple[list[float], list[float]]]:
+    """Per method, the mean over seeds of the logged eval_mIoU at each step (runs with adapt.plot_eval_every)."""
+    by_method: dict[str, dict[int, list[float]]] = {}
+    for run in runs:
+        metrics = Path(run["checkpoint"]).parent / "metrics.jsonl"
+        if run["method"] in ("source-only", "oracle") or not metrics.is_file():
+            continue
+        for line in metrics.read_text().splitlines():
+            entry = json.loads(line)
+            if "eval_mIoU" in entry:
+                by_method.setdefault(run["method"], {}).setdefault(entry["step"], []).append(entry["eval_mIoU"])
+    return {
+        method: (sorted(steps), [sum(steps[s]) / len(steps[s]) for s in sorted(steps)])
+        for method, steps in by_method.items()
+    }
+
+
+def write_plots(out_dir: Path, benchmark: str, summary: dict[str, Any], classes: list[str], runs: list) -> None:
+    """per_class.png (mean IoU per class and method) and, where logged, adaptation_curves.png."""
+    from stpl.analysis.plots import curves, grouped_bars
+
+    series = {method: [row["per_class"][c][0] for c in classes] for method, row in summary.items()}
+    grouped_bars(out_dir / "per_class.png", classes, series, "IoU (%)", f"{benchmark}: per-class IoU, mean over seeds")
+    lines = adaptation_curves(runs)
+    if lines:
+        title = f"{benchmark}: evaluation mIoU while adapting (plot only, never for model choice)"
+        curves(out_dir / "adaptation_curves.png", lines, "adaptation step", "mIoU (%)", title)
+
+
 def run_bench(
     benchmark: str,
     methods: list[str],
@@ -216,5 +245,6 @@ def run_bench(
     results = {"benchmark": benchmark, "commit": commit, "runs": runs, "summary": summary}
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     (out_dir / "results.md").write_text(markdown_table(benchmark, commit, summary, classes))
+    write_plots(out_dir, benchmark, summary, classes, runs)
     print(markdown_table(benchmark, commit, summary, classes), flush=True)
     return results

@@ -209,6 +209,9 @@ class AdaptConfig:
     lambda_contrast: float = 0.1
     lambda_pl: float = 1.0
     student_augmentation: float = 0.0  # strength of the student's photometric perturbation (0 = clean view)
+    # Every N steps score the evaluation split and log it as eval_mIoU, for the adaptation-curve plot only:
+    # never used to pick a model (0 = off; the adaptation then reads no labels at all).
+    plot_eval_every: int = 0
     log_every: int = 25
     checkpoint_every: int = 100
     ur: UrConfig = field(default_factory=UrConfig)  # options of method=ur

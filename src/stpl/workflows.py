@@ -158,6 +158,15 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
         return save_final(out_dir, model, {**meta, "step": 0})
     method = build_method(model, config.adapt, config.seed)
     batches = RandomBatches(dataset, config.adapt.batch_size, config.seed)
+    probe = None
+    if config.adapt.plot_eval_every > 0:  # labelled evaluation frames, for the adaptation-curve plot only
+        plot_dataset = load_split(config, "eval", with_labels=True)
+        reported = reported_classes(config)
+
+        def probe() -> dict[str, float]:
+            result = evaluate(model, plot_dataset, config.eval.batch_size, reported, label="plot-eval")
+            return {"eval_mIoU": result["mIoU"]}
+
     settings = LoopSettings(
         config.adapt.iterations,
         config.adapt.momentum,
@@ -165,8 +174,9 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
         config.adapt.log_every,
         config.adapt.checkpoint_every,
         "adapt",
+        probe_every=config.adapt.plot_eval_every,
     )
-    run_loop(method, batches, settings, out_dir, meta)
+    run_loop(method, batches, settings, out_dir, meta, probe)
     return save_final(out_dir, model, {**meta, "step": config.adapt.iterations})
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ class LoopSettings:
     log_every: int
     checkpoint_every: int
     label: str  # shown in progress lines, e.g. "source" or "adapt"
+    probe_every: int = 0  # call `probe` every N steps and log what it returns (0 = never)
 
 
 def poly_factor(step: int, iterations: int, power: float = 0.9) -> float:
@@ -43,6 +45,7 @@ def run_loop(
     settings: LoopSettings,
     run_dir: Path,
     meta: dict[str, Any],
+    probe: Callable[[], dict[str, float]] | None = None,
 ) -> dict[str, float]:
     """Train `method.model` for settings.iterations steps; returns the last logged values."""
     device = next(method.model.parameters()).device
@@ -77,7 +80,6 @@ def run_loop(
     progress = Progress(settings.label, settings.iterations, every_seconds=10.0, initial=start)
     metrics_file = (run_dir / "metrics.jsonl").open("a")
     logged: dict[str, float] = {}
-    sums: dict[str, float] = {}
     started = time.perf_counter()  # of this (possibly resumed) session
     try:
         for step in range(start, settings.iterations):
@@ -98,15 +100,19 @@ def run_loop(
             method.after_step()
             # Phase 4: log (the only place numbers leave the device) and checkpoint.
             done = step + 1
-            if done % settings.log_every == 0 or done == settings.iterations:
-                values = {**values, "loss": total}
-                for key, value in values.items():
-                    sums[key] = float(value.detach())
+            probed: dict[str, float] = {}
+            if probe is not None and settings.probe_every > 0 and done % settings.probe_every == 0:
+                probed = probe()  # e.g. an evaluation for a plot; it may switch module modes
+                method.train_mode()
+            if done % settings.log_every == 0 or done == settings.iterations or probed:
+                numbers = {key: float(value.detach()) for key, value in {**values, "loss": total}.items()}
                 seconds = time.perf_counter() - started
-                logged = {"step": done, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, **sums}
+                logged = {"step": done, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, **numbers, **probed}
                 metrics_file.write(json.dumps(logged) + "\n")
                 metrics_file.flush()
-                shown = " ".join(f"{k}={v:.3f}" for k, v in sums.items() if k.startswith("loss"))
+                shown = " ".join(
+                    f"{k}={v:.3f}" for k, v in {**numbers, **probed}.items() if k.startswith(("loss", "eval"))
+                )
                 progress.update(done, shown, force=True)
             if done % settings.checkpoint_every == 0 or done == settings.iterations:
                 save(done)
