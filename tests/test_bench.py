@@ -76,17 +76,18 @@ def test_without_time_pairs_each_frame_with_itself(toy_config):
     assert (batch.current == batch.previous).all()
 
 
-def test_adaptation_curve_is_logged_and_plotted(tmp_path, toy_settings):
+def test_adaptation_curve_from_snapshots(tmp_path, toy_settings):
     out = tmp_path / "bench"
-    settings = [*toy_settings, "adapt.iterations=4", "adapt.plot_eval_every=2"]
+    settings = [*toy_settings, "adapt.iterations=4", "adapt.snapshot_every=2"]
     args = ["bench", "--benchmark", "synthetic", "--methods", "source-only,stpl", "--seeds", "0", "--out", str(out),
             *set_args(settings)]  # fmt: skip
     assert main(args) == 0
-    metrics = [
-        json.loads(line) for line in (out / "runs" / "stpl" / "seed0" / "metrics.jsonl").read_text().splitlines()
-    ]
-    assert [m["step"] for m in metrics if "eval_mIoU" in m] == [2, 4]
-    assert all(0 <= m["eval_mIoU"] <= 100 for m in metrics if "eval_mIoU" in m)
-    final = json.loads((out / "runs" / "stpl" / "seed0" / "eval.json").read_text())["mIoU"]
-    assert metrics[-1]["eval_mIoU"] == final  # the last probe scores the final model, as the report does
+    (run_dir,) = (out / "runs" / "stpl").iterdir()  # runs/<method>/seed<s>-<commit>
+    snapshots = sorted(p.name for p in (run_dir / "snapshots").iterdir())
+    assert snapshots == ["step000002.safetensors", "step000004.safetensors"]
+    # the adaptation itself read no labels: the curve is scored afterwards, and its last point is the final model
+    final = json.loads((run_dir / "eval.json").read_text())["mIoU"]
+    last = main(["eval", "--ckpt", str(run_dir / "snapshots" / snapshots[-1]), "--out", str(tmp_path / "e"),
+                 *set_args(settings)])  # fmt: skip
+    assert last == 0 and json.loads((tmp_path / "e" / "eval.json").read_text())["mIoU"] == final
     assert (out / "adaptation_curves.png").stat().st_size > 1000

@@ -189,5 +189,20 @@ def test_run_folder_of_another_config_is_not_overwritten(tmp_path, source_ckpt, 
     run = source_ckpt.parent
     before = source_ckpt.read_bytes()
     err = run_failing(["train-source", "--out", str(run), *set_args([*toy_settings, "train.lr=0.5"])], capsys)
-    assert "different config" in err
+    assert "another config or source model" in err
     assert source_ckpt.read_bytes() == before
+    # settings that do not change the result (threads, logging, flow workers) reuse the finished run
+    assert main(["train-source", "--out", str(run), *set_args([*toy_settings, "train.log_every=1", "threads=1"])]) == 0
+    assert "reusing it" in capsys.readouterr().out
+
+
+def test_adapting_another_source_model_into_a_finished_folder_is_refused(tmp_path, source_ckpt, toy_settings, capsys):
+    out = tmp_path / "adapted"
+    assert main(["adapt", "--source-ckpt", str(source_ckpt), "--out", str(out), *set_args(toy_settings)]) == 0
+    other = tmp_path / "other"
+    assert main(["train-source", "--out", str(other), *set_args([*toy_settings, "seed=1"])]) == 0
+    before = (out / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    args = ["adapt", "--source-ckpt", str(other / "model.safetensors"), "--out", str(out), *set_args(toy_settings)]
+    err = run_failing(args, capsys)
+    assert "another config or source model" in err and (out / "model.safetensors").read_bytes() == before

@@ -220,9 +220,9 @@ def test_peer_flow_files(trees):
         f"data.synthia_seq.flow_dir={flow_dir / 'synthia'}",
     ]
     evaluation = build_dataset(video_config(trees, *sets), "eval", with_labels=True)
-    # resized corner to corner, each displacement scaled by its own axis: x by 19/39, y by 9/19
-    np.testing.assert_allclose(evaluation.flows[0, ..., 0], 3.9 * 19 / 39, atol=1e-4)
-    np.testing.assert_allclose(evaluation.flows[0, ..., 1], -1.9 * 9 / 19, atol=1e-4)
+    # each displacement scaled by its own axis' size ratio (as the spec and the peers): x by 20/40, y by 10/20
+    np.testing.assert_allclose(evaluation.flows[0, ..., 0], 3.9 * 20 / 40, atol=1e-4)
+    np.testing.assert_allclose(evaluation.flows[0, ..., 1], -1.9 * 10 / 20, atol=1e-4)
     viper = build_dataset(video_config(trees, *sets, "data.source_dataset=viper"), "source", with_labels=False)
     assert viper.flows.shape == (2, 10, 20, 2)
     synthia = video_config(trees, *sets, "data.source_dataset=synthia_seq", "data.cityscapes_seq.protocol=synthia12")

@@ -35,8 +35,8 @@ def test_half_pixel_shift_interpolates_bilinearly():
 def test_flow_resize_scales_displacements():
     flow = torch.full((1, 2, 9, 17), 4.0)
     small = resize_flow(flow, (5, 9))
-    torch.testing.assert_close(small[:, 0], torch.full((1, 5, 9), 4.0 * 8 / 16))
-    torch.testing.assert_close(small[:, 1], torch.full((1, 5, 9), 4.0 * 4 / 8))
+    torch.testing.assert_close(small[:, 0], torch.full((1, 5, 9), 4.0 * 9 / 17))
+    torch.testing.assert_close(small[:, 1], torch.full((1, 5, 9), 4.0 * 5 / 9))
 
 
 def test_warp_labels_nearest_and_ignore():

@@ -18,6 +18,7 @@ from typing import Any
 
 from stpl import workflows
 from stpl.config import Config, build_config, config_to_dict
+from stpl.engine.loop import SNAPSHOT_DIR
 from stpl.errors import StplError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -147,7 +148,7 @@ def mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return mean, std
 
 
-def markdown_table(benchmark: str, commit: str, summary: dict[str, Any], classes: list[str]) -> str:
+def markdown_table(benchmark: str, commit: str, summary: dict[str, Any], classes: list[str], split: str) -> str:
     def cell(pair: tuple[float | None, float | None] | list) -> str:
         mean, std = pair
         return "–" if mean is None else f"{mean:.1f} ± {std:.1f}"
@@ -155,7 +156,7 @@ def markdown_table(benchmark: str, commit: str, summary: dict[str, Any], classes
     lines = [
         f"# {benchmark}",
         "",
-        f"commit `{commit}`; mean ± std over seeds; final model of each run on the target evaluation split.",
+        f"commit `{commit}`; mean ± std over seeds; final model of each run on the target {split} split.",
         "",
         "| method | n | mIoU | " + " | ".join(classes) + " |",
         "|---|---|---|" + "---|" * len(classes),
@@ -170,16 +171,20 @@ def markdown_table(benchmark: str, commit: str, summary: dict[str, Any], classes
 
 
 def adaptation_curves(runs: list[dict[str, Any]]) -> dict[str, tuple[list[float], list[float]]]:
-    """Per method, the mean over seeds of the logged eval_mIoU at each step (runs with adapt.plot_eval_every)."""
+    """Per method, the mean over seeds of the evaluation mIoU of each kept snapshot (adapt.snapshot_every > 0).
+
+    Scored here, after adaptation, for the plot only; the reported number stays the final model's.
+    """
     by_method: dict[str, dict[int, list[float]]] = {}
     for run in runs:
-        metrics = Path(run["checkpoint"]).parent / "metrics.jsonl"
-        if run["method"] in ("source-only", "oracle") or not metrics.is_file():
+        snapshots = sorted((Path(run["checkpoint"]).parent / SNAPSHOT_DIR).glob("step*.safetensors"))
+        if run["method"] in ("source-only", "oracle") or not snapshots:
             continue
-        for line in metrics.read_text().splitlines():
-            entry = json.loads(line)
-            if "eval_mIoU" in entry:
-                by_method.setdefault(run["method"], {}).setdefault(entry["step"], []).append(entry["eval_mIoU"])
+        config = build_config(base=run["config"])
+        for snapshot in snapshots:
+            step = int(snapshot.stem.removeprefix("step"))
+            score = workflows.evaluate_checkpoint(snapshot, config)["mIoU"]
+            by_method.setdefault(run["method"], {}).setdefault(step, []).append(score)
     return {
         method: (sorted(steps), [sum(steps[s]) / len(steps[s]) for s in sorted(steps)])
         for method, steps in by_method.items()
@@ -208,8 +213,7 @@ def run_bench(
 ) -> dict[str, Any]:
     base = benchmark_config(benchmark, data_root, sets or [])
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise StplError(f"--out {out_dir} exists and is not a folder")
+    workflows.check_out_dir(out_dir)
     commit = git_commit()
     runs: list[dict[str, Any]] = []
     classes: list[str] = []
@@ -219,7 +223,8 @@ def run_bench(
         source = workflows.train_supervised(seed_config, source_dir, split="source", kind="source")
         for method in methods:
             config = method_config(method, seed_config)
-            run_dir = out_dir / "runs" / method / f"seed{seed}"
+            # keyed by commit too: a finished run of other code is never reused under this commit
+            run_dir = out_dir / "runs" / method / f"seed{seed}-{commit[:12]}"
             record_path = run_dir / "record.json"
             if record_path.is_file():
                 record = json.loads(record_path.read_text())
@@ -244,7 +249,7 @@ def run_bench(
     summary = summarise(runs, classes)
     results = {"benchmark": benchmark, "commit": commit, "runs": runs, "summary": summary}
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
-    (out_dir / "results.md").write_text(markdown_table(benchmark, commit, summary, classes))
+    (out_dir / "results.md").write_text(markdown_table(benchmark, commit, summary, classes, base.eval.split))
     write_plots(out_dir, benchmark, summary, classes, runs)
-    print(markdown_table(benchmark, commit, summary, classes), flush=True)
+    print(markdown_table(benchmark, commit, summary, classes, base.eval.split), flush=True)
     return results

@@ -121,7 +121,8 @@ class ModelConfig:
     fusion: Literal["concat", "add", "conv", "attention"] = "conv"
     projection_dim: int = 128  # D of the pixel embeddings
     # false = the no-temporal control: the network sees frame t as its own earlier frame, with zero flow (same
-    # parameters and schedule), in training, adaptation and evaluation alike
+    # parameters and schedule). Set for adaptation it applies there and, through the checkpoint, in evaluation;
+    # the source model it starts from is the usual temporal one.
     temporal: bool = True
     aux_weight: float = 0.0  # resnet101_deeplabv2: weight of the layer3 head's logits added to layer4's (0 = none)
     input_format: Literal["imagenet", "caffe_bgr"] = "imagenet"  # caffe_bgr: the BGR 0..255 input of ACCEL weights
@@ -209,9 +210,9 @@ class AdaptConfig:
     lambda_contrast: float = 0.1
     lambda_pl: float = 1.0
     student_augmentation: float = 0.0  # strength of the student's photometric perturbation (0 = clean view)
-    # Every N steps score the evaluation split and log it as eval_mIoU, for the adaptation-curve plot only:
-    # never used to pick a model (0 = off; the adaptation then reads no labels at all).
-    plot_eval_every: int = 0
+    # Every N steps keep a copy of the weights in snapshots/ (0 = none): `stpl bench` scores them afterwards for
+    # the adaptation-curve plot only, never to pick a model; adaptation itself still reads no labels.
+    snapshot_every: int = 0
     log_every: int = 25
     checkpoint_every: int = 100
     ur: UrConfig = field(default_factory=UrConfig)  # options of method=ur
@@ -371,6 +372,35 @@ def validate(config: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise StplError(f"config key '{key}' must be positive, got {value}")
+    at_least_one = {
+        "train.log_every": config.train.log_every,
+        "train.checkpoint_every": config.train.checkpoint_every,
+        "adapt.log_every": config.adapt.log_every,
+        "adapt.checkpoint_every": config.adapt.checkpoint_every,
+        "data.synthetic.source_clips": config.data.synthetic.source_clips,
+        "data.synthetic.adapt_clips": config.data.synthetic.adapt_clips,
+        "data.synthetic.eval_clips": config.data.synthetic.eval_clips,
+        "flow.workers": config.flow.workers,
+    }
+    for key, value in at_least_one.items():
+        if value < 1:
+            raise StplError(f"config key '{key}' must be at least 1, got {value}")
+    not_negative = {
+        "train.iterations": config.train.iterations,
+        "adapt.iterations": config.adapt.iterations,
+        "adapt.snapshot_every": config.adapt.snapshot_every,
+        "eval.label_height": config.eval.label_height,
+        "eval.label_width": config.eval.label_width,
+    }
+    for key, value in not_negative.items():
+        if value < 0:
+            raise StplError(f"config key '{key}' must not be negative, got {value}")
+    if (config.eval.label_height > 0) != (config.eval.label_width > 0):
+        raise StplError("config keys 'eval.label_height' and 'eval.label_width' must be set together")
+    if not 0.0 <= config.adapt.threshold <= 1.0:
+        raise StplError(f"config key 'adapt.threshold' must be in [0, 1], got {config.adapt.threshold}")
+    if not (config.device == "cpu" or config.device == "cuda" or config.device.startswith(("cuda:", "mps"))):
+        raise StplError(f"config key 'device': '{config.device}' is not cpu, cuda, cuda:N or mps")
     if config.adapt.temperature <= 0:
         raise StplError(f"config key 'adapt.temperature' must be positive, got {config.adapt.temperature}")
     if not 0.0 < config.adapt.class_fraction <= 1.0:

@@ -18,7 +18,7 @@ from stpl.adapt.norm import reestimate_norm_statistics
 from stpl.adapt.supervised import Supervised
 from stpl.config import Config, build_config, config_to_dict, config_to_yaml
 from stpl.data import PairDataset, RandomBatches, build_dataset, dataset_classes, reported_classes
-from stpl.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from stpl.engine.checkpoint import Checkpoint, file_sha1, load_checkpoint, read_meta, save_checkpoint
 from stpl.engine.evaluate import evaluate
 from stpl.engine.loop import LAST_CHECKPOINT, LoopSettings, run_loop
 from stpl.errors import StplError
@@ -39,21 +39,48 @@ def setup_runtime(config: Config) -> torch.device:
     return torch.device(config.device)
 
 
-def prepare_run_dir(out_dir: Path, config: Config) -> None:
-    """Create the folder; refuse one that holds a run with a different config (never overwrite it)."""
+# Settings that change where or how fast a run goes, or what it prints, but not what it computes.
+NON_RESULT_KEYS = (
+    ("threads",), ("device",), ("eval",), ("flow", "workers"), ("flow", "cache_dir"), ("data", "read_workers"),
+    ("train", "log_every"), ("train", "checkpoint_every"),
+    ("adapt", "log_every"), ("adapt", "checkpoint_every"), ("adapt", "snapshot_every"),
+)  # fmt: skip
+
+
+def run_identity(config: Config, source_checkpoint: Path | None = None) -> dict[str, Any]:
+    """What determines a run's result: its config less NON_RESULT_KEYS, and the starting checkpoint's bytes."""
+    identity = config_to_dict(config)
+    for path in NON_RESULT_KEYS:
+        node = identity
+        for part in path[:-1]:
+            node = node[part]
+        node.pop(path[-1], None)
+    if source_checkpoint is not None:
+        identity["source_checkpoint_sha1"] = file_sha1(source_checkpoint)
+    return identity
+
+
+def check_out_dir(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise StplError(f"--out {out_dir} exists and is not a folder")
+
+
+def prepare_run_dir(out_dir: Path, config: Config, identity: dict[str, Any]) -> None:
+    """Create the folder; refuse one that holds a run of another identity (never overwrite it)."""
+    check_out_dir(out_dir)
     for name in (LAST_CHECKPOINT, FINAL_CHECKPOINT):
         existing = out_dir / name
-        if existing.is_file() and load_checkpoint(existing).config != config_to_dict(config):
-            raise StplError(f"{out_dir} holds a run with a different config; choose another --out or remove it")
+        if existing.is_file() and read_meta(existing).get("identity") != identity:
+            raise StplError(
+                f"{out_dir} holds a run of another config or source model; choose another --out or remove it"
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(config_to_yaml(config))
 
 
-def finished(out_dir: Path, config: Config) -> bool:
+def finished(out_dir: Path, identity: dict[str, Any]) -> bool:
     path = out_dir / FINAL_CHECKPOINT
-    return path.is_file() and load_checkpoint(path).config == config_to_dict(config)
+    return path.is_file() and read_meta(path).get("identity") == identity
 
 
 def check_classes(checkpoint: Checkpoint, config: Config, path: Path) -> None:
@@ -63,6 +90,8 @@ def check_classes(checkpoint: Checkpoint, config: Config, path: Path) -> None:
             f"{path} predicts {len(checkpoint.class_names)} classes but dataset '{config.data.dataset}' "
             f"has {len(classes)}"
         )
+    if list(checkpoint.class_names) != classes:
+        raise StplError(f"{path} predicts classes {checkpoint.class_names}, dataset '{config.data.dataset}' {classes}")
 
 
 def model_from_checkpoint(checkpoint: Checkpoint, config: Config, skip_adaptation_modules: bool) -> VideoSegmenter:
@@ -93,6 +122,11 @@ def load_split(config: Config, split: str, with_labels: bool) -> PairDataset:
     return dataset if config.model.temporal else dataset.without_time()
 
 
+def checkpoint_model_config(config: Config, checkpoint: Checkpoint) -> Config:
+    """The user's config with the checkpoint's whole model section (architecture, fusion, temporal input)."""
+    return build_config(base={**config_to_dict(config), "model": checkpoint.config["model"]})
+
+
 def save_final(out_dir: Path, model: torch.nn.Module, meta: dict[str, Any]) -> Path:
     path = out_dir / FINAL_CHECKPOINT
     save_checkpoint(path, model.state_dict(), meta)
@@ -105,16 +139,19 @@ def save_final(out_dir: Path, model: torch.nn.Module, meta: dict[str, Any]) -> P
 def train_supervised(config: Config, out_dir: Path, split: str = "source", kind: str = "source") -> Path:
     """Supervised training on a labelled split: the source model (split "source") or the oracle ("adapt")."""
     out_dir = Path(out_dir)
-    if finished(out_dir, config):
+    identity = run_identity(config)
+    if finished(out_dir, identity):
         print(f"[{kind}] finished run found in {out_dir}; reusing it", flush=True)
         return out_dir / FINAL_CHECKPOINT
+    check_out_dir(out_dir)
     device = setup_runtime(config)
-    prepare_run_dir(out_dir, config)
-    dataset = load_split(config, split, with_labels=True)
+    dataset = load_split(config, split, with_labels=True)  # before the folder: bad data leaves nothing behind
+    prepare_run_dir(out_dir, config, identity)
     model = build_model(config.model, dataset.num_classes).to(device)
     method = Supervised(model, config.train.lr, config.train.backbone_lr_scale)
     batches = RandomBatches(dataset, config.train.batch_size, config.seed, hflip=config.train.hflip)
-    meta = {"kind": kind, "config": config_to_dict(config), "class_names": list(dataset.class_names)}
+    meta = {"kind": kind, "config": config_to_dict(config), "identity": identity,
+            "class_names": list(dataset.class_names)}  # fmt: skip
     settings = LoopSettings(
         config.train.iterations,
         config.train.momentum,
@@ -133,13 +170,15 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
     checkpoint = load_checkpoint(source_checkpoint)
     check_classes(checkpoint, config, source_checkpoint)
     config = with_checkpoint_architecture(config, checkpoint)
-    if finished(out_dir, config):
+    identity = run_identity(config, source_checkpoint)
+    if finished(out_dir, identity):
         print(f"[adapt] finished run found in {out_dir}; reusing it", flush=True)
         return out_dir / FINAL_CHECKPOINT
+    check_out_dir(out_dir)
     device = setup_runtime(config)
-    prepare_run_dir(out_dir, config)
+    dataset = load_split(config, "adapt", with_labels=False)  # the only data adaptation opens
+    prepare_run_dir(out_dir, config, identity)
     model = model_from_checkpoint(checkpoint, config, skip_adaptation_modules=True).to(device)
-    dataset = load_split(config, "adapt", with_labels=False)
     resuming = (out_dir / LAST_CHECKPOINT).is_file()
     training_free = config.adapt.method in TRAINING_FREE
     if (config.adapt.norm == "reestimate" or training_free) and not resuming:
@@ -151,6 +190,7 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
         "kind": "adapted",
         "method": config.adapt.method,
         "config": config_to_dict(config),
+        "identity": identity,
         "class_names": checkpoint.class_names,
         "source_checkpoint": str(source_checkpoint),
     }
@@ -158,15 +198,6 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
         return save_final(out_dir, model, {**meta, "step": 0})
     method = build_method(model, config.adapt, config.seed)
     batches = RandomBatches(dataset, config.adapt.batch_size, config.seed)
-    probe = None
-    if config.adapt.plot_eval_every > 0:  # labelled evaluation frames, for the adaptation-curve plot only
-        plot_dataset = load_split(config, "eval", with_labels=True)
-        reported = reported_classes(config)
-
-        def probe() -> dict[str, float]:
-            result = evaluate(model, plot_dataset, config.eval.batch_size, reported, label="plot-eval")
-            return {"eval_mIoU": result["mIoU"]}
-
     settings = LoopSettings(
         config.adapt.iterations,
         config.adapt.momentum,
@@ -174,9 +205,9 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
         config.adapt.log_every,
         config.adapt.checkpoint_every,
         "adapt",
-        probe_every=config.adapt.plot_eval_every,
+        snapshot_every=config.adapt.snapshot_every,
     )
-    run_loop(method, batches, settings, out_dir, meta, probe)
+    run_loop(method, batches, settings, out_dir, meta)
     return save_final(out_dir, model, {**meta, "step": config.adapt.iterations})
 
 
@@ -185,12 +216,12 @@ def evaluate_checkpoint(checkpoint_path: Path, config: Config, out_dir: Path | N
     checkpoint_path = Path(checkpoint_path)
     checkpoint = load_checkpoint(checkpoint_path)
     check_classes(checkpoint, config, checkpoint_path)
-    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise StplError(f"--out {out_dir} exists and is not a folder")
-    model_config = build_config(base={**config_to_dict(config), "model": checkpoint.config["model"]})
+    if out_dir is not None:
+        check_out_dir(Path(out_dir))
+    model_config = checkpoint_model_config(config, checkpoint)
     device = setup_runtime(config)
     model = model_from_checkpoint(checkpoint, model_config, skip_adaptation_modules=False).to(device)
-    dataset = load_split(config, config.eval.split, with_labels=True)
+    dataset = load_split(model_config, config.eval.split, with_labels=True)
     result = evaluate(model, dataset, config.eval.batch_size, reported_classes(config))
     result["split"] = config.eval.split
     result["checkpoint"] = str(checkpoint_path)
@@ -205,8 +236,7 @@ def evaluate_checkpoint(checkpoint_path: Path, config: Config, out_dir: Path | N
 def demo(config: Config, out_dir: Path) -> dict[str, Any]:
     """Source model, STPL adaptation, oracle, all evaluated on the target evaluation clips."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise StplError(f"--out {out_dir} exists and is not a folder")
+    check_out_dir(out_dir)
     started = time.perf_counter()
     source = train_supervised(config, out_dir / "source", split="source", kind="source")
     adapted = adapt(config, source, out_dir / "stpl")
@@ -287,13 +317,14 @@ def analyze_knn(
         check_classes(checkpoint, config, Path(path))
         loaded.append(checkpoint)
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise StplError(f"--out {out_dir} exists and is not a folder")
+    check_out_dir(out_dir)
     device = setup_runtime(config)
     dataset = load_split(config, config.eval.split, with_labels=True)
     reports = []
     for name, path, checkpoint in zip(names, checkpoints, loaded, strict=True):
-        model_config = build_config(base={**config_to_dict(config), "model": checkpoint.config["model"]})
+        model_config = checkpoint_model_config(config, checkpoint)
+        if model_config.model.temporal != config.model.temporal:
+            raise StplError(f"{path} was made with model.temporal={model_config.model.temporal}; set it alike")
         model = model_from_checkpoint(checkpoint, model_config, skip_adaptation_modules=False).to(device)
         features, labels = collect_features(model, dataset, config.eval.batch_size, per_class, seed=config.seed)
         report = knn_report(features, labels, k, dataset.class_names)

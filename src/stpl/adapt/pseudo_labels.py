@@ -12,11 +12,17 @@ def global_threshold_mask(confidence: Tensor, threshold: float) -> Tensor:
     return confidence >= threshold
 
 
-def class_balanced_mask(confidence: Tensor, prediction: Tensor, fraction: float) -> Tensor:
-    """Keep the most confident `fraction` of the pixels predicted as each class (rare classes keep some too)."""
+def class_balanced_mask(
+    confidence: Tensor, prediction: Tensor, fraction: float, candidates: Tensor | None = None
+) -> Tensor:
+    """Keep the most confident `fraction` of the candidate pixels predicted as each class (rare classes keep some).
+
+    candidates: pixels eligible at all (e.g. flow-valid); the fraction is of those, not of the whole map.
+    """
     keep = torch.zeros_like(prediction, dtype=torch.bool)
-    for value in torch.unique(prediction):
-        members = prediction == value
+    eligible = torch.ones_like(keep) if candidates is None else candidates
+    for value in torch.unique(prediction[eligible]):
+        members = (prediction == value) & eligible
         scores = confidence[members]
         count = max(1, round(fraction * scores.numel()))
         # The count-th largest confidence is the class's threshold (ties may keep a few more).
@@ -42,7 +48,7 @@ def make_pseudo_labels(
     if rule == "global":
         keep = global_threshold_mask(confidence, threshold)
     elif rule == "class_balanced":
-        keep = class_balanced_mask(confidence, prediction, fraction)
+        keep = class_balanced_mask(confidence, prediction, fraction, valid)
     else:
         raise ValueError(f"unknown confidence rule '{rule}' (known: global, class_balanced)")
     if valid is not None:

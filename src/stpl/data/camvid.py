@@ -121,9 +121,10 @@ def select(config: CamVidConfig, root: Path, split: str) -> list[tuple[list[CamV
         for name in config.source_sequences:
             if name not in sequences:
                 raise StplError(f"source sequence '{name}' not found in {root} (have: {', '.join(sorted(sequences))})")
-            # Excluded seconds are neither source frames nor earlier frames: the source never saw them.
+            # Excluded seconds are neither source frames nor earlier frames (build_camvid pairs a frame whose
+            # earlier frame is excluded with itself): the source never saw them.
             usable = [f for f in sequences[name] if not _in_ranges(f.frame, config.source_exclude_ranges)]
-            out.append((usable, {f.name for f in usable}))
+            out.append((sequences[name], {f.name for f in usable}))
         return out
     target = config.target_sequence
     if target not in sequences:
@@ -160,6 +161,8 @@ def build_camvid(config: Config, split: str, with_labels: bool) -> PairDataset:
         for position, item in enumerate(ordering):
             if item.name in current_names:
                 earlier = ordering[max(position - gap, 0)]  # the first frame pairs with itself (zero motion)
+                if earlier.name not in current_names and split == "source":
+                    earlier = item  # an excluded second stays unseen
                 pairs.append((index_of(item), index_of(earlier)))
     frames = np.stack([read_image(item.image, size) for item in items])
     labels = None

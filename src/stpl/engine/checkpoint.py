@@ -7,6 +7,7 @@ to a temporary file in the same folder and are renamed into place, so a crash le
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 from dataclasses import dataclass, field
@@ -89,6 +90,27 @@ def save_checkpoint(
         tensors[f"extra.{key}"] = value.detach().cpu().contiguous()
     # save_file is looked up at call time so tests can simulate a crash mid-write.
     atomic_write(path, lambda temporary: save_file(tensors, temporary, metadata={METADATA_KEY: json.dumps(meta)}))
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The metadata alone (no tensors are read)."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as reader:
+            metadata = reader.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise StplError(f"{path} is not a readable safetensors checkpoint: {err}") from None
+    if METADATA_KEY not in metadata:
+        raise StplError(f"{path} is not an stpl checkpoint (no '{METADATA_KEY}' metadata)")
+    return json.loads(metadata[METADATA_KEY])
+
+
+def file_sha1(path: str | Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from stpl.progress import Progress
 
 LAST_CHECKPOINT = "checkpoint_last.safetensors"
 RNG_KEY = "rng.torch"
+SNAPSHOT_DIR = "snapshots"
 
 
 @dataclass
@@ -32,11 +32,18 @@ class LoopSettings:
     log_every: int
     checkpoint_every: int
     label: str  # shown in progress lines, e.g. "source" or "adapt"
-    probe_every: int = 0  # call `probe` every N steps and log what it returns (0 = never)
+    snapshot_every: int = 0  # keep the weights of every N-th step in snapshots/ (0 = never)
 
 
 def poly_factor(step: int, iterations: int, power: float = 0.9) -> float:
     return (1.0 - step / max(iterations, 1)) ** power
+
+
+def keep_logged_steps_up_to(metrics_path: Path, step: int) -> None:
+    if not metrics_path.is_file():
+        return
+    lines = [line for line in metrics_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    metrics_path.write_text("".join(f"{line}\n" for line in lines))
 
 
 def run_loop(
@@ -45,7 +52,6 @@ def run_loop(
     settings: LoopSettings,
     run_dir: Path,
     meta: dict[str, Any],
-    probe: Callable[[], dict[str, float]] | None = None,
 ) -> dict[str, float]:
     """Train `method.model` for settings.iterations steps; returns the last logged values."""
     device = next(method.model.parameters()).device
@@ -78,7 +84,9 @@ def run_loop(
         )
 
     progress = Progress(settings.label, settings.iterations, every_seconds=10.0, initial=start)
-    metrics_file = (run_dir / "metrics.jsonl").open("a")
+    metrics_path = run_dir / "metrics.jsonl"
+    keep_logged_steps_up_to(metrics_path, start)  # steps after the last checkpoint are run (and logged) again
+    metrics_file = metrics_path.open("a")
     logged: dict[str, float] = {}
     started = time.perf_counter()  # of this (possibly resumed) session
     try:
@@ -100,22 +108,19 @@ def run_loop(
             method.after_step()
             # Phase 4: log (the only place numbers leave the device) and checkpoint.
             done = step + 1
-            probed: dict[str, float] = {}
-            if probe is not None and settings.probe_every > 0 and done % settings.probe_every == 0:
-                probed = probe()  # e.g. an evaluation for a plot; it may switch module modes
-                method.train_mode()
-            if done % settings.log_every == 0 or done == settings.iterations or probed:
+            if done % settings.log_every == 0 or done == settings.iterations:
                 numbers = {key: float(value.detach()) for key, value in {**values, "loss": total}.items()}
                 seconds = time.perf_counter() - started
-                logged = {"step": done, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, **numbers, **probed}
+                logged = {"step": done, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, **numbers}
                 metrics_file.write(json.dumps(logged) + "\n")
                 metrics_file.flush()
-                shown = " ".join(
-                    f"{k}={v:.3f}" for k, v in {**numbers, **probed}.items() if k.startswith(("loss", "eval"))
-                )
+                shown = " ".join(f"{k}={v:.3f}" for k, v in numbers.items() if k.startswith("loss"))
                 progress.update(done, shown, force=True)
             if done % settings.checkpoint_every == 0 or done == settings.iterations:
                 save(done)
+            if settings.snapshot_every > 0 and done % settings.snapshot_every == 0:
+                snapshot = run_dir / SNAPSHOT_DIR / f"step{done:06d}.safetensors"
+                save_checkpoint(snapshot, method.model.state_dict(), {**meta, "step": done})
     finally:
         metrics_file.close()
     return logged

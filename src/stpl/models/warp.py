@@ -12,10 +12,10 @@ def resize_flow(flow: Tensor, size: tuple[int, int]) -> Tensor:
     height, width = flow.shape[-2:]
     if (height, width) == tuple(size):
         return flow
-    resized = F.interpolate(flow, size=size, mode="bilinear", align_corners=True)
-    # align_corners=True maps corner to corner, so displacements scale by (n_out - 1) / (n_in - 1).
-    scale_x = (size[1] - 1) / max(width - 1, 1)
-    scale_y = (size[0] - 1) / max(height - 1, 1)
+    resized = F.interpolate(flow, size=size, mode="bilinear", align_corners=False)
+    # Displacements scale by the size ratio, as in the spec and the peers (pixel centres at (i + 0.5) * ratio).
+    scale_x = size[1] / width
+    scale_y = size[0] / height
     return resized * resized.new_tensor([scale_x, scale_y]).view(1, 2, 1, 1)
 
 
