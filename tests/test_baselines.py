@@ -9,9 +9,9 @@ import torch
 import stpl.data as data_module
 from conftest import TOY_SETTINGS, make_tiny_model
 from stpl.adapt import ADAPT_METHODS, build_method
-from stpl.adapt.consistency import entropy_map, prediction_pseudo_labels
 from stpl.adapt.davsn import intra_domain_consistency
 from stpl.adapt.hcl import agreement_weights, historical_nce
+from stpl.adapt.shared import entropy_map, prediction_pseudo_labels
 from stpl.adapt.tps import cross_frame_pseudo_labels
 from stpl.cli import main
 from stpl.config import build_config

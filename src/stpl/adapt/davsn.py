@@ -26,8 +26,8 @@ from typing import Any
 from torch import Tensor
 
 from stpl.adapt.base import Method, parameter_groups
-from stpl.adapt.consistency import entropy_map
 from stpl.adapt.norm import set_norm_mode
+from stpl.adapt.shared import entropy_map
 from stpl.config import AdaptConfig
 from stpl.data.pairs import PairBatch
 from stpl.models.segmenter import SegmenterOutput, VideoSegmenter

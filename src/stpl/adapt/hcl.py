@@ -31,14 +31,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from stpl.adapt.base import Method, parameter_groups
-from stpl.adapt.consistency import (
+from stpl.adapt.norm import set_norm_mode
+from stpl.adapt.shared import (
     entropy_map,
     generator_state,
     load_generator_state,
     load_prefixed_state,
     prefixed_state,
 )
-from stpl.adapt.norm import set_norm_mode
 from stpl.adapt.teachers import Teacher
 from stpl.config import AdaptConfig
 from stpl.data.augment import photometric_augment

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from stpl.adapt.base import Method, parameter_groups
-from stpl.adapt.consistency import (
+from stpl.adapt.norm import set_norm_mode
+from stpl.adapt.shared import (
     generator_state,
     load_generator_state,
     load_prefixed_state,
@@ -24,7 +25,6 @@ from stpl.adapt.consistency import (
     prediction_pseudo_labels,
     prefixed_state,
 )
-from stpl.adapt.norm import set_norm_mode
 from stpl.adapt.teachers import Teacher
 from stpl.config import AdaptConfig
 from stpl.data.augment import photometric_augment

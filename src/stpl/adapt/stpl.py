@@ -15,12 +15,18 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from stpl.adapt.base import Method, parameter_groups
 from stpl.adapt.norm import set_norm_mode
-from stpl.adapt.pseudo_labels import make_pseudo_labels
+from stpl.adapt.shared import (
+    generator_state,
+    load_generator_state,
+    load_prefixed_state,
+    masked_cross_entropy,
+    prediction_pseudo_labels,
+    prefixed_state,
+)
 from stpl.adapt.teachers import Teacher
 from stpl.config import AdaptConfig
 from stpl.data.augment import photometric_augment
@@ -46,21 +52,15 @@ class STPL(Method):
         set_norm_mode(self.model, self.config.norm)
 
     # -- pseudo-labels --------------------------------------------------------------------------------------
-    def pseudo_labels(self, teacher: SegmenterOutput, size: tuple[int, int] | None = None) -> Tensor:
-        """Pseudo-labels at the feature resolution, or at `size` (logits upsampled, masks resized nearest)."""
-        logits, valid, warped = teacher.logits, teacher.valid, teacher.warped_logits
-        if size is not None:
-            logits = upsample(logits, size)
-            warped = upsample(warped, size)
-            valid = F.interpolate(valid[:, None].float(), size=size, mode="nearest")[:, 0].bool()
-        agree_with = warped.argmax(dim=1) if self.config.temporal_agreement else None
-        return make_pseudo_labels(
-            logits.softmax(dim=1),
-            valid=valid,
-            rule=self.config.confidence,
-            threshold=self.config.threshold,
-            fraction=self.config.class_fraction,
-            agree_with=agree_with,
+    def pseudo_labels(self, teacher: SegmenterOutput, size: tuple[int, int]) -> Tensor:
+        """Pseudo-labels at `size`: the image (cross-entropy) or the feature map (contrast)."""
+        return prediction_pseudo_labels(
+            teacher,
+            size,
+            self.config.confidence,
+            self.config.threshold,
+            self.config.class_fraction,
+            self.config.temporal_agreement,
         )
 
     # -- contrast -------------------------------------------------------------------------------------------
@@ -100,16 +100,10 @@ class STPL(Method):
         if self.config.lambda_pl > 0:
             size = batch.current.shape[-2:]
             labels = self.pseudo_labels(teacher, size)
-            logits = upsample(student.logits, size)
-            ce = (
-                F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
-                if (labels != IGNORE_INDEX).any()
-                else logits.sum() * 0.0
-            )
-            out["loss_pl"] = self.config.lambda_pl * ce
+            out["loss_pl"] = self.config.lambda_pl * masked_cross_entropy(upsample(student.logits, size), labels)
             out["kept_fraction"] = (labels != IGNORE_INDEX).float().mean()
         if need_embeddings:
-            feature_labels = self.pseudo_labels(teacher)
+            feature_labels = self.pseudo_labels(teacher, teacher.logits.shape[-2:])
             out["loss_contrast"] = self.config.lambda_contrast * self.contrastive_loss(student, feature_labels)
         return out
 
@@ -117,14 +111,11 @@ class STPL(Method):
         self.teacher.update(self.model)
 
     def extra_state(self) -> dict[str, Tensor]:
-        state = {"rng.sampler": self.generator.get_state()}
+        state = generator_state(self.generator)
         if self.config.teacher != "current":
-            state.update({f"teacher.{k}": v for k, v in self.teacher.model.state_dict().items()})
+            state.update(prefixed_state("teacher", self.teacher.model))
         return state
 
     def load_extra_state(self, state: dict[str, Tensor]) -> None:
-        teacher = {k[len("teacher.") :]: v for k, v in state.items() if k.startswith("teacher.")}
-        if teacher:
-            self.teacher.model.load_state_dict(teacher)
-        if "rng.sampler" in state:
-            self.generator.set_state(state["rng.sampler"])
+        load_prefixed_state(state, "teacher", self.teacher.model)
+        load_generator_state(state, self.generator)

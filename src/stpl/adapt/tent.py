@@ -22,8 +22,8 @@ from typing import Any
 from torch import Tensor, nn
 
 from stpl.adapt.base import Method, parameter_groups
-from stpl.adapt.consistency import entropy_map
 from stpl.adapt.norm import batch_norms
+from stpl.adapt.shared import entropy_map
 from stpl.config import AdaptConfig
 from stpl.data.pairs import PairBatch
 from stpl.errors import StplError

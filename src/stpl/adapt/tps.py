@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from stpl.adapt.base import Method, parameter_groups
-from stpl.adapt.consistency import generator_state, load_generator_state, masked_cross_entropy, resize_mask
 from stpl.adapt.norm import set_norm_mode
+from stpl.adapt.shared import generator_state, load_generator_state, masked_cross_entropy, resize_mask
 from stpl.adapt.teachers import Teacher
 from stpl.config import AdaptConfig
 from stpl.data.augment import photometric_augment

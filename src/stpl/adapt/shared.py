@@ -1,4 +1,4 @@
-"""Small pieces the baselines share: entropy, pseudo-labels of a prediction, masked losses, method state.
+"""Small pieces the methods share: entropy, pseudo-labels of a prediction, masked losses, method state.
 
 Kept apart from the methods so each baseline file shows only its own objective.
 """
