@@ -21,6 +21,7 @@ from stpl.progress import Progress
 
 LAST_CHECKPOINT = "checkpoint_last.safetensors"
 RNG_KEY = "rng.torch"
+CUDA_RNG_KEY = "rng.cuda"
 SNAPSHOT_DIR = "snapshots"
 
 
@@ -37,6 +38,13 @@ class LoopSettings:
 
 def poly_factor(step: int, iterations: int, power: float = 0.9) -> float:
     return (1.0 - step / max(iterations, 1)) ** power
+
+
+def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    state = {RNG_KEY: torch.get_rng_state()}
+    if device.type == "cuda":
+        state[CUDA_RNG_KEY] = torch.cuda.get_rng_state(device)
+    return state
 
 
 def keep_logged_steps_up_to(metrics_path: Path, step: int) -> None:
@@ -66,6 +74,8 @@ def run_loop(
         method.load_extra_state(state.extra)
         if RNG_KEY in state.extra:
             torch.set_rng_state(state.extra[RNG_KEY])  # dropout and sampling continue as if never stopped
+        if CUDA_RNG_KEY in state.extra and device.type == "cuda":
+            torch.cuda.set_rng_state(state.extra[CUDA_RNG_KEY], device)
         if state.optimizer is not None:
             optimizer.load_state_dict(state.optimizer)
         start = state.step
@@ -80,7 +90,7 @@ def run_loop(
             method.model.state_dict(),
             {**meta, "step": step, "iterations": settings.iterations},
             optimizer.state_dict(),
-            {**method.extra_state(), RNG_KEY: torch.get_rng_state()},
+            {**method.extra_state(), **rng_state(device)},
         )
 
     progress = Progress(settings.label, settings.iterations, every_seconds=10.0, initial=start)
