@@ -70,11 +70,25 @@ def test_real_frames_pairs_labels_and_flow(tmp_path):
 @needs_camvid
 def test_source_split_excludes_ranges_and_reads_labels(tmp_path):
     config = camvid_config(tmp_path, "data.camvid.source_sequences=[0016E5]",
-                           "data.camvid.source_exclude_ranges=[390, 7000, 7500, 99999]")  # fmt: skip
+                           "data.camvid.source_exclude=['0016E5:390-7000', '0016E5:7500-99999']")  # fmt: skip
     source = build_dataset(config, "source", with_labels=True)
     frames = sorted(parse_frame_name(name + ".png")[1] for name in source.names)
     assert frames and all(7000 < f < 7500 for f in frames)
+    first = source.names[source.pairs[0, 0]]
+    assert source.names[source.pairs[0, 1]] == first  # its earlier frame is excluded: paired with itself
     assert source.labels is not None
+    with pytest.raises(StplError, match="is not '<sequence>:<first>-<last>'"):
+        build_dataset(camvid_config(tmp_path, "data.camvid.source_exclude=['7500-8700']"), "source", True)
+
+
+@needs_camvid
+def test_night_corruption_applies_to_target_frames_only(tmp_path):
+    sets = ["data.camvid.target_sequence=0016E5", "data.camvid.eval_range=[7959, 7963]"]
+    plain = build_dataset(camvid_config(tmp_path, *sets), "eval", with_labels=False)
+    night = build_dataset(camvid_config(tmp_path, *sets, "data.camvid.target_corruption=night"), "eval", False)
+    assert night.frames.mean() < 0.7 * plain.frames.mean()
+    names = [night.names[c] for c, _ in night.pairs]
+    assert names == ["0016E5_007959", "0016E5_007961", "0016E5_007963"]
 
 
 def write_png(path: Path, array: np.ndarray) -> None:

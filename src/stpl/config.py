@@ -36,8 +36,8 @@ class CamVidConfig:
 
     root: str = "../shared/data/camvid"
     source_sequences: tuple[str, ...] = ("0006R0", "0016E5")
-    # frame ranges [first, last, first, last, ...] of source sequences left out of the source set
-    source_exclude_ranges: tuple[int, ...] = ()
+    # stretches of source sequences left out of the source set, as "<sequence>:<first>-<last>" (frame numbers)
+    source_exclude: tuple[str, ...] = ()
     target_sequence: str = "0001TP"
     # The target's adaptation and evaluation frames: the target sequence's frames listed in a list file, or a
     # frame range [first, last] (a range, when given, wins over the list).
@@ -45,6 +45,8 @@ class CamVidConfig:
     eval_list: str = "test.txt"
     adapt_range: tuple[int, ...] = ()
     eval_range: tuple[int, ...] = ()
+    # a fixed, deterministic corruption of the target frames (adapt and eval splits; data/corruptions.py)
+    target_corruption: Literal["none", "night"] = "none"
 
 
 @dataclass

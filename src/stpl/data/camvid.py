@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from stpl.config import CamVidConfig, Config
+from stpl.data.corruptions import corrupt
 from stpl.data.pairs import IGNORE_INDEX, PairDataset, label_size
 from stpl.errors import StplError
 from stpl.flow import estimate_pair_flows
@@ -103,27 +104,30 @@ def read_label(path: Path, size: tuple[int, int], num_classes: int = len(CAMVID_
     return np.where(label < num_classes, label, IGNORE_INDEX).astype(np.uint8)
 
 
-def _in_ranges(frame: int, ranges: tuple[int, ...]) -> bool:
-    return any(first <= frame <= last for first, last in zip(ranges[::2], ranges[1::2], strict=True))
-
-
-def _check_ranges(ranges: tuple[int, ...], key: str) -> None:
-    if len(ranges) % 2:
-        raise StplError(f"config key '{key}' needs pairs [first, last, ...], got {list(ranges)}")
+def parse_exclusions(entries: tuple[str, ...]) -> dict[str, list[tuple[int, int]]]:
+    """ "0016E5:7500-8700" -> {"0016E5": [(7500, 8700)]}."""
+    ranges: dict[str, list[tuple[int, int]]] = {}
+    for entry in entries:
+        match = re.fullmatch(r"(?P<sequence>[^:]+):(?P<first>\d+)-(?P<last>\d+)", entry.strip())
+        if match is None:
+            raise StplError(f"config key 'data.camvid.source_exclude': '{entry}' is not '<sequence>:<first>-<last>'")
+        ranges.setdefault(match["sequence"], []).append((int(match["first"]), int(match["last"])))
+    return ranges
 
 
 def select(config: CamVidConfig, root: Path, split: str) -> list[tuple[list[CamVidFrame], set[str]]]:
     """For each sequence involved: (its frames ordered by number, usable as earlier frames; names of current frames)."""
     sequences = scan(root)
     if split == "source":
-        _check_ranges(config.source_exclude_ranges, "data.camvid.source_exclude_ranges")
+        excluded = parse_exclusions(config.source_exclude)
         out = []
         for name in config.source_sequences:
             if name not in sequences:
                 raise StplError(f"source sequence '{name}' not found in {root} (have: {', '.join(sorted(sequences))})")
             # Excluded seconds are neither source frames nor earlier frames (build_camvid pairs a frame whose
             # earlier frame is excluded with itself): the source never saw them.
-            usable = [f for f in sequences[name] if not _in_ranges(f.frame, config.source_exclude_ranges)]
+            stretches = excluded.get(name, [])
+            usable = [f for f in sequences[name] if not any(a <= f.frame <= b for a, b in stretches)]
             out.append((sequences[name], {f.name for f in usable}))
         return out
     target = config.target_sequence
@@ -165,6 +169,9 @@ def build_camvid(config: Config, split: str, with_labels: bool) -> PairDataset:
                     earlier = item  # an excluded second stays unseen
                 pairs.append((index_of(item), index_of(earlier)))
     frames = np.stack([read_image(item.image, size) for item in items])
+    corruption = camvid.target_corruption if split != "source" else "none"
+    if corruption != "none":  # a fixed function of each frame, so every run and the flow cache see the same pixels
+        frames = np.stack([corrupt(frame, item.name, corruption) for frame, item in zip(frames, items, strict=True)])
     labels = None
     if with_labels:
         size_of_labels = label_size(config, split)
@@ -178,5 +185,6 @@ def build_camvid(config: Config, split: str, with_labels: bool) -> PairDataset:
         raise StplError(f"flow.method '{config.flow.method}' is not available for camvid (use dis)")
     pairs_array = np.asarray(pairs, dtype=np.int64)
     names = [item.name for item in items]
-    flows = estimate_pair_flows(frames, pairs_array, names, "camvid", config.flow, f"flow {split}")
+    dataset_id = "camvid" if corruption == "none" else f"camvid-{corruption}"
+    flows = estimate_pair_flows(frames, pairs_array, names, dataset_id, config.flow, f"flow {split}")
     return PairDataset(frames, pairs_array, flows, labels, CAMVID_CLASSES, names)
