@@ -54,3 +54,27 @@ def test_horizontal_flip_negates_flow_x(toy_config):
     torch.testing.assert_close(flipped.flow[:, 0], -plain.flow[:, 0].flip(-1))
     torch.testing.assert_close(flipped.flow[:, 1], plain.flow[:, 1].flip(-1))
     assert (flipped.label == plain.label.flip(-1)).all()
+
+
+def test_temporal_nuisance_is_per_frame_and_leaves_labels(toy_settings):
+    from stpl.data.synthetic_nuisance import add_temporal_nuisance
+
+    frame = np.full((40, 60, 3), 120, np.uint8)
+    assert add_temporal_nuisance(frame, seed=1, frame_index=0, strength=0.0) is frame
+    first = add_temporal_nuisance(frame, seed=1, frame_index=0, strength=0.8)
+    second = add_temporal_nuisance(frame, seed=1, frame_index=1, strength=0.8)
+    np.testing.assert_array_equal(first, add_temporal_nuisance(frame, seed=1, frame_index=0, strength=0.8))
+    assert np.abs(first.astype(int) - second.astype(int)).mean() > 5  # nothing carries over between frames
+    clean = build_dataset(build_config(sets=[*toy_settings, "flow.method=exact"]), "eval", with_labels=True)
+    noisy = build_dataset(
+        build_config(sets=[*toy_settings, "flow.method=exact", "data.synthetic.temporal_nuisance=0.8"]),
+        "eval",
+        with_labels=True,
+    )
+    np.testing.assert_array_equal(noisy.labels, clean.labels)
+    assert np.abs(noisy.frames.astype(int) - clean.frames.astype(int)).mean() > 5
+    source_clean = build_dataset(build_config(sets=[*toy_settings, "flow.method=exact"]), "source", True)
+    source_noisy = build_dataset(
+        build_config(sets=[*toy_settings, "flow.method=exact", "data.synthetic.temporal_nuisance=0.8"]), "source", True
+    )
+    np.testing.assert_array_equal(source_noisy.frames, source_clean.frames)  # the source domain stays clean

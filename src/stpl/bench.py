@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str | None] = {
     "synthetic": None,
     "camvid-dusk": "camvid_dusk/base.yaml",
     "camvid-15hz-night": "camvid_15hz_night/base.yaml",
+    "synthetic-temporal": "synthetic_temporal/base.yaml",
 }
 REFERENCE_METHODS = ("oracle",)  # trained on target labels: a reference, never a competitor
 # STPL ablations and controls: name -> overrides applied on top of the benchmark config (method stpl)

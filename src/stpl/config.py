@@ -28,6 +28,9 @@ class SyntheticConfig:
     adapt_clips: int = 24  # unlabelled target-domain clips for adaptation (labels used only by the oracle)
     eval_clips: int = 16  # labelled target-domain clips for evaluation
     seed: int = 0  # base seed; each split offsets it so no clip is shared
+    # Strength in [0, 1] of per-frame flicker, noise and transient occluders on target frames (0 = none): a
+    # target where the earlier frame holds what the current one lost (data/synthetic_nuisance.py).
+    temporal_nuisance: float = 0.0
 
 
 @dataclass
@@ -414,6 +417,8 @@ def validate(config: Config) -> None:
     if not 0.0 <= config.data.synthia_seq.crop_bottom < 1.0:
         raise StplError("config key 'data.synthia_seq.crop_bottom' must be in [0, 1)")
     _validate_baselines(config.adapt)
+    if not 0.0 <= config.data.synthetic.temporal_nuisance <= 1.0:
+        raise StplError("config key 'data.synthetic.temporal_nuisance' must be in [0, 1]")
     if config.data.synthetic.num_frames <= config.data.frame_gap:
         raise StplError("config key 'data.synthetic.num_frames' must exceed 'data.frame_gap'")
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from stpl.config import Config
 from stpl.data.pairs import PairDataset
+from stpl.data.synthetic_nuisance import add_temporal_nuisance
 from stpl.data.synthetic_scene import SYNTHETIC_CLASSES, generate_clip
 from stpl.flow import estimate_pair_flows
 
@@ -28,11 +29,15 @@ def build_synthetic(config: Config, split: str, with_labels: bool) -> PairDatase
     domain = SPLIT_DOMAINS[split]
     height, width = config.data.height, config.data.width
     gap, num_frames = config.data.frame_gap, config.data.synthetic.num_frames
+    nuisance = config.data.synthetic.temporal_nuisance
     frames, labels, true_flows, pairs, names = [], [], [], [], []
     for seed in clip_seeds(config, split):
         clip = generate_clip(seed, domain, height, width, num_frames, flow_gap=gap)
         offset = len(names)
-        frames.append(clip.frames)
+        clip_frames = clip.frames
+        if domain == "target" and nuisance > 0:
+            clip_frames = np.stack([add_temporal_nuisance(f, seed, t, nuisance) for t, f in enumerate(clip.frames)])
+        frames.append(clip_frames)
         labels.append(clip.labels)
         names += [f"clip{seed}-f{t}" for t in range(num_frames)]
         for t in range(gap, num_frames):
@@ -43,7 +48,7 @@ def build_synthetic(config: Config, split: str, with_labels: bool) -> PairDatase
     if config.flow.method == "exact":
         flows = np.stack(true_flows).astype(np.float32)
     else:
-        dataset_id = f"synthetic-v{GENERATOR_VERSION}-{domain}"
+        dataset_id = f"synthetic-v{GENERATOR_VERSION}-{domain}" + (f"-nuisance{nuisance}" if domain == "target" else "")
         flows = estimate_pair_flows(frames_array, pairs_array, names, dataset_id, config.flow, f"flow {split}")
     label_array = np.concatenate(labels) if with_labels else None
     return PairDataset(frames_array, pairs_array, flows, label_array, SYNTHETIC_CLASSES, names)
