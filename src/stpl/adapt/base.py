@@ -6,6 +6,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from stpl.adapt.norm import set_norm_mode
+from stpl.config import AdaptConfig
 from stpl.data.pairs import PairBatch
 
 
@@ -48,3 +50,18 @@ class Method:
 
     def load_extra_state(self, state: dict[str, Tensor]) -> None:
         """Inverse of `extra_state`."""
+
+
+class AdaptationMethod(Method):
+    """A target-adaptation method: all parameters at the adapt learning rates, normalisation as `adapt.norm` says."""
+
+    def __init__(self, model: nn.Module, config: AdaptConfig):
+        super().__init__(model)
+        self.config = config
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return parameter_groups(self.model, self.config.lr, self.config.backbone_lr_scale)
+
+    def train_mode(self) -> None:
+        self.model.train()
+        set_norm_mode(self.model, self.config.norm)

@@ -21,12 +21,9 @@ clips gradients to norm 1, which the shared loop does not do.
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor
 
-from stpl.adapt.base import Method, parameter_groups
-from stpl.adapt.norm import set_norm_mode
+from stpl.adapt.base import AdaptationMethod
 from stpl.adapt.shared import entropy_map
 from stpl.config import AdaptConfig
 from stpl.data.pairs import PairBatch
@@ -42,19 +39,11 @@ def intra_domain_consistency(output: SegmenterOutput) -> tuple[Tensor, Tensor]:
     return (mask[:, None] * difference).mean(), mask
 
 
-class DAVSN(Method):
+class DAVSN(AdaptationMethod):
     name = "davsn"
 
     def __init__(self, model: VideoSegmenter, config: AdaptConfig, seed: int = 0):
-        super().__init__(model)
-        self.config = config
-
-    def param_groups(self) -> list[dict[str, Any]]:
-        return parameter_groups(self.model, self.config.lr, self.config.backbone_lr_scale)
-
-    def train_mode(self) -> None:
-        self.model.train()
-        set_norm_mode(self.model, self.config.norm)
+        super().__init__(model, config)
 
     def step(self, batch: PairBatch, step: int) -> dict[str, Tensor]:
         output = self.model(batch.current, batch.previous, batch.flow)

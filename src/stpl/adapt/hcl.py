@@ -24,14 +24,11 @@ Hyper-parameters (hcl.*): momentum 0.996, τ = 0.07, λ_instance = 0.5, λ_categ
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from stpl.adapt.base import Method, parameter_groups
-from stpl.adapt.norm import set_norm_mode
+from stpl.adapt.base import AdaptationMethod
 from stpl.adapt.shared import (
     entropy_map,
     generator_state,
@@ -61,22 +58,14 @@ def agreement_weights(current_logits: Tensor, historical_logits: Tensor) -> Tens
     return torch.exp(-kl)
 
 
-class HCL(Method):
+class HCL(AdaptationMethod):
     name = "hcl"
 
     def __init__(self, model: VideoSegmenter, config: AdaptConfig, seed: int = 0):
-        super().__init__(model)
-        self.config = config
+        super().__init__(model, config)
         self.options = config.hcl
         self.historical = Teacher("ema", model, self.options.momentum)
         self.generator = torch.Generator().manual_seed(seed)
-
-    def param_groups(self) -> list[dict[str, Any]]:
-        return parameter_groups(self.model, self.config.lr, self.config.backbone_lr_scale)
-
-    def train_mode(self) -> None:
-        self.model.train()
-        set_norm_mode(self.model, self.config.norm)
 
     def instance_loss(self, current: Tensor, past: Tensor, past_logits: Tensor) -> Tensor:
         """HisNCE over randomly sampled pixels of the feature maps [B,C,h,w]."""

@@ -10,13 +10,10 @@ Hyper-parameters: those of STPL's pseudo-label branch (AdaptConfig defaults, cho
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
-from stpl.adapt.base import Method, parameter_groups
-from stpl.adapt.norm import set_norm_mode
+from stpl.adapt.base import AdaptationMethod
 from stpl.adapt.shared import (
     generator_state,
     load_generator_state,
@@ -32,12 +29,11 @@ from stpl.data.pairs import IGNORE_INDEX, PairBatch
 from stpl.models.segmenter import VideoSegmenter, upsample
 
 
-class SelfTraining(Method):
+class SelfTraining(AdaptationMethod):
     name = "self-training"
 
     def __init__(self, model: VideoSegmenter, config: AdaptConfig, seed: int = 0):
-        super().__init__(model)
-        self.config = self.settings(config)
+        super().__init__(model, self.settings(config))
         self.teacher = Teacher(self.config.teacher, model, self.config.ema_momentum)
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -45,13 +41,6 @@ class SelfTraining(Method):
     def settings(config: AdaptConfig) -> AdaptConfig:
         """The pseudo-label options this method uses (variants such as VST fix some of them)."""
         return config
-
-    def param_groups(self) -> list[dict[str, Any]]:
-        return parameter_groups(self.model, self.config.lr, self.config.backbone_lr_scale)
-
-    def train_mode(self) -> None:
-        self.model.train()
-        set_norm_mode(self.model, self.config.norm)
 
     def step(self, batch: PairBatch, step: int) -> dict[str, Tensor]:
         size = batch.current.shape[-2:]

@@ -12,13 +12,10 @@ Per step, for a batch of target pairs (x_{t-k}, x_t, backward flow):
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
-from stpl.adapt.base import Method, parameter_groups
-from stpl.adapt.norm import set_norm_mode
+from stpl.adapt.base import AdaptationMethod
 from stpl.adapt.shared import (
     generator_state,
     load_generator_state,
@@ -35,21 +32,13 @@ from stpl.losses.pixel_contrast import pixel_contrastive_loss, sample_per_class
 from stpl.models.segmenter import SegmenterOutput, VideoSegmenter, upsample
 
 
-class STPL(Method):
+class STPL(AdaptationMethod):
     name = "stpl"
 
     def __init__(self, model: VideoSegmenter, config: AdaptConfig, seed: int = 0):
-        super().__init__(model)
-        self.config = config
+        super().__init__(model, config)
         self.teacher = Teacher(config.teacher, model, config.ema_momentum)
         self.generator = torch.Generator().manual_seed(seed)
-
-    def param_groups(self) -> list[dict[str, Any]]:
-        return parameter_groups(self.model, self.config.lr, self.config.backbone_lr_scale)
-
-    def train_mode(self) -> None:
-        self.model.train()
-        set_norm_mode(self.model, self.config.norm)
 
     # -- pseudo-labels --------------------------------------------------------------------------------------
     def pseudo_labels(self, teacher: SegmenterOutput, size: tuple[int, int]) -> Tensor:

@@ -20,14 +20,11 @@ strength 2.0 chosen to approximate TPS's strong jitter with our augmentation.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from stpl.adapt.base import Method, parameter_groups
-from stpl.adapt.norm import set_norm_mode
+from stpl.adapt.base import AdaptationMethod
 from stpl.adapt.shared import generator_state, load_generator_state, masked_cross_entropy, resize_mask
 from stpl.adapt.teachers import Teacher
 from stpl.config import AdaptConfig
@@ -42,22 +39,14 @@ def cross_frame_pseudo_labels(teacher: SegmenterOutput, size: tuple[int, int]) -
     return torch.where(resize_mask(teacher.valid, size), labels, torch.full_like(labels, IGNORE_INDEX))
 
 
-class TPS(Method):
+class TPS(AdaptationMethod):
     name = "tps"
 
     def __init__(self, model: VideoSegmenter, config: AdaptConfig, seed: int = 0):
-        super().__init__(model)
-        self.config = config
+        super().__init__(model, config)
         self.options = config.tps
         self.teacher = Teacher("current", model)
         self.generator = torch.Generator().manual_seed(seed)
-
-    def param_groups(self) -> list[dict[str, Any]]:
-        return parameter_groups(self.model, self.config.lr, self.config.backbone_lr_scale)
-
-    def train_mode(self) -> None:
-        self.model.train()
-        set_norm_mode(self.model, self.config.norm)
 
     def strong_view(self, batch: PairBatch) -> PairBatch:
         """Photometric perturbation shared by both frames, then one random rescale of the pair."""
