@@ -95,8 +95,10 @@ def parse_list(text: str, allowed: tuple[str, ...] | None = None, what: str = "m
 
 
 def source_key(config: Config, commit: str) -> str:
-    """What the source model depends on: seed, data, flow, model and training settings, and the code."""
-    relevant = {k: v for k, v in config_to_dict(config).items() if k in ("seed", "data", "flow", "model", "train")}
+    """What the source model depends on: seed, data, flow, model and training settings (less those that do not
+    change results, e.g. threads or the flow cache folder), and the code."""
+    identity = workflows.run_identity(config)
+    relevant = {k: v for k, v in identity.items() if k in ("seed", "data", "flow", "model", "train")}
     text = json.dumps(relevant, sort_keys=True) + commit
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
