@@ -51,3 +51,21 @@ def make_tiny_model(num_classes: int = 5, fusion: str = "conv") -> VideoSegmente
     config = build_config(sets=[*TOY_SETTINGS, f"model.fusion={fusion}"])
     torch.manual_seed(0)
     return build_model(config.model, num_classes)
+
+
+@pytest.fixture
+def opened_splits(monkeypatch) -> list[tuple[str, bool]]:
+    """Records every (split, with_labels) a command asks the data layer for, e.g. to check source-freeness."""
+    import stpl.data
+    import stpl.workflows
+
+    calls: list[tuple[str, bool]] = []
+    original = stpl.data.build_dataset
+
+    def recording_build(config, split, with_labels):
+        calls.append((split, with_labels))
+        return original(config, split, with_labels)
+
+    monkeypatch.setattr(stpl.data, "build_dataset", recording_build)
+    monkeypatch.setattr(stpl.workflows, "build_dataset", recording_build)
+    return calls

@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 
-import stpl.data as data_module
 from conftest import TOY_SETTINGS, make_tiny_model
 from stpl.adapt import ADAPT_METHODS, build_method
 from stpl.adapt.davsn import intra_domain_consistency
@@ -271,17 +270,8 @@ def toy(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", BASELINES)
-def test_adapt_cli_opens_only_unlabelled_target_video(name, toy, tmp_path, monkeypatch):
+def test_adapt_cli_opens_only_unlabelled_target_video(name, toy, tmp_path, opened_splits):
     settings, source_ckpt = toy
-    built = []
-    original = data_module.build_dataset
-
-    def recording_build(config, split, with_labels):
-        built.append((split, with_labels))
-        return original(config, split, with_labels)
-
-    monkeypatch.setattr(data_module, "build_dataset", recording_build)
-    monkeypatch.setattr("stpl.workflows.build_dataset", recording_build)
     out = tmp_path / name
     args = [
         "adapt",
@@ -292,7 +282,7 @@ def test_adapt_cli_opens_only_unlabelled_target_video(name, toy, tmp_path, monke
         *set_args([*settings, f"adapt.method={name}"]),
     ]
     assert main(args) == 0
-    assert built == [("adapt", False)]  # source-free: no source split, no labels
+    assert opened_splits == [("adapt", False)]  # source-free: no source split, no labels
     adapted = load_checkpoint(out / "model.safetensors")
     assert adapted.meta["method"] == name and adapted.step == 3
     source = load_checkpoint(source_ckpt)

@@ -6,7 +6,6 @@ import pytest
 import torch
 import yaml
 
-import stpl.data as data_module
 from stpl.adapt.stpl import STPL
 from stpl.cli import main
 from stpl.engine.checkpoint import load_checkpoint
@@ -53,20 +52,11 @@ def test_train_source_writes_config_metrics_and_checkpoint(source_ckpt, toy_sett
         ],
     ],
 )
-def test_adapt_then_eval(tmp_path, source_ckpt, toy_settings, extra, monkeypatch):
-    built = []
-    original = data_module.build_dataset
-
-    def recording_build(config, split, with_labels):
-        built.append((split, with_labels))
-        return original(config, split, with_labels)
-
-    monkeypatch.setattr(data_module, "build_dataset", recording_build)
-    monkeypatch.setattr("stpl.workflows.build_dataset", recording_build)
+def test_adapt_then_eval(tmp_path, source_ckpt, toy_settings, extra, opened_splits):
     out = tmp_path / "adapted"
     settings = [*toy_settings, *extra]
     assert main(["adapt", "--source-ckpt", str(source_ckpt), "--out", str(out), *set_args(settings)]) == 0
-    assert built == [("adapt", False)]  # source-free: only unlabelled target video was opened
+    assert opened_splits == [("adapt", False)]  # source-free: only unlabelled target video was opened
     adapted = load_checkpoint(out / "model.safetensors")
     assert adapted.meta["kind"] == "adapted" and adapted.step == 3
     fusion = extra[0].split("=")[1]
