@@ -1,6 +1,9 @@
 """`stpl bench` and `stpl flow` end to end at toy size."""
 
 import json
+from pathlib import Path
+
+import pytest
 
 from stpl.cli import main
 
@@ -91,3 +94,17 @@ def test_adaptation_curve_from_snapshots(tmp_path, toy_settings):
                  *set_args(settings)])  # fmt: skip
     assert last == 0 and json.loads((tmp_path / "e" / "eval.json").read_text())["mIoU"] == final
     assert (out / "adaptation_curves.png").stat().st_size > 1000
+
+
+def test_runs_are_keyed_by_the_package_source_not_the_whole_commit():
+    import subprocess
+
+    from stpl.bench import code_version
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        tree = subprocess.run(["git", "rev-parse", "HEAD:src"], cwd=root, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    # the tree of src/ only: a commit that changes docs or tests keeps finished runs reusable
+    assert code_version().split("+")[0] == tree.stdout.strip()

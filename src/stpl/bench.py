@@ -1,8 +1,8 @@
 """`stpl bench`: a named protocol end to end over methods and seeds, with results files and skipping of done runs.
 
 Layout of the output folder:
-    source/<key>/            source model per seed, keyed by its config and the commit (reused when both match)
-    runs/<method>/seed<s>/   one run per method and seed, with eval.json once complete
+    source/seed<s>-<key>/    source model per seed, keyed by its config and the source code (reused when both match)
+    runs/<method>/seed<s>-<code>/   one run per method and seed, with eval.json once complete
     results.json, results.md
 """
 
@@ -49,21 +49,30 @@ METHODS = (
 )  # fmt: skip
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 def git_commit() -> str:
+    """The commit the results were produced at (for the tables), "+dirty" with uncommitted tracked changes."""
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        commit, dirty = _git("rev-parse", "HEAD"), _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{commit}+dirty" if dirty else commit
+
+
+def code_version() -> str:
+    """What finished runs are keyed by: the git tree of the package source only, so that commits touching docs,
+    tests or configs (configs are compared separately) do not invalidate hours of finished runs."""
+    try:
+        tree = _git("rev-parse", "HEAD:src")
+        dirty = _git("status", "--porcelain", "--untracked-files=no", "--", str(Path(__file__).parents[1]))
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{tree}+dirty" if dirty else tree
 
 
 def benchmark_config(name: str, data_root: str | None, sets: list[str]) -> Config:
@@ -94,12 +103,12 @@ def parse_list(text: str, allowed: tuple[str, ...] | None = None, what: str = "m
     return items
 
 
-def source_key(config: Config, commit: str) -> str:
+def source_key(config: Config, code: str) -> str:
     """What the source model depends on: seed, data, flow, model and training settings (less those that do not
-    change results, e.g. threads or the flow cache folder), and the code."""
+    change results, e.g. threads or the flow cache folder), and the code (`code_version`)."""
     identity = workflows.run_identity(config)
     relevant = {k: v for k, v in identity.items() if k in ("seed", "data", "flow", "model", "train")}
-    text = json.dumps(relevant, sort_keys=True) + commit
+    text = json.dumps(relevant, sort_keys=True) + code
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -218,21 +227,21 @@ def run_bench(
     base = benchmark_config(benchmark, data_root, sets or [])
     out_dir = Path(out_dir)
     workflows.check_out_dir(out_dir)
-    commit = git_commit()
+    commit, code = git_commit(), code_version()
     runs: list[dict[str, Any]] = []
     classes: list[str] = []
     for seed in seeds:
         seed_config = build_config(base=config_to_dict(base), sets=[f"seed={seed}"])
-        source_dir = out_dir / "source" / f"seed{seed}-{source_key(seed_config, commit)}"
+        source_dir = out_dir / "source" / f"seed{seed}-{source_key(seed_config, code)}"
         source = workflows.train_supervised(seed_config, source_dir, split="source", kind="source")
         for method in methods:
             config = method_config(method, seed_config)
-            # keyed by commit too: a finished run of other code is never reused under this commit
-            run_dir = out_dir / "runs" / method / f"seed{seed}-{commit[:12]}"
+            # keyed by the source code too: a finished run of other code is never reused
+            run_dir = out_dir / "runs" / method / f"seed{seed}-{code[:12]}"
             record_path = run_dir / "record.json"
             if record_path.is_file():
                 record = json.loads(record_path.read_text())
-                if record["config"] == config_to_dict(config) and record["commit"] == commit:
+                if record["config"] == config_to_dict(config) and record.get("code") == code:
                     print(f"[bench] {method} seed {seed}: done before, skipped", flush=True)
                     runs.append(record)
                     classes = list(record["per_class"])
@@ -242,7 +251,7 @@ def run_bench(
             result = workflows.evaluate_checkpoint(checkpoint, config, run_dir)
             record = {
                 "method": method, "seed": seed, "mIoU": result["mIoU"], "per_class": result["per_class"],
-                "adapt_seconds": seconds, "checkpoint": str(checkpoint), "commit": commit,
+                "adapt_seconds": seconds, "checkpoint": str(checkpoint), "commit": commit, "code": code,
                 "config": config_to_dict(config),
             }  # fmt: skip
             run_dir.mkdir(parents=True, exist_ok=True)
