@@ -202,12 +202,15 @@ class AdaptConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     norm: Literal["frozen", "reestimate", "update"] = "reestimate"
+    norm_source_weight: float = 0.0  # reestimate: share of the source statistics kept (0 = plain AdaBN)
     teacher: Literal["source", "ema", "current"] = "ema"
     ema_momentum: float = 0.99
     confidence: Literal["global", "class_balanced"] = "class_balanced"
     threshold: float = 0.9  # global rule: keep pixels whose teacher confidence is at least this
     class_fraction: float = 0.5  # class-balanced rule: keep the most confident fraction of each predicted class
     temporal_agreement: bool = False  # also require agreement with the warped prediction of frame t-k
+    # pseudo-labels from the mean of the teacher's probabilities for frame t and its warped ones for frame t-k
+    temporal_ensemble: bool = False
     loss_form: Literal["seed", "infonce"] = "seed"
     temperature: float = 0.1
     anchors_per_class: int = 64  # M: sampled anchors per pseudo-class per batch
@@ -410,6 +413,8 @@ def validate(config: Config) -> None:
         raise StplError(f"config key 'adapt.temperature' must be positive, got {config.adapt.temperature}")
     if not 0.0 < config.adapt.class_fraction <= 1.0:
         raise StplError("config key 'adapt.class_fraction' must be in (0, 1]")
+    if not 0.0 <= config.adapt.norm_source_weight <= 1.0:
+        raise StplError("config key 'adapt.norm_source_weight' must be in [0, 1]")
     if not 0.0 <= config.adapt.ema_momentum < 1.0:
         raise StplError("config key 'adapt.ema_momentum' must be in [0, 1)")
     if config.data.read_workers <= 0 or config.data.viper.subsample <= 0:

@@ -184,7 +184,9 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
     if (config.adapt.norm == "reestimate" or training_free) and not resuming:
         # Shuffled: consecutive frames are alike, and batches of them would understate the variance.
         batches = dataset.iterate(config.adapt.batch_size, shuffle_seed=config.seed)
-        count = reestimate_norm_statistics(model, (batch.to(device) for batch in batches))
+        count = reestimate_norm_statistics(
+            model, (batch.to(device) for batch in batches), config.adapt.norm_source_weight
+        )
         print(f"[adapt] normalisation statistics re-estimated on {count} target batches", flush=True)
     meta = {
         "kind": "adapted",

@@ -28,12 +28,17 @@ def set_norm_mode(model: nn.Module, mode: str) -> None:
 
 
 @torch.no_grad()
-def reestimate_norm_statistics(model: nn.Module, batches: Iterable[PairBatch]) -> int:
+def reestimate_norm_statistics(model: nn.Module, batches: Iterable[PairBatch], source_weight: float = 0.0) -> int:
     """AdaBN: replace every BN layer's running statistics by their average over the given target batches.
 
+    source_weight w keeps a share of the source statistics: stat = w * source + (1 - w) * target (the source
+    statistics as a prior, as in Schneider et al., NeurIPS 2020); 0 is plain AdaBN.
     Both frames of each pair pass through the encoder, as they do when adapting. Returns the number of batches.
     """
+    if not 0.0 <= source_weight <= 1.0:
+        raise ValueError(f"source_weight must lie in [0, 1], got {source_weight}")
     norms = batch_norms(model)
+    source_stats = [(norm.running_mean.clone(), norm.running_var.clone()) for norm in norms]
     saved_momenta = [norm.momentum for norm in norms]
     was_training = model.training
     for norm in norms:
@@ -44,7 +49,9 @@ def reestimate_norm_statistics(model: nn.Module, batches: Iterable[PairBatch]) -
     for batch in batches:
         model(batch.current, batch.previous, batch.flow)
         count += 1
-    for norm, momentum in zip(norms, saved_momenta, strict=True):
+    for norm, momentum, (mean, var) in zip(norms, saved_momenta, source_stats, strict=True):
         norm.momentum = momentum
+        norm.running_mean.mul_(1.0 - source_weight).add_(mean, alpha=source_weight)
+        norm.running_var.mul_(1.0 - source_weight).add_(var, alpha=source_weight)
     model.train(was_training)
     return count

@@ -46,7 +46,13 @@ class SelfTraining(AdaptationMethod):
         size = batch.current.shape[-2:]
         c = self.config
         labels = prediction_pseudo_labels(
-            self.teacher.predict(batch), size, c.confidence, c.threshold, c.class_fraction, c.temporal_agreement
+            self.teacher.predict(batch),
+            size,
+            c.confidence,
+            c.threshold,
+            c.class_fraction,
+            c.temporal_agreement,
+            c.temporal_ensemble,
         )
         if c.student_augmentation > 0:
             batch = photometric_augment(batch, self.generator, c.student_augmentation)

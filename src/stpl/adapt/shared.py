@@ -37,13 +37,21 @@ def prediction_pseudo_labels(
     threshold: float,
     fraction: float,
     temporal_agreement: bool,
+    temporal_ensemble: bool = False,
 ) -> Tensor:
     """Pseudo-labels [B,H,W] from a (teacher) video prediction at image size: confident, flow-valid pixels only,
-    optionally only where the fused prediction of t agrees with the warped prediction of t-k."""
-    logits = upsample(output.logits, size)
-    agree_with = upsample(output.warped_logits, size).argmax(dim=1) if temporal_agreement else None
+    optionally only where the fused prediction of t agrees with the warped prediction of t-k.
+
+    temporal_ensemble: the probabilities are the mean of the fused prediction of t and the warped prediction of
+    t-k (two looks at the same physical point), so a nuisance that hits one frame only is outvoted.
+    """
+    warped = upsample(output.warped_logits, size)
+    probabilities = upsample(output.logits, size).softmax(dim=1)
+    if temporal_ensemble:
+        probabilities = 0.5 * (probabilities + warped.softmax(dim=1))
+    agree_with = warped.argmax(dim=1) if temporal_agreement else None
     return make_pseudo_labels(
-        logits.softmax(dim=1),
+        probabilities,
         valid=resize_mask(output.valid, size),
         rule=rule,
         threshold=threshold,

@@ -50,6 +50,7 @@ class STPL(AdaptationMethod):
             self.config.threshold,
             self.config.class_fraction,
             self.config.temporal_agreement,
+            self.config.temporal_ensemble,
         )
 
     # -- contrast -------------------------------------------------------------------------------------------
