@@ -154,7 +154,7 @@ def test_vst_keeps_only_temporally_consistent_class_balanced_pixels():
     assert method.config.confidence == "class_balanced" and method.config.temporal_agreement
     batch = toy_batch()
     teacher = method.teacher.predict(batch)
-    labels = prediction_pseudo_labels(teacher, (33, 47), "class_balanced", 0.0, 0.3, temporal_agreement=True)
+    labels = prediction_pseudo_labels(teacher, (33, 47), method.config)  # class-balanced 0.3, agreement on
     warped = torch.nn.functional.interpolate(teacher.warped_logits, size=(33, 47), mode="bilinear").argmax(1)
     kept = labels != IGNORE_INDEX
     assert kept.any() and (labels[kept] == warped[kept]).all()

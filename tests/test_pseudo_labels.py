@@ -42,7 +42,10 @@ def test_invalid_pixels_and_temporal_disagreement_are_ignored():
 
 
 def test_temporal_ensemble_lets_the_earlier_frame_outvote_a_one_frame_error():
+    import dataclasses
+
     from stpl.adapt.shared import prediction_pseudo_labels
+    from stpl.config import AdaptConfig
     from stpl.models.segmenter import SegmenterOutput
 
     # Pixel 0: frame t says class 1 weakly (0.55), the warped frame t-k says class 0 strongly (0.9) -> 0 wins.
@@ -51,7 +54,8 @@ def test_temporal_ensemble_lets_the_earlier_frame_outvote_a_one_frame_error():
     warped = torch.log(torch.tensor([[0.9, 0.1], [0.3, 0.7]])).T.reshape(1, 2, 1, 2)
     valid = torch.ones(1, 1, 2, dtype=torch.bool)
     output = SegmenterOutput(current, current, warped, valid, current, current)
-    alone = prediction_pseudo_labels(output, (1, 2), "global", 0.5, 0.5, False)
-    together = prediction_pseudo_labels(output, (1, 2), "global", 0.5, 0.5, False, temporal_ensemble=True)
+    rule = AdaptConfig(confidence="global", threshold=0.5)
+    alone = prediction_pseudo_labels(output, (1, 2), rule)
+    together = prediction_pseudo_labels(output, (1, 2), dataclasses.replace(rule, temporal_ensemble=True))
     assert alone.tolist() == [[[1, 1]]]
     assert together.tolist() == [[[0, 1]]]  # (0.45 + 0.9) / 2 = 0.675 for class 0; (0.8 + 0.7) / 2 = 0.75

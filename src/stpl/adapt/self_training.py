@@ -45,15 +45,7 @@ class SelfTraining(AdaptationMethod):
     def step(self, batch: PairBatch, step: int) -> dict[str, Tensor]:
         size = batch.current.shape[-2:]
         c = self.config
-        labels = prediction_pseudo_labels(
-            self.teacher.predict(batch),
-            size,
-            c.confidence,
-            c.threshold,
-            c.class_fraction,
-            c.temporal_agreement,
-            c.temporal_ensemble,
-        )
+        labels = prediction_pseudo_labels(self.teacher.predict(batch), size, c)
         if c.student_augmentation > 0:
             batch = photometric_augment(batch, self.generator, c.student_augmentation)
         student = self.model(batch.current, batch.previous, batch.flow)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stpl.adapt.pseudo_labels import make_pseudo_labels
+from stpl.config import AdaptConfig
 from stpl.data.pairs import IGNORE_INDEX
 from stpl.models.segmenter import SegmenterOutput, upsample
 
@@ -33,29 +34,26 @@ def resize_mask(mask: Tensor, size: tuple[int, int]) -> Tensor:
 def prediction_pseudo_labels(
     output: SegmenterOutput,
     size: tuple[int, int],
-    rule: str,
-    threshold: float,
-    fraction: float,
-    temporal_agreement: bool,
-    temporal_ensemble: bool = False,
+    config: AdaptConfig,
 ) -> Tensor:
     """Pseudo-labels [B,H,W] from a (teacher) video prediction at image size: confident, flow-valid pixels only,
     optionally only where the fused prediction of t agrees with the warped prediction of t-k.
 
+    The rule, threshold, class fraction and temporal options are those of `config` (adapt.*).
     temporal_ensemble: the probabilities are the mean of the fused prediction of t and the warped prediction of
     t-k (two looks at the same physical point), so a nuisance that hits one frame only is outvoted.
     """
     warped = upsample(output.warped_logits, size)
     probabilities = upsample(output.logits, size).softmax(dim=1)
-    if temporal_ensemble:
+    if config.temporal_ensemble:
         probabilities = 0.5 * (probabilities + warped.softmax(dim=1))
-    agree_with = warped.argmax(dim=1) if temporal_agreement else None
+    agree_with = warped.argmax(dim=1) if config.temporal_agreement else None
     return make_pseudo_labels(
         probabilities,
         valid=resize_mask(output.valid, size),
-        rule=rule,
-        threshold=threshold,
-        fraction=fraction,
+        rule=config.confidence,
+        threshold=config.threshold,
+        fraction=config.class_fraction,
         agree_with=agree_with,
     )
 

@@ -43,15 +43,7 @@ class STPL(AdaptationMethod):
     # -- pseudo-labels --------------------------------------------------------------------------------------
     def pseudo_labels(self, teacher: SegmenterOutput, size: tuple[int, int]) -> Tensor:
         """Pseudo-labels at `size`: the image (cross-entropy) or the feature map (contrast)."""
-        return prediction_pseudo_labels(
-            teacher,
-            size,
-            self.config.confidence,
-            self.config.threshold,
-            self.config.class_fraction,
-            self.config.temporal_agreement,
-            self.config.temporal_ensemble,
-        )
+        return prediction_pseudo_labels(teacher, size, self.config)
 
     # -- contrast -------------------------------------------------------------------------------------------
     def contrastive_loss(self, student: SegmenterOutput, labels: Tensor) -> Tensor:
