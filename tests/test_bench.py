@@ -37,6 +37,24 @@ def test_bench_runs_methods_and_seeds_then_skips_them(tmp_path, toy_settings, ca
     assert capsys.readouterr().out.count("done before, skipped") == 8
 
 
+def test_changed_adaptation_setting_reruns_adaptation_only(tmp_path, toy_settings, capsys):
+    out = tmp_path / "bench"
+    args = ["bench", "--benchmark", "synthetic", "--methods", "adabn,oracle", "--seeds", "0", "--out", str(out),
+            *set_args(toy_settings)]  # fmt: skip
+    assert main(args) == 0
+    first = {r["method"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+    capsys.readouterr()
+    assert main([*args, "--set", "adapt.norm_source_weight=0.5"]) == 0
+    printed = capsys.readouterr().out
+    # the source model and the oracle do not read adaptation settings: reused, not retrained
+    assert "[source] finished run found" in printed and "oracle seed 0: done before, skipped" in printed
+    assert "adabn seed 0: done before" not in printed
+    second = {r["method"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+    assert second["oracle"]["mIoU"] == first["oracle"]["mIoU"]
+    assert second["adabn"]["config"]["adapt"]["norm_source_weight"] == 0.5
+    assert len(list((out / "runs" / "adabn").iterdir())) == 2  # the earlier run's folder is kept beside the new one
+
+
 def test_bench_bad_input(tmp_path, capsys):
     assert main(["bench", "--benchmark", "nope", "--out", str(tmp_path / "b")]) != 0
     assert "unknown benchmark 'nope'" in capsys.readouterr().err

@@ -184,6 +184,9 @@ def test_run_folder_of_another_config_is_not_overwritten(tmp_path, source_ckpt, 
     # settings that do not change the result (threads, logging, flow workers) reuse the finished run
     assert main(["train-source", "--out", str(run), *set_args([*toy_settings, "train.log_every=1", "threads=1"])]) == 0
     assert "reusing it" in capsys.readouterr().out
+    # nor do adaptation settings: the source model does not read them
+    assert main(["train-source", "--out", str(run), *set_args([*toy_settings, "adapt.iterations=7"])]) == 0
+    assert "reusing it" in capsys.readouterr().out
 
 
 def test_adapting_another_source_model_into_a_finished_folder_is_refused(tmp_path, source_ckpt, toy_settings, capsys):

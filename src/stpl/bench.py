@@ -103,13 +103,10 @@ def parse_list(text: str, allowed: tuple[str, ...] | None = None, what: str = "m
     return items
 
 
-def source_key(config: Config, code: str) -> str:
-    """What the source model depends on: seed, data, flow, model and training settings (less those that do not
-    change results, e.g. threads or the flow cache folder), and the code (`code_version`)."""
-    identity = workflows.run_identity(config)
-    relevant = {k: v for k, v in identity.items() if k in ("seed", "data", "flow", "model", "train")}
-    text = json.dumps(relevant, sort_keys=True) + code
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
+def run_key(identity: dict[str, Any], code: str) -> str:
+    """Folder key of a bench run: what its result depends on (a config identity, see `workflows.run_identity`) and
+    the code (`code_version`). A changed setting gets a new folder; a finished run is never overwritten."""
+    return hashlib.sha1((json.dumps(identity, sort_keys=True) + code).encode()).hexdigest()[:12]
 
 
 def method_config(method: str, config: Config) -> Config:
@@ -232,16 +229,17 @@ def run_bench(
     classes: list[str] = []
     for seed in seeds:
         seed_config = build_config(base=config_to_dict(base), sets=[f"seed={seed}"])
-        source_dir = out_dir / "source" / f"seed{seed}-{source_key(seed_config, code)}"
+        source_dir = out_dir / "source" / f"seed{seed}-{run_key(workflows.supervised_identity(seed_config), code)}"
         source = workflows.train_supervised(seed_config, source_dir, split="source", kind="source")
         for method in methods:
             config = method_config(method, seed_config)
-            # keyed by the source code too: a finished run of other code is never reused
-            run_dir = out_dir / "runs" / method / f"seed{seed}-{code[:12]}"
+            identity = workflows.supervised_identity(config) if method == "oracle" else workflows.run_identity(config)
+            key = run_key({**identity, "eval": config_to_dict(config)["eval"]}, code)  # the score depends on eval too
+            run_dir = out_dir / "runs" / method / f"seed{seed}-{key}"
             record_path = run_dir / "record.json"
             if record_path.is_file():
                 record = json.loads(record_path.read_text())
-                if record["config"] == config_to_dict(config) and record.get("code") == code:
+                if record.get("key") == key:
                     print(f"[bench] {method} seed {seed}: done before, skipped", flush=True)
                     runs.append(record)
                     classes = list(record["per_class"])
@@ -252,7 +250,7 @@ def run_bench(
             record = {
                 "method": method, "seed": seed, "mIoU": result["mIoU"], "per_class": result["per_class"],
                 "adapt_seconds": seconds, "checkpoint": str(checkpoint), "commit": commit, "code": code,
-                "config": config_to_dict(config),
+                "key": key, "config": config_to_dict(config),
             }  # fmt: skip
             run_dir.mkdir(parents=True, exist_ok=True)
             record_path.write_text(json.dumps(record, indent=2))

@@ -60,6 +60,16 @@ def run_identity(config: Config, source_checkpoint: Path | None = None) -> dict[
     return identity
 
 
+# What supervised training (the source model, the oracle) reads from the config: adaptation and evaluation
+# settings do not change it, so changing them must not make a finished source model look like another run.
+SUPERVISED_SECTIONS = ("seed", "data", "flow", "model", "train")
+
+
+def supervised_identity(config: Config) -> dict[str, Any]:
+    """`run_identity` restricted to the sections supervised training depends on."""
+    return {key: value for key, value in run_identity(config).items() if key in SUPERVISED_SECTIONS}
+
+
 def check_out_dir(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise StplError(f"--out {out_dir} exists and is not a folder")
@@ -139,7 +149,7 @@ def save_final(out_dir: Path, model: torch.nn.Module, meta: dict[str, Any]) -> P
 def train_supervised(config: Config, out_dir: Path, split: str = "source", kind: str = "source") -> Path:
     """Supervised training on a labelled split: the source model (split "source") or the oracle ("adapt")."""
     out_dir = Path(out_dir)
-    identity = run_identity(config)
+    identity = supervised_identity(config)
     if finished(out_dir, identity):
         print(f"[{kind}] finished run found in {out_dir}; reusing it", flush=True)
         return out_dir / FINAL_CHECKPOINT
