@@ -23,6 +23,7 @@ from stpl.engine.evaluate import evaluate
 from stpl.engine.loop import LAST_CHECKPOINT, LoopSettings, run_loop
 from stpl.errors import StplError
 from stpl.models import VideoSegmenter, build_model
+from stpl.runlock import run_lock
 
 FINAL_CHECKPOINT = "model.safetensors"
 # Parts of the network that adaptation adds; a source checkpoint's values for them are not used.
@@ -156,22 +157,25 @@ def train_supervised(config: Config, out_dir: Path, split: str = "source", kind:
     check_out_dir(out_dir)
     device = setup_runtime(config)
     dataset = load_split(config, split, with_labels=True)  # before the folder: bad data leaves nothing behind
-    prepare_run_dir(out_dir, config, identity)
-    model = build_model(config.model, dataset.num_classes).to(device)
-    method = Supervised(model, config.train.lr, config.train.backbone_lr_scale)
-    batches = RandomBatches(dataset, config.train.batch_size, config.seed, hflip=config.train.hflip)
-    meta = {"kind": kind, "config": config_to_dict(config), "identity": identity,
-            "class_names": list(dataset.class_names)}  # fmt: skip
-    settings = LoopSettings(
-        config.train.iterations,
-        config.train.momentum,
-        config.train.weight_decay,
-        config.train.log_every,
-        config.train.checkpoint_every,
-        kind,
-    )
-    run_loop(method, batches, settings, out_dir, meta)
-    return save_final(out_dir, model, {**meta, "step": config.train.iterations})
+    with run_lock(out_dir):  # one process per run folder
+        if finished(out_dir, identity):  # another process finished it while this one was loading data
+            return out_dir / FINAL_CHECKPOINT
+        prepare_run_dir(out_dir, config, identity)
+        model = build_model(config.model, dataset.num_classes).to(device)
+        method = Supervised(model, config.train.lr, config.train.backbone_lr_scale)
+        batches = RandomBatches(dataset, config.train.batch_size, config.seed, hflip=config.train.hflip)
+        meta = {"kind": kind, "config": config_to_dict(config), "identity": identity,
+                "class_names": list(dataset.class_names)}  # fmt: skip
+        settings = LoopSettings(
+            config.train.iterations,
+            config.train.momentum,
+            config.train.weight_decay,
+            config.train.log_every,
+            config.train.checkpoint_every,
+            kind,
+        )
+        run_loop(method, batches, settings, out_dir, meta)
+        return save_final(out_dir, model, {**meta, "step": config.train.iterations})
 
 
 def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
@@ -187,40 +191,43 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
     check_out_dir(out_dir)
     device = setup_runtime(config)
     dataset = load_split(config, "adapt", with_labels=False)  # the only data adaptation opens
-    prepare_run_dir(out_dir, config, identity)
-    model = model_from_checkpoint(checkpoint, config, skip_adaptation_modules=True).to(device)
-    resuming = (out_dir / LAST_CHECKPOINT).is_file()
-    training_free = config.adapt.method in TRAINING_FREE
-    if (config.adapt.norm == "reestimate" or training_free) and not resuming:
-        # Shuffled: consecutive frames are alike, and batches of them would understate the variance.
-        batches = dataset.iterate(config.adapt.batch_size, shuffle_seed=config.seed)
-        count = reestimate_norm_statistics(
-            model, (batch.to(device) for batch in batches), config.adapt.norm_source_weight
+    with run_lock(out_dir):  # one process per run folder
+        if finished(out_dir, identity):  # another process finished it while this one was loading data
+            return out_dir / FINAL_CHECKPOINT
+        prepare_run_dir(out_dir, config, identity)
+        model = model_from_checkpoint(checkpoint, config, skip_adaptation_modules=True).to(device)
+        resuming = (out_dir / LAST_CHECKPOINT).is_file()
+        training_free = config.adapt.method in TRAINING_FREE
+        if (config.adapt.norm == "reestimate" or training_free) and not resuming:
+            # Shuffled: consecutive frames are alike, and batches of them would understate the variance.
+            batches = dataset.iterate(config.adapt.batch_size, shuffle_seed=config.seed)
+            count = reestimate_norm_statistics(
+                model, (batch.to(device) for batch in batches), config.adapt.norm_source_weight
+            )
+            print(f"[adapt] normalisation statistics re-estimated on {count} target batches", flush=True)
+        meta = {
+            "kind": "adapted",
+            "method": config.adapt.method,
+            "config": config_to_dict(config),
+            "identity": identity,
+            "class_names": checkpoint.class_names,
+            "source_checkpoint": str(source_checkpoint),
+        }
+        if training_free:  # e.g. AdaBN: the re-estimation above is the whole method
+            return save_final(out_dir, model, {**meta, "step": 0})
+        method = build_method(model, config.adapt, config.seed)
+        batches = RandomBatches(dataset, config.adapt.batch_size, config.seed)
+        settings = LoopSettings(
+            config.adapt.iterations,
+            config.adapt.momentum,
+            config.adapt.weight_decay,
+            config.adapt.log_every,
+            config.adapt.checkpoint_every,
+            "adapt",
+            snapshot_every=config.adapt.snapshot_every,
         )
-        print(f"[adapt] normalisation statistics re-estimated on {count} target batches", flush=True)
-    meta = {
-        "kind": "adapted",
-        "method": config.adapt.method,
-        "config": config_to_dict(config),
-        "identity": identity,
-        "class_names": checkpoint.class_names,
-        "source_checkpoint": str(source_checkpoint),
-    }
-    if training_free:  # e.g. AdaBN: the re-estimation above is the whole method
-        return save_final(out_dir, model, {**meta, "step": 0})
-    method = build_method(model, config.adapt, config.seed)
-    batches = RandomBatches(dataset, config.adapt.batch_size, config.seed)
-    settings = LoopSettings(
-        config.adapt.iterations,
-        config.adapt.momentum,
-        config.adapt.weight_decay,
-        config.adapt.log_every,
-        config.adapt.checkpoint_every,
-        "adapt",
-        snapshot_every=config.adapt.snapshot_every,
-    )
-    run_loop(method, batches, settings, out_dir, meta)
-    return save_final(out_dir, model, {**meta, "step": config.adapt.iterations})
+        run_loop(method, batches, settings, out_dir, meta)
+        return save_final(out_dir, model, {**meta, "step": config.adapt.iterations})
 
 
 def evaluate_checkpoint(checkpoint_path: Path, config: Config, out_dir: Path | None = None) -> dict[str, Any]:
