@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from conftest import make_tiny_model
-from stpl.config import ModelConfig
+from conftest import TOY_SETTINGS, make_tiny_model
+from stpl.config import ModelConfig, build_config
 from stpl.errors import StplError
 from stpl.models import build_model
 from stpl.models.backbones import find_mobilenet_v2_weights
@@ -70,3 +70,29 @@ def test_mobilenet_v2_loads_torchvision_imagenet_weights():
 def test_missing_explicit_weights_path_is_a_clear_error(tmp_path):
     with pytest.raises(StplError, match="ImageNet weights not found"):
         build_model(ModelConfig(weights_path=str(tmp_path / "nope.pth")), num_classes=3)
+
+
+def test_warp_error_limit_falls_back_to_the_current_frame_where_the_earlier_one_disagrees():
+    torch.manual_seed(0)
+    current = torch.randn(1, 3, 32, 48)
+    previous = current.clone()
+    previous[..., :, 24:] = torch.randn(1, 3, 32, 24)  # right half of the earlier frame shows something else
+    flow = torch.zeros(1, 2, 32, 48)
+    model = make_tiny_model().eval()
+    with torch.no_grad():
+        model.score_fusion.conv.weight.normal_()  # a fusion that does use the earlier frame
+        plain = model(current, previous, flow)
+        model.warp_error_limit = 0.5
+        gated = model(current, previous, flow)
+    assert plain.valid.all()
+    assert gated.valid[0, :, :3].all() and not gated.valid[0, :, 3:].any()  # feature cells are 8 pixels wide
+    torch.testing.assert_close(gated.warped_features[..., 3:], gated.features[..., 3:])
+    torch.testing.assert_close(gated.logits[..., :3], plain.logits[..., :3])
+    assert not torch.allclose(gated.logits[..., 3:], plain.logits[..., 3:])
+
+
+def test_warp_error_limit_is_read_from_the_config_and_checked():
+    config = build_config(sets=[*TOY_SETTINGS, "model.warp_error_limit=0.25"])
+    assert build_model(config.model, num_classes=3).warp_error_limit == 0.25
+    with pytest.raises(StplError, match="warp_error_limit"):
+        build_config(sets=[*TOY_SETTINGS, "model.warp_error_limit=-1"])

@@ -1,6 +1,6 @@
 import torch
 
-from stpl.models.warp import resize_flow, warp, warp_labels
+from stpl.models.warp import resize_flow, warp, warp_error, warp_labels
 
 
 def test_zero_flow_is_identity():
@@ -45,3 +45,16 @@ def test_warp_labels_nearest_and_ignore():
     flow[:, 0] = 1.0
     warped = warp_labels(labels, flow)
     assert warped.tolist() == [[[2, 3, 255], [5, 6, 255]]]
+
+
+def test_warp_error_is_zero_for_the_right_flow_and_large_for_a_wrong_one():
+    torch.manual_seed(0)
+    previous = torch.randn(1, 3, 24, 40)
+    current = torch.roll(previous, shifts=-4, dims=-1)  # frame t(x) = frame t-k(x + 4)
+    right = torch.zeros(1, 2, 24, 40)
+    right[:, 0] = 4.0
+    error = warp_error(current, previous, right, (3, 5))
+    assert error.shape == (1, 3, 5)
+    torch.testing.assert_close(error[:, :, :4], torch.zeros(1, 3, 4))  # the last cell holds the wrapped columns
+    wrong = warp_error(current, previous, torch.zeros(1, 2, 24, 40), (3, 5))
+    assert wrong.min() > 0.5  # unit-variance noise moved by 4 pixels: mean |a - b| is about 1.1

@@ -129,6 +129,10 @@ class ModelConfig:
     # parameters and schedule). Set for adaptation it applies there and, through the checkpoint, in evaluation;
     # the source model it starts from is the usual temporal one.
     temporal: bool = True
+    # > 0: where the earlier image warped to frame t differs from frame t by more than this (mean absolute
+    # difference of the network's input values over a feature cell), the earlier frame is treated as invalid there
+    # and the fusion uses the current frame alone. 0 = off (the paper's model).
+    warp_error_limit: float = 0.0
     aux_weight: float = 0.0  # resnet101_deeplabv2: weight of the layer3 head's logits added to layer4's (0 = none)
     input_format: Literal["imagenet", "caffe_bgr"] = "imagenet"  # caffe_bgr: the BGR 0..255 input of ACCEL weights
 
@@ -422,6 +426,8 @@ def validate(config: Config) -> None:
     if not 0.0 <= config.data.synthia_seq.crop_bottom < 1.0:
         raise StplError("config key 'data.synthia_seq.crop_bottom' must be in [0, 1)")
     _validate_baselines(config.adapt)
+    if config.model.warp_error_limit < 0:
+        raise StplError("config key 'model.warp_error_limit' must be >= 0 (0 = off)")
     if not 0.0 <= config.data.synthetic.temporal_nuisance <= 1.0:
         raise StplError("config key 'data.synthetic.temporal_nuisance' must be in [0, 1]")
     if config.data.synthetic.num_frames <= config.data.frame_gap:

@@ -16,7 +16,9 @@ __all__ = ["SegmenterOutput", "VideoSegmenter", "build_model", "upsample"]
 def build_model(config: ModelConfig, num_classes: int, load_pretrained: bool = True) -> VideoSegmenter:
     """`load_pretrained=False` skips ImageNet weights when a checkpoint will overwrite them anyway."""
     if config.backbone == "resnet101_deeplabv2":  # its own neck and classifier (DeepLab-v2 ASPP heads)
-        return build_deeplabv2(config, num_classes, load_pretrained)
+        model = build_deeplabv2(config, num_classes, load_pretrained)
+        model.warp_error_limit = config.warp_error_limit
+        return model
     backbone = build_backbone(
         config.backbone, config.output_stride, config.pretrained and load_pretrained, config.weights_path
     )
@@ -31,4 +33,5 @@ def build_model(config: ModelConfig, num_classes: int, load_pretrained: bool = T
         feature_channels=channels,
         fusion=config.fusion,
         projection_dim=config.projection_dim,
+        warp_error_limit=config.warp_error_limit,
     )

@@ -7,7 +7,8 @@
 
 Everything is computed at the feature resolution (input / output_stride); `upsample` brings logits to any size.
 Where the flow leads outside the earlier frame, the warped maps are replaced by the current ones, so the fusion
-falls back to the current frame there.
+falls back to the current frame there. With `warp_error_limit` > 0 the same happens where the warped earlier image
+differs from the current one by more than the limit (flow errors, occlusions, frames far apart in time).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 
 from stpl.models.fusion import build_fusion
 from stpl.models.heads import ProjectionHead, ScoreFusion
-from stpl.models.warp import warp
+from stpl.models.warp import warp, warp_error
 
 
 @dataclass
@@ -28,7 +29,7 @@ class SegmenterOutput:
     logits: Tensor  # [B,K,h,w] fused video prediction
     frame_logits: Tensor  # [B,K,h,w] current frame alone
     warped_logits: Tensor  # [B,K,h,w] earlier frame's logits warped to t (current where invalid)
-    valid: Tensor  # [B,h,w] bool, earlier-frame pixel inside the image
+    valid: Tensor  # [B,h,w] bool, earlier-frame pixel inside the image (and passing the warp check, if on)
     features: Tensor  # [B,C,h,w] f_t
     warped_features: Tensor  # [B,C,h,w] W(f_{t-k}) (f_t where invalid)
     embeddings: Tensor | None = None  # [B,D,h,w] unit-norm pixel embeddings of z_t
@@ -50,8 +51,10 @@ class VideoSegmenter(nn.Module):
         feature_channels: int,
         fusion: str = "conv",
         projection_dim: int = 128,
+        warp_error_limit: float = 0.0,
     ):
         super().__init__()
+        self.warp_error_limit = warp_error_limit
         self.num_classes = num_classes
         self.backbone = backbone
         self.neck = neck
@@ -85,6 +88,8 @@ class VideoSegmenter(nn.Module):
             previous_logits = self.classify(previous_features)
         # Warp features and logits together: one grid, one validity mask.
         warped_both, valid = warp(torch.cat((previous_features, previous_logits), dim=1), flow)
+        if self.warp_error_limit > 0:
+            valid = valid & (warp_error(current, previous, flow, valid.shape[-2:]) <= self.warp_error_limit)
         keep = valid.unsqueeze(1)
         channels = features.shape[1]
         warped_features = torch.where(keep, warped_both[:, :channels], features.detach())

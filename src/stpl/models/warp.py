@@ -41,6 +41,15 @@ def warp(source: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
     return warped, valid
 
 
+def warp_error(current: Tensor, previous: Tensor, flow: Tensor, size: tuple[int, int]) -> Tensor:
+    """Photometric check of the flow: mean absolute difference [B,h,w] between the current image and the earlier
+    image warped to it (both [B,3,H,W], flow [B,2,H,W]), averaged over channels and over each cell of `size`.
+    Large where the flow is wrong or the pixel is occluded in the earlier frame."""
+    warped, _ = warp(previous, flow)
+    error = (warped - current).abs().mean(dim=1, keepdim=True)
+    return F.interpolate(error, size=size, mode="area")[:, 0]
+
+
 def warp_labels(labels: Tensor, flow: Tensor, ignore_index: int = 255) -> Tensor:
     """Nearest-neighbour warp of an integer label map [B,H,W]; invalid pixels become `ignore_index`."""
     batch, height, width = labels.shape
