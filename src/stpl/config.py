@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
+from stpl.config_checks import validate
 from stpl.errors import StplError
 
 
@@ -366,84 +367,6 @@ def build_config(
         _apply(config, parse_set_option(text))
     validate(config)
     return config
-
-
-def validate(config: Config) -> None:
-    """Checks across values that a type alone cannot express."""
-    positive = {
-        "data.height": config.data.height,
-        "data.width": config.data.width,
-        "data.frame_gap": config.data.frame_gap,
-        "train.batch_size": config.train.batch_size,
-        "adapt.batch_size": config.adapt.batch_size,
-        "eval.batch_size": config.eval.batch_size,
-        "adapt.anchors_per_class": config.adapt.anchors_per_class,
-        "model.feature_channels": config.model.feature_channels,
-        "model.projection_dim": config.model.projection_dim,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise StplError(f"config key '{key}' must be positive, got {value}")
-    at_least_one = {
-        "train.log_every": config.train.log_every,
-        "train.checkpoint_every": config.train.checkpoint_every,
-        "adapt.log_every": config.adapt.log_every,
-        "adapt.checkpoint_every": config.adapt.checkpoint_every,
-        "data.synthetic.source_clips": config.data.synthetic.source_clips,
-        "data.synthetic.adapt_clips": config.data.synthetic.adapt_clips,
-        "data.synthetic.eval_clips": config.data.synthetic.eval_clips,
-        "flow.workers": config.flow.workers,
-    }
-    for key, value in at_least_one.items():
-        if value < 1:
-            raise StplError(f"config key '{key}' must be at least 1, got {value}")
-    not_negative = {
-        "train.iterations": config.train.iterations,
-        "adapt.iterations": config.adapt.iterations,
-        "adapt.snapshot_every": config.adapt.snapshot_every,
-        "eval.label_height": config.eval.label_height,
-        "eval.label_width": config.eval.label_width,
-    }
-    for key, value in not_negative.items():
-        if value < 0:
-            raise StplError(f"config key '{key}' must not be negative, got {value}")
-    if (config.eval.label_height > 0) != (config.eval.label_width > 0):
-        raise StplError("config keys 'eval.label_height' and 'eval.label_width' must be set together")
-    if not 0.0 <= config.adapt.threshold <= 1.0:
-        raise StplError(f"config key 'adapt.threshold' must be in [0, 1], got {config.adapt.threshold}")
-    if not (config.device == "cpu" or config.device == "cuda" or config.device.startswith(("cuda:", "mps"))):
-        raise StplError(f"config key 'device': '{config.device}' is not cpu, cuda, cuda:N or mps")
-    if config.adapt.temperature <= 0:
-        raise StplError(f"config key 'adapt.temperature' must be positive, got {config.adapt.temperature}")
-    if not 0.0 < config.adapt.class_fraction <= 1.0:
-        raise StplError("config key 'adapt.class_fraction' must be in (0, 1]")
-    if not 0.0 <= config.adapt.norm_source_weight <= 1.0:
-        raise StplError("config key 'adapt.norm_source_weight' must be in [0, 1]")
-    if not 0.0 <= config.adapt.ema_momentum < 1.0:
-        raise StplError("config key 'adapt.ema_momentum' must be in [0, 1)")
-    if config.data.read_workers <= 0 or config.data.viper.subsample <= 0:
-        raise StplError("config keys 'data.read_workers' and 'data.viper.subsample' must be positive")
-    if not 0.0 <= config.data.synthia_seq.crop_bottom < 1.0:
-        raise StplError("config key 'data.synthia_seq.crop_bottom' must be in [0, 1)")
-    _validate_baselines(config.adapt)
-    if config.model.warp_error_limit < 0:
-        raise StplError("config key 'model.warp_error_limit' must be >= 0 (0 = off)")
-    if not 0.0 <= config.data.synthetic.temporal_nuisance <= 1.0:
-        raise StplError("config key 'data.synthetic.temporal_nuisance' must be in [0, 1]")
-    if config.data.synthetic.num_frames <= config.data.frame_gap:
-        raise StplError("config key 'data.synthetic.num_frames' must exceed 'data.frame_gap'")
-
-
-def _validate_baselines(adapt: AdaptConfig) -> None:
-    hcl, tps, ur = adapt.hcl, adapt.tps, adapt.ur
-    if not 0.0 <= hcl.momentum < 1.0 or hcl.temperature <= 0 or hcl.pixels < 2:
-        raise StplError("config keys 'adapt.hcl.*': momentum in [0, 1), temperature > 0, pixels >= 2")
-    if len(tps.scale_range) != 2 or not 0.0 < tps.scale_range[0] <= tps.scale_range[1]:
-        raise StplError("config key 'adapt.tps.scale_range' must be [low, high] with 0 < low <= high")
-    if ur.decoders < 1 or not 0.0 <= ur.dropout < 1.0:
-        raise StplError("config keys 'adapt.ur.decoders' must be >= 1 and 'adapt.ur.dropout' in [0, 1)")
-    if not 0.0 < ur.class_fraction <= 1.0:
-        raise StplError("config key 'adapt.ur.class_fraction' must be in (0, 1]")
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
