@@ -122,8 +122,13 @@ class ModelConfig:
     pretrained: bool = True  # ImageNet initialisation for mobilenet_v2
     weights_path: str = ""  # explicit ImageNet weights file; empty = look in the offline package
     output_stride: Literal[8, 16] = 16  # 8 resolves thin classes better but costs ~3x the time on CPU
-    feature_channels: int = 128  # C: channels of the encoder output that fusion and the projection head see
-    aspp_rates: tuple[int, ...] = (2, 4, 6)  # small rates: the demo's feature maps are only 8x10
+    # aspp: ASPP on the output-stride features (the old recipe); lraspp: a gated 1x1 branch on them, upsampled to
+    # stride 8 and joined with the backbone's stride-8 features, so thin classes keep a finer map
+    head: Literal["aspp", "lraspp"] = "aspp"
+    # C: channels of the ASPP output, or of the lraspp deep branch (its output adds the stride-8 channels: 32 for
+    # mobilenet_v2); fusion and the projection head see the neck's output
+    feature_channels: int = 128
+    aspp_rates: tuple[int, ...] = (2, 4, 6)  # head=aspp; small rates: the demo's feature maps are only 8x10
     fusion: Literal["concat", "add", "conv", "attention"] = "conv"
     projection_dim: int = 128  # D of the pixel embeddings
     # false = the no-temporal control: the network sees frame t as its own earlier frame, with zero flow (same
@@ -143,12 +148,22 @@ class TrainConfig:
     """Supervised training (source model and oracle)."""
 
     iterations: int = 500
+    # oracle steps (0 = iterations): the oracle trains on the target adaptation frames, often far fewer than source
+    oracle_iterations: int = 0
     batch_size: int = 8
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.01
     backbone_lr_scale: float = 0.1  # pretrained layers move slower than the freshly initialised head
-    momentum: float = 0.9
+    momentum: float = 0.9  # sgd momentum, or adamw's beta1
     weight_decay: float = 5e-4
+    warmup_steps: int = 0  # linear lr warm-up before the poly decay
     hflip: bool = True
+    # random rescale of each training pair by a factor in [low, high], then a crop back to the data size (padding
+    # ignored); empty = no rescale. Frame t, frame t-k, the flow and the label move together.
+    scale_range: tuple[float, ...] = ()
+    # cross-entropy class weights (median frequency of the training labels / frequency) ** power; 0 = unweighted,
+    # 0.5 = the square root (losses/class_weights.py)
+    class_weight_power: float = 0.0
     log_every: int = 25
     checkpoint_every: int = 100
 

@@ -41,6 +41,9 @@ def validate(config: Config) -> None:
             raise StplError(f"config key '{key}' must be at least 1, got {value}")
     not_negative = {
         "train.iterations": config.train.iterations,
+        "train.oracle_iterations": config.train.oracle_iterations,
+        "train.warmup_steps": config.train.warmup_steps,
+        "train.class_weight_power": config.train.class_weight_power,
         "adapt.iterations": config.adapt.iterations,
         "adapt.snapshot_every": config.adapt.snapshot_every,
         "eval.label_height": config.eval.label_height,
@@ -67,6 +70,9 @@ def validate(config: Config) -> None:
         raise StplError("config keys 'data.read_workers' and 'data.viper.subsample' must be positive")
     if not 0.0 <= config.data.synthia_seq.crop_bottom < 1.0:
         raise StplError("config key 'data.synthia_seq.crop_bottom' must be in [0, 1)")
+    scales = config.train.scale_range
+    if scales and (len(scales) != 2 or not 0.0 < scales[0] <= scales[1]):
+        raise StplError("config key 'train.scale_range' must be [] or [low, high] with 0 < low <= high")
     _validate_baselines(config.adapt)
     if config.model.warp_error_limit < 0:
         raise StplError("config key 'model.warp_error_limit' must be >= 0 (0 = off)")

@@ -22,13 +22,16 @@ from stpl.engine.checkpoint import Checkpoint, file_sha1, load_checkpoint, read_
 from stpl.engine.evaluate import evaluate
 from stpl.engine.loop import LAST_CHECKPOINT, LoopSettings, run_loop
 from stpl.errors import StplError
+from stpl.losses.class_weights import median_frequency_weights
 from stpl.models import VideoSegmenter, build_model
 from stpl.runlock import run_lock
 
 FINAL_CHECKPOINT = "model.safetensors"
 # Parts of the network that adaptation adds; a source checkpoint's values for them are not used.
 ADAPTATION_MODULES = ("fusion.", "projection.")
-ARCHITECTURE_KEYS = ("backbone", "output_stride", "feature_channels", "aspp_rates", "aux_weight", "input_format")
+ARCHITECTURE_KEYS = (
+    "backbone", "output_stride", "head", "feature_channels", "aspp_rates", "aux_weight", "input_format",
+)  # fmt: skip
 
 
 def setup_runtime(config: Config) -> torch.device:
@@ -147,10 +150,15 @@ def save_final(out_dir: Path, model: torch.nn.Module, meta: dict[str, Any]) -> P
 # ----------------------------------------------------------------------------------------------------------
 
 
-def train_supervised(config: Config, out_dir: Path, split: str = "source", kind: str = "source") -> Path:
-    """Supervised training on a labelled split: the source model (split "source") or the oracle ("adapt")."""
+def train_supervised(
+    config: Config, out_dir: Path, split: str = "source", kind: str = "source", init_checkpoint: Path | None = None
+) -> Path:
+    """Supervised training on a labelled split: the source model (split "source") or an oracle ("adapt"), from
+    ImageNet weights or, with `init_checkpoint`, fine-tuning that model (the oracle as the field reports it)."""
     out_dir = Path(out_dir)
     identity = supervised_identity(config)
+    if init_checkpoint is not None:
+        identity["init_checkpoint_sha1"] = file_sha1(Path(init_checkpoint))
     if finished(out_dir, identity):
         print(f"[{kind}] finished run found in {out_dir}; reusing it", flush=True)
         return out_dir / FINAL_CHECKPOINT
@@ -161,21 +169,38 @@ def train_supervised(config: Config, out_dir: Path, split: str = "source", kind:
         if finished(out_dir, identity):  # another process finished it while this one was loading data
             return out_dir / FINAL_CHECKPOINT
         prepare_run_dir(out_dir, config, identity)
-        model = build_model(config.model, dataset.num_classes).to(device)
-        method = Supervised(model, config.train.lr, config.train.backbone_lr_scale)
-        batches = RandomBatches(dataset, config.train.batch_size, config.seed, hflip=config.train.hflip)
+        if init_checkpoint is not None:
+            checkpoint = load_checkpoint(Path(init_checkpoint))
+            check_classes(checkpoint, config, Path(init_checkpoint))
+            model = model_from_checkpoint(checkpoint, config, skip_adaptation_modules=False).to(device)
+        else:
+            model = build_model(config.model, dataset.num_classes).to(device)
+        train = config.train
+        weights = None
+        if train.class_weight_power > 0:
+            weights = median_frequency_weights(dataset.labels, dataset.num_classes, train.class_weight_power)
+            print(f"[{kind}] class weights " + " ".join(f"{w:.2f}" for w in weights.tolist()), flush=True)
+        method = Supervised(model, train.lr, train.backbone_lr_scale, weights)
+        batches = RandomBatches(
+            dataset, train.batch_size, config.seed, hflip=train.hflip, scale_range=train.scale_range
+        )
         meta = {"kind": kind, "config": config_to_dict(config), "identity": identity,
                 "class_names": list(dataset.class_names)}  # fmt: skip
+        iterations = (
+            train.oracle_iterations if kind.startswith("oracle") and train.oracle_iterations else train.iterations
+        )
         settings = LoopSettings(
-            config.train.iterations,
-            config.train.momentum,
-            config.train.weight_decay,
-            config.train.log_every,
-            config.train.checkpoint_every,
-            kind,
+            iterations=iterations,
+            momentum=train.momentum,
+            weight_decay=train.weight_decay,
+            log_every=train.log_every,
+            checkpoint_every=train.checkpoint_every,
+            label=kind,
+            optimizer=train.optimizer,
+            warmup_steps=train.warmup_steps,
         )
         run_loop(method, batches, settings, out_dir, meta)
-        return save_final(out_dir, model, {**meta, "step": config.train.iterations})
+        return save_final(out_dir, model, {**meta, "step": iterations})
 
 
 def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
@@ -259,7 +284,7 @@ def demo(config: Config, out_dir: Path) -> dict[str, Any]:
     started = time.perf_counter()
     source = train_supervised(config, out_dir / "source", split="source", kind="source")
     adapted = adapt(config, source, out_dir / "stpl")
-    oracle = train_supervised(config, out_dir / "oracle", split="adapt", kind="oracle")
+    oracle = train_supervised(config, out_dir / "oracle", split="adapt", kind="oracle", init_checkpoint=source)
     rows = {}
     for name, path in (("source_only", source), ("stpl", adapted), ("oracle", oracle)):
         rows[name] = evaluate_checkpoint(path, config, out_dir / name.replace("_only", ""))

@@ -15,10 +15,11 @@ from stpl.models.segmenter import upsample
 class Supervised(Method):
     name = "supervised"
 
-    def __init__(self, model: nn.Module, lr: float, backbone_lr_scale: float):
+    def __init__(self, model: nn.Module, lr: float, backbone_lr_scale: float, class_weights: Tensor | None = None):
         super().__init__(model)
         self.lr = lr
         self.backbone_lr_scale = backbone_lr_scale
+        self.class_weights = class_weights  # [K] cross-entropy weights, None = unweighted
 
     def param_groups(self) -> list[dict[str, Any]]:
         return parameter_groups(self.model, self.lr, self.backbone_lr_scale)
@@ -28,4 +29,5 @@ class Supervised(Method):
             raise ValueError("supervised training needs labels")
         output = self.model(batch.current, batch.previous, batch.flow)
         logits = upsample(output.logits, batch.label.shape[-2:])
-        return {"loss_seg": F.cross_entropy(logits, batch.label, ignore_index=IGNORE_INDEX)}
+        weight = None if self.class_weights is None else self.class_weights.to(logits.device)
+        return {"loss_seg": F.cross_entropy(logits, batch.label, weight=weight, ignore_index=IGNORE_INDEX)}

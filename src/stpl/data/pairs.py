@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from stpl.config import Config
+from stpl.data.geometric import draw_scale_crop, scale_crop
 
 IGNORE_INDEX = 255
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -134,15 +135,28 @@ def denormalize(images: Tensor) -> Tensor:
 
 
 class RandomBatches:
-    """Endless seeded sampling of shuffled batches (epochs without replacement), resumable by step."""
+    """Endless seeded sampling of shuffled batches (epochs without replacement), resumable by step.
 
-    def __init__(self, dataset: PairDataset, batch_size: int, seed: int, hflip: bool = False):
+    Optional augmentation, drawn per pair from (seed, step): a horizontal flip, and a random scale in
+    `scale_range` followed by a crop back to the data size (data/geometric.py), both applied alike to frame t,
+    frame t-k, the flow and the label.
+    """
+
+    def __init__(
+        self,
+        dataset: PairDataset,
+        batch_size: int,
+        seed: int,
+        hflip: bool = False,
+        scale_range: tuple[float, ...] = (),
+    ):
         if len(dataset) == 0:
             raise ValueError("cannot sample batches from an empty dataset")
         self.dataset = dataset
         self.batch_size = min(batch_size, len(dataset))
         self.seed = seed
         self.hflip = hflip
+        self.scale_range = scale_range
 
     def get(self, step: int) -> PairBatch:
         """The batch for a given step: a pure function of (seed, step), so a resumed run sees the same data."""
@@ -155,4 +169,13 @@ class RandomBatches:
         if self.hflip:
             flips = np.random.default_rng([self.seed, epoch, position, 1]).random(len(indices)) < 0.5
             flips = flips.tolist()
-        return self.dataset.batch(indices.tolist(), flips)
+        batch = self.dataset.batch(indices.tolist(), flips)
+        if self.scale_range:
+            draws = draw_scale_crop(
+                np.random.default_rng([self.seed, epoch, position, 2]), len(indices), self.scale_range
+            )
+            current, previous, flow, label = scale_crop(
+                batch.current, batch.previous, batch.flow, batch.label, draws, IGNORE_INDEX
+            )
+            batch = PairBatch(current, previous, flow, label, batch.index)
+        return batch

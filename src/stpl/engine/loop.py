@@ -34,10 +34,28 @@ class LoopSettings:
     checkpoint_every: int
     label: str  # shown in progress lines, e.g. "source" or "adapt"
     snapshot_every: int = 0  # keep the weights of every N-th step in snapshots/ (0 = never)
+    optimizer: str = "sgd"  # "sgd" (with momentum) or "adamw" (momentum is then Adam's beta1)
+    warmup_steps: int = 0  # linear warm-up from lr/warmup_steps to lr before the poly decay takes over
 
 
 def poly_factor(step: int, iterations: int, power: float = 0.9) -> float:
     return (1.0 - step / max(iterations, 1)) ** power
+
+
+def lr_factor(step: int, iterations: int, warmup_steps: int = 0) -> float:
+    """Multiplier of every group's initial lr at `step`: linear warm-up, then poly(0.9) over the whole run."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps * poly_factor(warmup_steps, iterations)
+    return poly_factor(step, iterations)
+
+
+def build_optimizer(settings: LoopSettings, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    if settings.optimizer == "adamw":
+        betas = (settings.momentum, 0.999)
+        return torch.optim.AdamW(groups, lr=0.0, betas=betas, weight_decay=settings.weight_decay)
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=0.0, momentum=settings.momentum, weight_decay=settings.weight_decay)
+    raise ValueError(f"unknown optimizer '{settings.optimizer}' (known: sgd, adamw)")
 
 
 def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
@@ -63,9 +81,7 @@ def run_loop(
 ) -> dict[str, float]:
     """Train `method.model` for settings.iterations steps; returns the last logged values."""
     device = next(method.model.parameters()).device
-    optimizer = torch.optim.SGD(
-        method.param_groups(), lr=0.0, momentum=settings.momentum, weight_decay=settings.weight_decay
-    )
+    optimizer = build_optimizer(settings, method.param_groups())
     checkpoint_path = run_dir / LAST_CHECKPOINT
     start = 0
     if checkpoint_path.is_file():
@@ -102,7 +118,7 @@ def run_loop(
     try:
         for step in range(start, settings.iterations):
             # Phase 1: schedule and data.
-            factor = poly_factor(step, settings.iterations)
+            factor = lr_factor(step, settings.iterations, settings.warmup_steps)
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * factor
             batch = batches.get(step).to(device)

@@ -7,7 +7,7 @@ from torch import nn
 from stpl.config import ModelConfig
 from stpl.models.backbones import build_backbone
 from stpl.models.deeplabv2 import build_deeplabv2
-from stpl.models.heads import ASPP
+from stpl.models.heads import ASPP, LRASPP
 from stpl.models.segmenter import SegmenterOutput, VideoSegmenter, upsample
 
 __all__ = ["SegmenterOutput", "VideoSegmenter", "build_model", "upsample"]
@@ -19,12 +19,19 @@ def build_model(config: ModelConfig, num_classes: int, load_pretrained: bool = T
         model = build_deeplabv2(config, num_classes, load_pretrained)
         model.warp_error_limit = config.warp_error_limit
         return model
+    lraspp = config.head == "lraspp"
     backbone = build_backbone(
-        config.backbone, config.output_stride, config.pretrained and load_pretrained, config.weights_path
+        config.backbone, config.output_stride, config.pretrained and load_pretrained, config.weights_path, lraspp
     )
-    channels = config.feature_channels
-    neck = ASPP(backbone.out_channels, channels, config.aspp_rates)
-    classifier = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(channels, num_classes, 1))
+    neck: nn.Module
+    if lraspp:  # stride-8 features: the deep branch (C channels) and the backbone's own stride-8 features
+        neck = LRASPP(backbone.low_channels, backbone.out_channels, config.feature_channels)
+        channels = neck.out_channels
+        classifier: nn.Module = nn.Conv2d(channels, num_classes, 1)
+    else:
+        channels = config.feature_channels
+        neck = ASPP(backbone.out_channels, channels, config.aspp_rates)
+        classifier = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(channels, num_classes, 1))
     return VideoSegmenter(
         backbone,
         neck,

@@ -44,13 +44,16 @@ def load_mobilenet_v2_imagenet(model: MobileNetV2Features, path: Path) -> None:
         raise StplError(f"{path} does not fit mobilenet_v2: missing {missing[:3]}, unexpected {unexpected[:3]}")
 
 
-def build_backbone(name: str, output_stride: int, pretrained: bool, weights_path: str = "") -> nn.Module:
-    """Returns a module with `out_channels` and `output_stride` attributes."""
+def build_backbone(
+    name: str, output_stride: int, pretrained: bool, weights_path: str = "", return_low_level: bool = False
+) -> nn.Module:
+    """Returns a module with `out_channels`, `low_channels` and `output_stride` attributes; with
+    `return_low_level` its forward gives (stride-8 features, output features)."""
     if name == "mobilenet_v2":
-        model = MobileNetV2Features(output_stride)
+        model = MobileNetV2Features(output_stride, return_low_level)
         if pretrained:
             load_mobilenet_v2_imagenet(model, find_mobilenet_v2_weights(weights_path))
         return model
     if name == "tiny":
-        return TinyBackbone(output_stride)
+        return TinyBackbone(output_stride, return_low_level=return_low_level)
     raise StplError(f"unknown backbone '{name}' (known: mobilenet_v2, tiny)")

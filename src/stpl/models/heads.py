@@ -1,4 +1,4 @@
-"""Segmentation head (ASPP encoder end + classifier), score fusion, and the contrastive projection head."""
+"""Segmentation necks (ASPP, LR-ASPP) and classifier, score fusion, and the contrastive projection head."""
 
 from __future__ import annotations
 
@@ -34,6 +34,27 @@ class ASPP(nn.Module):
         outputs = [branch(x) for branch in self.branches]
         outputs.append(self.pooling(x).expand(-1, -1, x.shape[2], x.shape[3]))
         return self.project(torch.cat(outputs, dim=1))
+
+
+class LRASPP(nn.Module):
+    """LR-ASPP-style neck (Searching for MobileNetV3, 2019): a 1x1 branch on the deep features, gated per channel by
+    their global average, upsampled to the stride-8 features and concatenated with them -> C + C_low channels.
+
+    A 1x1 classifier on the concatenation equals the paper's sum of a classifier on each part, and gives the
+    fusion block and projection head one stride-8 feature map.
+    """
+
+    def __init__(self, low_channels: int, cin: int, channels: int):
+        super().__init__()
+        self.branch = nn.Sequential(nn.Conv2d(cin, channels, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(True))
+        self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, channels, 1), nn.Sigmoid())
+        self.out_channels = channels + low_channels
+
+    def forward(self, levels: tuple[Tensor, Tensor]) -> Tensor:
+        low, deep = levels
+        gated = self.branch(deep) * self.gate(deep)
+        gated = F.interpolate(gated, size=low.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.cat((gated, low), dim=1)
 
 
 class ScoreFusion(nn.Module):

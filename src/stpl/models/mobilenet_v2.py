@@ -1,7 +1,8 @@
 """MobileNetV2 with parameter names identical to torchvision's, so its ImageNet file loads as is.
 
 Only the feature extractor up to the 320-channel block is built (the 1280-channel 1x1 layer and the classifier
-are ImageNet-specific). Strides past the requested output stride become dilations, as in DeepLab.
+are ImageNet-specific). Strides past the requested output stride become dilations, as in DeepLab. With
+`return_low_level` the forward also returns the last stride-8 features (32 channels), for decoders that use them.
 """
 
 from __future__ import annotations
@@ -44,10 +45,13 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2Features(nn.Module):
-    """x [B,3,H,W] -> features [B,320,H/os,W/os]."""
+    """x [B,3,H,W] -> features [B,320,H/os,W/os], or (low [B,32,H/8,W/8], features) with `return_low_level`."""
 
-    def __init__(self, output_stride: int = 8):
+    def __init__(self, output_stride: int = 8, return_low_level: bool = False):
         super().__init__()
+        self.return_low_level = return_low_level
+        self.low_level_index = 0  # last layer whose output is at stride <= 8
+        self.low_channels = 0
         layers: list[nn.Module] = [ConvBNReLU6(3, 32, stride=2)]
         stride, dilation, cin = 2, 1, 32
         for expansion, cout, repeats, first_stride in _SETTINGS:
@@ -62,9 +66,14 @@ class MobileNetV2Features(nn.Module):
                     stride *= block_stride
                 layers.append(InvertedResidual(cin, cout, block_stride, expansion, block_dilation))
                 cin = cout
+                if stride <= 8:
+                    self.low_level_index, self.low_channels = len(layers) - 1, cout
         self.features = nn.Sequential(*layers)
         self.out_channels = cin
         self.output_stride = output_stride
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.features(x)
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        if not self.return_low_level:
+            return self.features(x)
+        low = self.features[: self.low_level_index + 1](x)
+        return low, self.features[self.low_level_index + 1 :](low)
