@@ -237,7 +237,10 @@ class AdaptConfig:
     cross_frame_keys: bool = False  # add the warped earlier frame's embeddings to the keys
     lambda_contrast: float = 0.1
     lambda_pl: float = 1.0
+    # The student's strong view (adapt/student_view.py); the teacher always sees the clean frames.
     student_augmentation: float = 0.0  # strength of the student's photometric perturbation (0 = clean view)
+    student_scale_range: tuple[float, ...] = ()  # [low, high]: random rescale + crop, labels alike (empty = off)
+    student_cutout: float = 0.0  # share of frame t's area hidden from the student in one box (0 = off)
     # Every N steps keep a copy of the weights in snapshots/ (0 = none): `stpl bench` scores them afterwards for
     # the adaptation-curve plot only, never to pick a model; adaptation itself still reads no labels.
     snapshot_every: int = 0

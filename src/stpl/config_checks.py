@@ -73,6 +73,11 @@ def validate(config: Config) -> None:
     scales = config.train.scale_range
     if scales and (len(scales) != 2 or not 0.0 < scales[0] <= scales[1]):
         raise StplError("config key 'train.scale_range' must be [] or [low, high] with 0 < low <= high")
+    student_scales = config.adapt.student_scale_range
+    if student_scales and (len(student_scales) != 2 or not 0.0 < student_scales[0] <= student_scales[1]):
+        raise StplError("config key 'adapt.student_scale_range' must be [] or [low, high] with 0 < low <= high")
+    if not 0.0 <= config.adapt.student_cutout < 1.0:
+        raise StplError("config key 'adapt.student_cutout' must be in [0, 1)")
     _validate_baselines(config.adapt)
     if config.model.warp_error_limit < 0:
         raise StplError("config key 'model.warp_error_limit' must be >= 0 (0 = off)")

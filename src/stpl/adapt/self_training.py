@@ -4,7 +4,7 @@ A teacher (adapt.teacher: frozen source copy, EMA of the student, or the student
 video model; pixels that pass adapt.confidence (global threshold or class-balanced top fraction), lie inside the
 earlier frame (flow-valid) and, with adapt.temporal_agreement, agree with the warped prediction of frame t-k become
 pseudo-labels; the student's fused prediction is trained on them with cross-entropy at image resolution. With
-adapt.student_augmentation > 0 the student sees a photometrically perturbed view. No source data, no contrast.
+the adapt.student_* options the student sees a strong view (adapt/student_view.py). No source data, no contrast.
 Hyper-parameters: those of STPL's pseudo-label branch (AdaptConfig defaults, chosen on the adaptation split).
 """
 
@@ -22,9 +22,9 @@ from stpl.adapt.shared import (
     prediction_pseudo_labels,
     prefixed_state,
 )
+from stpl.adapt.student_view import strong_view
 from stpl.adapt.teachers import Teacher
 from stpl.config import AdaptConfig
-from stpl.data.augment import photometric_augment
 from stpl.data.pairs import IGNORE_INDEX, PairBatch
 from stpl.models.segmenter import VideoSegmenter, upsample
 
@@ -46,8 +46,7 @@ class SelfTraining(AdaptationMethod):
         size = batch.current.shape[-2:]
         c = self.config
         labels = prediction_pseudo_labels(self.teacher.predict(batch), size, c)
-        if c.student_augmentation > 0:
-            batch = photometric_augment(batch, self.generator, c.student_augmentation)
+        batch, labels = strong_view(batch, labels, c, self.generator)
         student = self.model(batch.current, batch.previous, batch.flow)
         loss = masked_cross_entropy(upsample(student.logits, size), labels)
         return {"loss_pl": loss, "kept_fraction": (labels != IGNORE_INDEX).float().mean()}

@@ -31,6 +31,13 @@ def resize_mask(mask: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(mask[:, None].float(), size=size, mode="nearest")[:, 0].bool()
 
 
+def nearest_resize(labels: Tensor, size: tuple[int, int]) -> Tensor:
+    """Nearest-neighbour resize of a label map [B,H,W] (long) to `size`."""
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels
+    return F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
+
+
 def prediction_pseudo_labels(
     output: SegmenterOutput,
     size: tuple[int, int],

@@ -21,12 +21,13 @@ from stpl.adapt.shared import (
     load_generator_state,
     load_prefixed_state,
     masked_cross_entropy,
+    nearest_resize,
     prediction_pseudo_labels,
     prefixed_state,
 )
+from stpl.adapt.student_view import strong_view
 from stpl.adapt.teachers import Teacher
 from stpl.config import AdaptConfig
-from stpl.data.augment import photometric_augment
 from stpl.data.pairs import IGNORE_INDEX, PairBatch
 from stpl.losses.pixel_contrast import pixel_contrastive_loss, sample_per_class
 from stpl.models.segmenter import SegmenterOutput, VideoSegmenter, upsample
@@ -74,18 +75,21 @@ class STPL(AdaptationMethod):
     # -- step -----------------------------------------------------------------------------------------------
     def step(self, batch: PairBatch, step: int) -> dict[str, Tensor]:
         teacher = self.teacher.predict(batch)
-        if self.config.student_augmentation > 0:
-            batch = photometric_augment(batch, self.generator, self.config.student_augmentation)
+        size = batch.current.shape[-2:]
+        labels = self.pseudo_labels(teacher, size)
+        batch, labels = strong_view(batch, labels, self.config, self.generator)
         need_embeddings = self.config.lambda_contrast > 0
         student = self.model(batch.current, batch.previous, batch.flow, with_embeddings=need_embeddings)
         out: dict[str, Tensor] = {}
         if self.config.lambda_pl > 0:
-            size = batch.current.shape[-2:]
-            labels = self.pseudo_labels(teacher, size)
             out["loss_pl"] = self.config.lambda_pl * masked_cross_entropy(upsample(student.logits, size), labels)
             out["kept_fraction"] = (labels != IGNORE_INDEX).float().mean()
         if need_embeddings:
-            feature_labels = self.pseudo_labels(teacher, teacher.logits.shape[-2:])
+            feature_size = student.logits.shape[-2:]
+            if self.config.student_scale_range:  # the student's geometry: its labels, subsampled
+                feature_labels = nearest_resize(labels, feature_size)
+            else:
+                feature_labels = self.pseudo_labels(teacher, feature_size)
             out["loss_contrast"] = self.config.lambda_contrast * self.contrastive_loss(student, feature_labels)
         return out
 

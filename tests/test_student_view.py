@@ -1,0 +1,54 @@
+"""The student's strong view: labels follow the geometry, cut-out hides frame t only, off means unchanged."""
+
+import dataclasses
+
+import torch
+
+from stpl.adapt.student_view import cutout_boxes, strong_view
+from stpl.config import AdaptConfig
+from stpl.data.pairs import PairBatch
+
+
+def make_batch() -> tuple[PairBatch, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    current = torch.randn(2, 3, 17, 23, generator=generator)
+    previous = torch.randn(2, 3, 17, 23, generator=generator)
+    labels = torch.randint(0, 4, (2, 17, 23), generator=generator)
+    return PairBatch(current, previous, torch.randn(2, 2, 17, 23, generator=generator), None, [0, 1]), labels
+
+
+def test_every_option_off_returns_the_batch_unchanged():
+    batch, labels = make_batch()
+    view, view_labels = strong_view(batch, labels, AdaptConfig(), torch.Generator().manual_seed(1))
+    assert view is batch and view_labels is labels
+
+
+def test_labels_move_with_the_pixels():
+    batch, _ = make_batch()
+    # a label that is a function of the pixel: class = 1 where channel 0 of frame t is positive
+    labels = (batch.current[:, 0] > 0).long()
+    config = dataclasses.replace(AdaptConfig(), student_scale_range=(2.0, 2.0))
+    view, view_labels = strong_view(batch, labels, config, torch.Generator().manual_seed(1))
+    assert view.current.shape == batch.current.shape and view_labels.shape == labels.shape
+    # bilinear upsampling by 2 keeps the sign of most pixels: the moved labels agree with the moved image
+    agreement = ((view.current[:, 0] > 0).long() == view_labels).float().mean()
+    assert agreement > 0.8
+    unmoved = ((view.current[:, 0] > 0).long() == labels).float().mean()
+    assert unmoved < 0.7  # the view did move
+
+
+def test_cutout_hides_a_box_of_frame_t_only():
+    batch, labels = make_batch()
+    config = dataclasses.replace(AdaptConfig(), student_cutout=0.25)
+    view, view_labels = strong_view(batch, labels, config, torch.Generator().manual_seed(1))
+    hidden = (view.current == 0).all(dim=1)
+    share = hidden.float().mean(dim=(1, 2))
+    assert ((share > 0.15) & (share < 0.35)).all()
+    torch.testing.assert_close(view.current[~hidden[:, None].expand_as(view.current)],
+                               batch.current[~hidden[:, None].expand_as(batch.current)])  # fmt: skip
+    assert torch.equal(view.previous, batch.previous) and torch.equal(view_labels, labels)
+
+
+def test_cutout_boxes_fit_inside_the_image():
+    boxes = cutout_boxes(torch.Generator().manual_seed(0), 200, (9, 31), 0.5)
+    assert all(top >= 0 and left >= 0 and top + h <= 9 and left + w <= 31 for top, left, h, w in boxes)
