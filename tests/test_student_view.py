@@ -52,3 +52,19 @@ def test_cutout_hides_a_box_of_frame_t_only():
 def test_cutout_boxes_fit_inside_the_image():
     boxes = cutout_boxes(torch.Generator().manual_seed(0), 200, (9, 31), 0.5)
     assert all(top >= 0 and left >= 0 and top + h <= 9 and left + w <= 31 for top, left, h, w in boxes)
+
+
+def test_flip_averaging_teacher_is_the_mean_of_the_two_mirrored_predictions():
+    from conftest import make_tiny_model
+    from stpl.adapt.teachers import Teacher
+
+    model = make_tiny_model(num_classes=4)
+    batch, _ = make_batch()
+    plain = Teacher("source", model).predict(batch)
+    averaged = Teacher("source", model, flip_average=True).predict(batch)
+    mirror_flow = batch.flow.flip(-1) * torch.tensor([-1.0, 1.0]).view(1, 2, 1, 1)
+    with torch.no_grad():
+        mirrored = model.eval()(batch.current.flip(-1), batch.previous.flip(-1), mirror_flow)
+    expected = 0.5 * (plain.logits.softmax(1) + mirrored.logits.flip(-1).softmax(1))
+    torch.testing.assert_close(averaged.logits.exp(), expected)
+    assert not torch.allclose(averaged.logits.exp(), plain.logits.softmax(1))  # the mirror adds something

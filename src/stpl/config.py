@@ -224,6 +224,7 @@ class AdaptConfig:
     norm: Literal["frozen", "reestimate", "update"] = "reestimate"
     norm_source_weight: float = 0.0  # reestimate: share of the source statistics kept (0 = plain AdaBN)
     teacher: Literal["source", "ema", "current"] = "ema"
+    teacher_flip: bool = False  # the teacher averages its predictions of the pair and of its mirror image
     ema_momentum: float = 0.99
     confidence: Literal["global", "class_balanced"] = "class_balanced"
     threshold: float = 0.9  # global rule: keep pixels whose teacher confidence is at least this

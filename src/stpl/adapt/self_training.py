@@ -34,7 +34,7 @@ class SelfTraining(AdaptationMethod):
 
     def __init__(self, model: VideoSegmenter, config: AdaptConfig, seed: int = 0):
         super().__init__(model, self.settings(config))
-        self.teacher = Teacher(self.config.teacher, model, self.config.ema_momentum)
+        self.teacher = Teacher(self.config.teacher, model, self.config.ema_momentum, self.config.teacher_flip)
         self.generator = torch.Generator().manual_seed(seed)
 
     @staticmethod

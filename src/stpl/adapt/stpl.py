@@ -38,7 +38,7 @@ class STPL(AdaptationMethod):
 
     def __init__(self, model: VideoSegmenter, config: AdaptConfig, seed: int = 0):
         super().__init__(model, config)
-        self.teacher = Teacher(config.teacher, model, config.ema_momentum)
+        self.teacher = Teacher(config.teacher, model, config.ema_momentum, config.teacher_flip)
         self.generator = torch.Generator().manual_seed(seed)
 
     # -- pseudo-labels --------------------------------------------------------------------------------------

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from stpl.data.pairs import PairBatch
 from stpl.models.segmenter import SegmenterOutput
@@ -16,11 +17,12 @@ TEACHERS = ("source", "ema", "current")
 class Teacher:
     """`model` is what predicts pseudo-labels; `update(student)` follows the student (EMA only)."""
 
-    def __init__(self, kind: str, student: nn.Module, ema_momentum: float = 0.99):
+    def __init__(self, kind: str, student: nn.Module, ema_momentum: float = 0.99, flip_average: bool = False):
         if kind not in TEACHERS:
             raise ValueError(f"unknown teacher '{kind}' (known: {', '.join(TEACHERS)})")
         self.kind = kind
         self.ema_momentum = ema_momentum
+        self.flip_average = flip_average  # also predict the mirrored pair and average the two predictions
         if kind == "current":
             self.model = student
         else:
@@ -48,6 +50,28 @@ class Teacher:
         modes = [(module, module.training) for module in self.model.modules()]
         self.model.eval()
         output = self.model(batch.current, batch.previous, batch.flow)
+        if self.flip_average:
+            output = average_with_mirror(output, self.model(*mirror_pair(batch)))
         for module, training in modes:
             module.training = training
         return output
+
+
+def mirror_pair(batch: PairBatch) -> tuple[Tensor, Tensor, Tensor]:
+    """Frame t, frame t-k and the flow mirrored left-right (the flow's x component changes sign)."""
+    flow = batch.flow.flip(-1) * batch.flow.new_tensor([-1.0, 1.0]).view(1, 2, 1, 1)
+    return batch.current.flip(-1), batch.previous.flip(-1), flow
+
+
+def average_with_mirror(output: SegmenterOutput, mirrored: SegmenterOutput) -> SegmenterOutput:
+    """The mean of the two predictions' probabilities (as log-probabilities); a pixel is valid if valid in both."""
+
+    def mean(a: Tensor, b: Tensor) -> Tensor:
+        return (0.5 * (a.softmax(dim=1) + b.flip(-1).softmax(dim=1))).log()
+
+    return dataclasses.replace(
+        output,
+        logits=mean(output.logits, mirrored.logits),
+        warped_logits=mean(output.warped_logits, mirrored.warped_logits),
+        valid=output.valid & mirrored.valid.flip(-1),
+    )
