@@ -330,3 +330,17 @@ def test_bench_runs_every_baseline(toy, tmp_path):
     assert all(0.0 <= run["mIoU"] <= 100.0 for run in results["runs"])
     table = (out / "results.md").read_text()
     assert all(f"| {name} | 1 |" in table for name in BASELINES)
+
+
+def test_class_median_thresholds_are_set_once_and_survive_a_resume(toy_settings, tmp_path):
+    from stpl.workflows import adapt, train_supervised
+
+    sets = [*toy_settings, "adapt.method=self-training", "adapt.confidence=class_median", "adapt.teacher=source"]
+    config = build_config(sets=sets)
+    source = train_supervised(config, tmp_path / "source")
+    final = adapt(config, source, tmp_path / "adapted")
+    from stpl.engine.checkpoint import load_checkpoint
+
+    thresholds = load_checkpoint(tmp_path / "adapted" / "checkpoint_last.safetensors").extra["class_thresholds"]
+    assert thresholds.shape == (len(load_checkpoint(final).class_names),)
+    assert ((thresholds > 0) & (thresholds <= 0.9)).all() and (thresholds < 0.9).any()

@@ -59,3 +59,16 @@ def test_temporal_ensemble_lets_the_earlier_frame_outvote_a_one_frame_error():
     together = prediction_pseudo_labels(output, (1, 2), dataclasses.replace(rule, temporal_ensemble=True))
     assert alone.tolist() == [[[1, 1]]]
     assert together.tolist() == [[[0, 1]]]  # (0.45 + 0.9) / 2 = 0.675 for class 0; (0.8 + 0.7) / 2 = 0.75
+
+
+def test_class_median_thresholds_by_hand():
+    from stpl.adapt.pseudo_labels import class_median_thresholds
+
+    # two "batches" of 1x3 pixels, 3 classes; class 0 predicted at confidences 0.5, 0.95, 0.7 -> median 0.7;
+    # class 1 at 0.7, 0.96, 0.98 -> median 0.96, capped at 0.9; class 2 never predicted -> the cap
+    first = torch.tensor([[0.5, 0.25, 0.25], [0.2, 0.7, 0.1], [0.02, 0.96, 0.02]]).T.reshape(1, 3, 1, 3)
+    second = torch.tensor([[0.95, 0.03, 0.02], [0.7, 0.2, 0.1], [0.01, 0.98, 0.01]]).T.reshape(1, 3, 1, 3)
+    thresholds = class_median_thresholds(iter([first, second]), num_classes=3, cap=0.9)
+    torch.testing.assert_close(thresholds, torch.tensor([0.7, 0.9, 0.9]))
+    labels = make_pseudo_labels(first, rule="class_median", class_thresholds=torch.tensor([0.6, 0.8, 0.9]))
+    assert labels.flatten().tolist() == [IGNORE, IGNORE, 1]

@@ -226,8 +226,11 @@ class AdaptConfig:
     teacher: Literal["source", "ema", "current"] = "ema"
     teacher_flip: bool = False  # the teacher averages its predictions of the pair and of its mirror image
     ema_momentum: float = 0.99
-    confidence: Literal["global", "class_balanced"] = "class_balanced"
-    threshold: float = 0.9  # global rule: keep pixels whose teacher confidence is at least this
+    # global: one threshold; class_balanced: the top class_fraction of each class in each batch; class_median:
+    # per-class thresholds min(threshold, median confidence of the class), set once over the whole adaptation set
+    # by the teacher before adaptation starts
+    confidence: Literal["global", "class_balanced", "class_median"] = "class_balanced"
+    threshold: float = 0.9  # global rule: keep pixels whose teacher confidence is at least this; class_median: cap
     class_fraction: float = 0.5  # class-balanced rule: keep the most confident fraction of each predicted class
     temporal_agreement: bool = False  # also require agreement with the warped prediction of frame t-k
     # pseudo-labels from the mean of the teacher's probabilities for frame t and its warped ones for frame t-k

@@ -241,6 +241,8 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
         if training_free:  # e.g. AdaBN: the re-estimation above is the whole method
             return save_final(out_dir, model, {**meta, "step": 0})
         method = build_method(model, config.adapt, config.seed)
+        if not resuming:  # a resumed run restores what `prepare` set from its checkpoint
+            method.prepare(dataset.iterate(config.adapt.batch_size))
         batches = RandomBatches(dataset, config.adapt.batch_size, config.seed)
         settings = LoopSettings(
             config.adapt.iterations,

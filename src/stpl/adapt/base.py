@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from torch import Tensor, nn
@@ -37,6 +38,10 @@ class Method:
     def train_mode(self) -> None:
         """Set module modes for a training step (called before every step)."""
         self.model.train()
+
+    def prepare(self, batches: Iterable[PairBatch]) -> None:
+        """Runs once before the first step of a new run (not on resume), with one pass over the training data
+        (e.g. to fix pseudo-label thresholds); whatever it sets that later steps need belongs in `extra_state`."""
 
     def step(self, batch: PairBatch, step: int) -> dict[str, Tensor]:
         raise NotImplementedError

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor
 
@@ -38,21 +40,46 @@ def make_pseudo_labels(
     threshold: float = 0.9,
     fraction: float = 0.5,
     agree_with: Tensor | None = None,
+    class_thresholds: Tensor | None = None,
 ) -> Tensor:
     """probabilities [B,K,H,W] -> labels [B,H,W] long with IGNORE_INDEX where not kept.
 
     valid [B,H,W]: pixels to consider at all (e.g. flow inside the earlier frame); agree_with [B,H,W]: labels
-    (e.g. the warped prediction of frame t-k) that a kept pixel must match.
+    (e.g. the warped prediction of frame t-k) that a kept pixel must match; class_thresholds [K]: the "class_median"
+    rule's per-class confidence thresholds (see `class_median_thresholds`).
     """
     confidence, prediction = probabilities.max(dim=1)
     if rule == "global":
         keep = global_threshold_mask(confidence, threshold)
+    elif rule == "class_median":
+        if class_thresholds is None:
+            raise ValueError("the class_median rule needs class_thresholds (computed before adaptation)")
+        keep = confidence >= class_thresholds.to(confidence.device)[prediction]
     elif rule == "class_balanced":
         keep = class_balanced_mask(confidence, prediction, fraction, valid)
     else:
-        raise ValueError(f"unknown confidence rule '{rule}' (known: global, class_balanced)")
+        raise ValueError(f"unknown confidence rule '{rule}' (known: global, class_balanced, class_median)")
     if valid is not None:
         keep &= valid
     if agree_with is not None:
         keep &= prediction == agree_with
     return torch.where(keep, prediction, torch.full_like(prediction, IGNORE_INDEX))
+
+
+def class_median_thresholds(probabilities: Iterable[Tensor], num_classes: int, cap: float) -> Tensor:
+    """Per class c: min(cap, median confidence of the pixels predicted as c) over all the given predictions
+    ([B,K,H,W] each, e.g. a frozen teacher over the whole adaptation set); `cap` for classes never predicted.
+
+    Fixed thresholds over the whole set keep the easy half of every class, rare ones included, and do not follow
+    each batch's mix of classes (the per-batch class-balanced rule does).
+    """
+    per_class: list[list[Tensor]] = [[] for _ in range(num_classes)]
+    for batch in probabilities:
+        confidence, prediction = batch.max(dim=1)
+        for value in torch.unique(prediction).tolist():
+            per_class[value].append(confidence[prediction == value].float().cpu())
+    thresholds = torch.full((num_classes,), cap)
+    for value, chunks in enumerate(per_class):
+        if chunks:
+            thresholds[value] = min(cap, float(torch.cat(chunks).median()))
+    return thresholds

@@ -10,17 +10,21 @@ Hyper-parameters: those of STPL's pseudo-label branch (AdaptConfig defaults, cho
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor
 
 from stpl.adapt.base import AdaptationMethod
 from stpl.adapt.shared import (
+    CLASS_THRESHOLDS,
     generator_state,
     load_generator_state,
     load_prefixed_state,
     masked_cross_entropy,
     prediction_pseudo_labels,
     prefixed_state,
+    teacher_class_thresholds,
 )
 from stpl.adapt.student_view import strong_view
 from stpl.adapt.teachers import Teacher
@@ -36,6 +40,7 @@ class SelfTraining(AdaptationMethod):
         super().__init__(model, self.settings(config))
         self.teacher = Teacher(self.config.teacher, model, self.config.ema_momentum, self.config.teacher_flip)
         self.generator = torch.Generator().manual_seed(seed)
+        self.class_thresholds: Tensor | None = None  # the class_median rule's, set by `prepare`
 
     @staticmethod
     def settings(config: AdaptConfig) -> AdaptConfig:
@@ -45,17 +50,26 @@ class SelfTraining(AdaptationMethod):
     def step(self, batch: PairBatch, step: int) -> dict[str, Tensor]:
         size = batch.current.shape[-2:]
         c = self.config
-        labels = prediction_pseudo_labels(self.teacher.predict(batch), size, c)
+        labels = prediction_pseudo_labels(self.teacher.predict(batch), size, c, self.class_thresholds)
         batch, labels = strong_view(batch, labels, c, self.generator)
         student = self.model(batch.current, batch.previous, batch.flow)
         loss = masked_cross_entropy(upsample(student.logits, size), labels)
         return {"loss_pl": loss, "kept_fraction": (labels != IGNORE_INDEX).float().mean()}
+
+    def prepare(self, batches: Iterable[PairBatch]) -> None:
+        if self.config.confidence == "class_median":
+            num_classes = self.model.num_classes
+            self.class_thresholds = teacher_class_thresholds(
+                self.teacher.predict, batches, num_classes, self.config.threshold
+            )
 
     def after_step(self) -> None:
         self.teacher.update(self.model)
 
     def extra_state(self) -> dict[str, Tensor]:
         state = generator_state(self.generator)
+        if self.class_thresholds is not None:
+            state[CLASS_THRESHOLDS] = self.class_thresholds
         if self.teacher.kind != "current":  # a copy of its own; the "current" teacher is the model itself
             state.update(prefixed_state("teacher", self.teacher.model))
         return state
@@ -64,3 +78,5 @@ class SelfTraining(AdaptationMethod):
         if self.teacher.kind != "current":
             load_prefixed_state(state, "teacher", self.teacher.model)
         load_generator_state(state, self.generator)
+        if CLASS_THRESHOLDS in state:
+            self.class_thresholds = state[CLASS_THRESHOLDS]

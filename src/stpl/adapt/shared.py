@@ -6,15 +6,18 @@ Kept apart from the methods so each baseline file shows only its own objective.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stpl.adapt.pseudo_labels import make_pseudo_labels
+from stpl.adapt.pseudo_labels import class_median_thresholds, make_pseudo_labels
 from stpl.config import AdaptConfig
-from stpl.data.pairs import IGNORE_INDEX
+from stpl.data.pairs import IGNORE_INDEX, PairBatch
 from stpl.models.segmenter import SegmenterOutput, upsample
+
+CLASS_THRESHOLDS = "class_thresholds"  # extra-state key of the class_median rule's thresholds
 
 
 def entropy_map(logits: Tensor, normalized: bool = False) -> Tensor:
@@ -42,6 +45,7 @@ def prediction_pseudo_labels(
     output: SegmenterOutput,
     size: tuple[int, int],
     config: AdaptConfig,
+    class_thresholds: Tensor | None = None,
 ) -> Tensor:
     """Pseudo-labels [B,H,W] from a (teacher) video prediction at image size: confident, flow-valid pixels only,
     optionally only where the fused prediction of t agrees with the warped prediction of t-k.
@@ -62,7 +66,18 @@ def prediction_pseudo_labels(
         threshold=config.threshold,
         fraction=config.class_fraction,
         agree_with=agree_with,
+        class_thresholds=class_thresholds,
     )
+
+
+@torch.no_grad()
+def teacher_class_thresholds(
+    predict: Callable[[PairBatch], SegmenterOutput], batches: Iterable[PairBatch], num_classes: int, cap: float
+) -> Tensor:
+    """The class_median rule's per-class thresholds from the teacher's predictions of every batch, at the image
+    size as the pseudo-labels are (read one batch at a time)."""
+    probabilities = (upsample(predict(b).logits, b.current.shape[-2:]).softmax(dim=1) for b in batches)
+    return class_median_thresholds(probabilities, num_classes, cap)
 
 
 def masked_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:

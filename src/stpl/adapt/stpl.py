@@ -12,11 +12,14 @@ Per step, for a batch of target pairs (x_{t-k}, x_t, backward flow):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor
 
 from stpl.adapt.base import AdaptationMethod
 from stpl.adapt.shared import (
+    CLASS_THRESHOLDS,
     generator_state,
     load_generator_state,
     load_prefixed_state,
@@ -24,6 +27,7 @@ from stpl.adapt.shared import (
     nearest_resize,
     prediction_pseudo_labels,
     prefixed_state,
+    teacher_class_thresholds,
 )
 from stpl.adapt.student_view import strong_view
 from stpl.adapt.teachers import Teacher
@@ -40,11 +44,12 @@ class STPL(AdaptationMethod):
         super().__init__(model, config)
         self.teacher = Teacher(config.teacher, model, config.ema_momentum, config.teacher_flip)
         self.generator = torch.Generator().manual_seed(seed)
+        self.class_thresholds: Tensor | None = None  # the class_median rule's, set by `prepare`
 
     # -- pseudo-labels --------------------------------------------------------------------------------------
     def pseudo_labels(self, teacher: SegmenterOutput, size: tuple[int, int]) -> Tensor:
         """Pseudo-labels at `size`: the image (cross-entropy) or the feature map (contrast)."""
-        return prediction_pseudo_labels(teacher, size, self.config)
+        return prediction_pseudo_labels(teacher, size, self.config, self.class_thresholds)
 
     # -- contrast -------------------------------------------------------------------------------------------
     def contrastive_loss(self, student: SegmenterOutput, labels: Tensor) -> Tensor:
@@ -93,11 +98,20 @@ class STPL(AdaptationMethod):
             out["loss_contrast"] = self.config.lambda_contrast * self.contrastive_loss(student, feature_labels)
         return out
 
+    def prepare(self, batches: Iterable[PairBatch]) -> None:
+        if self.config.confidence == "class_median":
+            num_classes = self.model.num_classes
+            self.class_thresholds = teacher_class_thresholds(
+                self.teacher.predict, batches, num_classes, self.config.threshold
+            )
+
     def after_step(self) -> None:
         self.teacher.update(self.model)
 
     def extra_state(self) -> dict[str, Tensor]:
         state = generator_state(self.generator)
+        if self.class_thresholds is not None:
+            state[CLASS_THRESHOLDS] = self.class_thresholds
         if self.config.teacher != "current":
             state.update(prefixed_state("teacher", self.teacher.model))
         return state
@@ -105,3 +119,5 @@ class STPL(AdaptationMethod):
     def load_extra_state(self, state: dict[str, Tensor]) -> None:
         load_prefixed_state(state, "teacher", self.teacher.model)
         load_generator_state(state, self.generator)
+        if CLASS_THRESHOLDS in state:
+            self.class_thresholds = state[CLASS_THRESHOLDS]
