@@ -21,3 +21,22 @@ def test_corrupt_dispatch():
     assert corrupt(image, "a", "none") is image
     with pytest.raises(ValueError, match="unknown corruption 'fog'"):
         corrupt(image, "a", "fog")
+
+
+def test_adverse_changes_from_frame_to_frame_and_repeats_per_frame():
+    from stpl.data.corruptions import adverse
+
+    grey = np.full((60, 80, 3), 128, np.uint8)
+    first, second = adverse(grey, "0016E5_07959"), adverse(grey, "0016E5_07961")
+    np.testing.assert_array_equal(first, adverse(grey, "0016E5_07959"))
+    assert first.dtype == np.uint8 and first.shape == grey.shape
+    # occluders, streaks and a per-frame brightness: the two frames differ over much of the image
+    assert (np.abs(first.astype(int) - second.astype(int)) > 10).mean() > 0.3
+    # occluders are flat boxes (plus sensor noise): on a busy image some 4x4 windows turn almost uniform
+    busy = np.random.default_rng(0).integers(0, 256, size=(60, 80, 3), dtype=np.uint8)
+    for name in ("a", "b", "c"):
+        out = adverse(busy, name).astype(float)
+        flat = [
+            out[y : y + 4, x : x + 4].std(axis=(0, 1)).mean() < 20 for y in range(0, 57, 4) for x in range(0, 77, 4)
+        ]
+        assert 0.02 < np.mean(flat) < 0.4

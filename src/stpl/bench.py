@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str | None] = {
     "synthetic": None,
     "camvid-dusk": "camvid_dusk/base.yaml",
     "camvid-15hz-night": "camvid_15hz_night/base.yaml",
+    "camvid-15hz-adverse": "camvid_15hz_adverse/base.yaml",
     "synthetic-temporal": "synthetic_temporal/base.yaml",
 }
 # trained on target labels: references, never competitors. "oracle" fine-tunes the source model on the target

@@ -50,7 +50,8 @@ class CamVidConfig:
     adapt_range: tuple[int, ...] = ()
     eval_range: tuple[int, ...] = ()
     # a fixed, deterministic corruption of the target frames (adapt and eval splits; data/corruptions.py)
-    target_corruption: Literal["none", "night"] = "none"
+    # (night: darker, blurred, noisy; adverse: a different flicker, rain, occluder, blur and noise in every frame)
+    target_corruption: Literal["none", "night", "adverse"] = "none"
 
 
 @dataclass

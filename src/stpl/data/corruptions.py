@@ -30,7 +30,41 @@ def night(image: np.ndarray, name: str, seed: int = 0) -> np.ndarray:
     return np.clip(np.round((blurred + noise) * 255.0), 0, 255).astype(np.uint8)
 
 
-CORRUPTIONS = {"night": night}
+def adverse(image: np.ndarray, name: str, seed: int = 0) -> np.ndarray:
+    """A different bad moment per frame, so that what one frame loses its neighbours may still show:
+    - brightness flicker: x <- g * x, g drawn in [0.45, 1.15];
+    - rain-like streaks: 40-120 thin bright slanted lines, 8-25 % of the image height long;
+    - transient occluders: 1-2 boxes (spray, wiper, glare) of a flat colour, 5-20 % of the image together;
+    - motion blur: a horizontal box kernel 1-9 pixels wide (at 320 columns; scaled with the width);
+    - sensor noise: Gaussian, sigma in [2, 12] / 255.
+    image: uint8 RGB [H,W,3]; every draw is seeded by (seed, name), so a frame always looks the same.
+    """
+    rng = np.random.default_rng(frame_seed(f"adverse:{name}", seed))
+    height, width = image.shape[:2]
+    unit = image.astype(np.float32) / 255.0 * rng.uniform(0.45, 1.15)
+    streaks = np.zeros((height, width), dtype=np.float32)
+    slant = rng.uniform(-0.3, 0.3)  # one wind direction per frame
+    for _ in range(int(rng.integers(40, 121))):
+        length = int(height * rng.uniform(0.08, 0.25))
+        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
+        end = (int(x0 + slant * length), min(y0 + length, height - 1))
+        cv2.line(streaks, (x0, y0), end, color=float(rng.uniform(0.3, 0.7)), thickness=1)
+    unit = unit + streaks[..., None]
+    for _ in range(int(rng.integers(1, 3))):
+        area = rng.uniform(0.05, 0.12) * height * width
+        aspect = rng.uniform(0.5, 2.0)
+        box_h = min(height, int(np.sqrt(area * aspect)) + 1)
+        box_w = min(width, int(np.sqrt(area / aspect)) + 1)
+        top, left = int(rng.integers(0, height - box_h + 1)), int(rng.integers(0, width - box_w + 1))
+        unit[top : top + box_h, left : left + box_w] = rng.uniform(0.0, 1.0, size=3)
+    blur = max(1, round(int(rng.integers(1, 10)) * width / 320))
+    if blur > 1:
+        unit = cv2.blur(unit, (blur, 1), borderType=cv2.BORDER_REFLECT)
+    unit = unit + rng.normal(0.0, rng.uniform(2.0, 12.0) / 255.0, size=unit.shape)
+    return np.clip(np.round(unit * 255.0), 0, 255).astype(np.uint8)
+
+
+CORRUPTIONS = {"night": night, "adverse": adverse}
 
 
 def corrupt(image: np.ndarray, name: str, corruption: str, seed: int = 0) -> np.ndarray:
