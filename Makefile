@@ -22,12 +22,12 @@ demo: setup
 	$(BIN)/stpl demo --out runs/demo
 
 test: setup
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests scripts
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
