@@ -1,0 +1,34 @@
+"""scripts/results_table.py builds the README's summary row from a bench's results.json."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "results_table.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("results_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_table_picks_the_best_other_source_free_method(tmp_path):
+    def row(mean):
+        return {"mIoU_mean": mean, "mIoU_std": 0.0, "n": 3, "per_class": {}, "reference": False}
+
+    summary = {
+        "source-only": row(40.0),
+        "adabn": row(45.25),
+        "tent": row(44.0),
+        "vst": row(46.04),
+        "stpl": row(47.5),
+        "stpl-notemporal": row(47.0),
+        "stpl-no-pl": row(49.0),
+        "oracle": row(55.0),
+    }
+    (tmp_path / "camvid-dusk").mkdir()
+    (tmp_path / "camvid-dusk" / "results.json").write_text(json.dumps({"summary": summary}))
+    table = load_script().build_table(tmp_path).splitlines()
+    assert table[2] == "| camvid-dusk | 3 | 40.0 | 45.2 | vst 46.0 | 47.5 | 47.0 | 55.0 |"
