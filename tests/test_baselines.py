@@ -344,3 +344,16 @@ def test_class_median_thresholds_are_set_once_and_survive_a_resume(toy_settings,
     thresholds = load_checkpoint(tmp_path / "adapted" / "checkpoint_last.safetensors").extra["class_thresholds"]
     assert thresholds.shape == (len(load_checkpoint(final).class_names),)
     assert ((thresholds > 0) & (thresholds <= 0.9)).all() and (thresholds < 0.9).any()
+
+
+def test_anchor_loss_is_half_lambda_times_the_squared_distance_to_the_start():
+    model = make_tiny_model(num_classes=3)
+    config = build_config(sets=[*TOY_SETTINGS, "adapt.lambda_anchor=0.5"]).adapt
+    method = ADAPT_METHODS["stpl"](model, config, 0)
+    assert method.anchor_loss()["loss_anchor"].item() == 0.0
+    with torch.no_grad():
+        model.classifier[1].weight.add_(0.1)  # 0.1 on every weight of the classifier
+    count = model.classifier[1].weight.numel()
+    assert method.anchor_loss()["loss_anchor"].item() == pytest.approx(0.5 * 0.5 * count * 0.01, rel=1e-4)
+    plain = ADAPT_METHODS["stpl"](model, build_config(sets=TOY_SETTINGS).adapt, 0)
+    assert plain.anchor_loss() == {}

@@ -242,6 +242,8 @@ class AdaptConfig:
     cross_frame_keys: bool = False  # add the warped earlier frame's embeddings to the keys
     lambda_contrast: float = 0.1
     lambda_pl: float = 1.0
+    # L2-SP: λ/2 · ||θ - θ_source||² keeps the adapted weights near the starting model's (stpl, self-training)
+    lambda_anchor: float = 0.0
     # The student's strong view (adapt/student_view.py); the teacher always sees the clean frames.
     student_augmentation: float = 0.0  # strength of the student's photometric perturbation (0 = clean view)
     student_scale_range: tuple[float, ...] = ()  # [low, high]: random rescale + crop, labels alike (empty = off)

@@ -44,6 +44,7 @@ def validate(config: Config) -> None:
         "train.oracle_iterations": config.train.oracle_iterations,
         "train.warmup_steps": config.train.warmup_steps,
         "train.class_weight_power": config.train.class_weight_power,
+        "adapt.lambda_anchor": config.adapt.lambda_anchor,
         "adapt.iterations": config.adapt.iterations,
         "adapt.snapshot_every": config.adapt.snapshot_every,
         "eval.label_height": config.eval.label_height,

@@ -58,11 +58,27 @@ class Method:
 
 
 class AdaptationMethod(Method):
-    """A target-adaptation method: all parameters at the adapt learning rates, normalisation as `adapt.norm` says."""
+    """A target-adaptation method: all parameters at the adapt learning rates, normalisation as `adapt.norm` says.
+
+    With adapt.lambda_anchor > 0, `anchor_loss` pulls the weights towards the starting model's (L2-SP, Li et al.
+    2018). Built before any step, so the anchor is the source model's weights, on resume too (re-estimated
+    normalisation statistics are buffers, not weights).
+    """
 
     def __init__(self, model: nn.Module, config: AdaptConfig):
         super().__init__(model)
         self.config = config
+        self.anchor: dict[str, Tensor] = {}
+        if config.lambda_anchor > 0:
+            self.anchor = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    def anchor_loss(self) -> dict[str, Tensor]:
+        """{"loss_anchor": λ/2 · Σ ||θ - θ_0||²} over the trainable parameters; {} when off."""
+        if not self.anchor:
+            return {}
+        parameters = dict(self.model.named_parameters())
+        total = sum((parameters[name] - start).pow(2).sum() for name, start in self.anchor.items())
+        return {"loss_anchor": 0.5 * self.config.lambda_anchor * total}
 
     def param_groups(self) -> list[dict[str, Any]]:
         return parameter_groups(self.model, self.config.lr, self.config.backbone_lr_scale)

@@ -54,7 +54,7 @@ class SelfTraining(AdaptationMethod):
         batch, labels = strong_view(batch, labels, c, self.generator)
         student = self.model(batch.current, batch.previous, batch.flow)
         loss = masked_cross_entropy(upsample(student.logits, size), labels)
-        return {"loss_pl": loss, "kept_fraction": (labels != IGNORE_INDEX).float().mean()}
+        return {"loss_pl": loss, "kept_fraction": (labels != IGNORE_INDEX).float().mean(), **self.anchor_loss()}
 
     def prepare(self, batches: Iterable[PairBatch]) -> None:
         if self.config.confidence == "class_median":

@@ -96,7 +96,7 @@ class STPL(AdaptationMethod):
             else:
                 feature_labels = self.pseudo_labels(teacher, feature_size)
             out["loss_contrast"] = self.config.lambda_contrast * self.contrastive_loss(student, feature_labels)
-        return out
+        return {**out, **self.anchor_loss()}
 
     def prepare(self, batches: Iterable[PairBatch]) -> None:
         if self.config.confidence == "class_median":
