@@ -125,3 +125,9 @@ def test_recipe_trains_and_the_oracle_starts_from_the_source_model(toy_settings,
         torch.testing.assert_close(oracle_state[key], value)
     scratch = train_supervised(still, tmp_path / "scratch", split="adapt", kind="oracle-scratch")
     assert not torch.equal(load_checkpoint(scratch).model["classifier.weight"], source_state["classifier.weight"])
+
+
+def test_warm_up_longer_than_a_short_run_is_cut_to_half_of_it():
+    factors = [lr_factor(step, 4, warmup_steps=20) for step in range(4)]
+    peak = (1 - 2 / 4) ** 0.9
+    assert factors == pytest.approx([peak / 2, peak, peak, (1 - 3 / 4) ** 0.9])

@@ -39,11 +39,13 @@ class LoopSettings:
 
 
 def poly_factor(step: int, iterations: int, power: float = 0.9) -> float:
-    return (1.0 - step / max(iterations, 1)) ** power
+    return max(0.0, 1.0 - step / max(iterations, 1)) ** power
 
 
 def lr_factor(step: int, iterations: int, warmup_steps: int = 0) -> float:
-    """Multiplier of every group's initial lr at `step`: linear warm-up, then poly(0.9) over the whole run."""
+    """Multiplier of every group's initial lr at `step`: linear warm-up (at most half the run), then poly(0.9)
+    over the whole run."""
+    warmup_steps = min(warmup_steps, iterations // 2)
     if step < warmup_steps:
         return (step + 1) / warmup_steps * poly_factor(warmup_steps, iterations)
     return poly_factor(step, iterations)
