@@ -186,9 +186,8 @@ def train_supervised(
         )
         meta = {"kind": kind, "config": config_to_dict(config), "identity": identity,
                 "class_names": list(dataset.class_names)}  # fmt: skip
-        iterations = (
-            train.oracle_iterations if kind.startswith("oracle") and train.oracle_iterations else train.iterations
-        )
+        oracle = split == "adapt"  # supervised training on the target adaptation labels
+        iterations = train.oracle_iterations if oracle and train.oracle_iterations else train.iterations
         settings = LoopSettings(
             iterations=iterations,
             momentum=train.momentum,
