@@ -27,18 +27,12 @@ def entropy_map(logits: Tensor, normalized: bool = False) -> Tensor:
     return entropy / math.log(logits.shape[1]) if normalized else entropy
 
 
-def resize_mask(mask: Tensor, size: tuple[int, int]) -> Tensor:
-    """Nearest-neighbour resize of a bool mask [B,h,w] (masks must not be blurred into half-valid pixels)."""
-    if tuple(mask.shape[-2:]) == tuple(size):
-        return mask
-    return F.interpolate(mask[:, None].float(), size=size, mode="nearest")[:, 0].bool()
-
-
-def nearest_resize(labels: Tensor, size: tuple[int, int]) -> Tensor:
-    """Nearest-neighbour resize of a label map [B,H,W] (long) to `size`."""
-    if tuple(labels.shape[-2:]) == tuple(size):
-        return labels
-    return F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
+def nearest_resize(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    """Nearest-neighbour resize of [B,h,w] masks or label maps, keeping their dtype (a mask must not be blurred
+    into half-valid pixels, nor a label map into classes between two)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps[:, None].float(), size=size, mode="nearest")[:, 0].to(maps.dtype)
 
 
 def prediction_pseudo_labels(
@@ -61,7 +55,7 @@ def prediction_pseudo_labels(
     agree_with = warped.argmax(dim=1) if config.temporal_agreement else None
     return make_pseudo_labels(
         probabilities,
-        valid=resize_mask(output.valid, size),
+        valid=nearest_resize(output.valid, size),
         rule=config.confidence,
         threshold=config.threshold,
         fraction=config.class_fraction,

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from stpl.adapt.base import AdaptationMethod
-from stpl.adapt.shared import generator_state, load_generator_state, masked_cross_entropy, resize_mask
+from stpl.adapt.shared import generator_state, load_generator_state, masked_cross_entropy, nearest_resize
 from stpl.adapt.teachers import Teacher
 from stpl.config import AdaptConfig
 from stpl.data.augment import photometric_augment
@@ -36,7 +36,7 @@ from stpl.models.segmenter import SegmenterOutput, VideoSegmenter, upsample
 def cross_frame_pseudo_labels(teacher: SegmenterOutput, size: tuple[int, int]) -> Tensor:
     """argmax of the earlier frame's prediction warped to t [B,H,W]; pixels flowing outside it are ignored."""
     labels = upsample(teacher.warped_logits, size).argmax(dim=1)
-    return torch.where(resize_mask(teacher.valid, size), labels, torch.full_like(labels, IGNORE_INDEX))
+    return torch.where(nearest_resize(teacher.valid, size), labels, torch.full_like(labels, IGNORE_INDEX))
 
 
 class TPS(AdaptationMethod):
