@@ -217,6 +217,15 @@ def write_plots(out_dir: Path, benchmark: str, summary: dict[str, Any], classes:
         curves(out_dir / "adaptation_curves.png", lines, "adaptation step", "mIoU (%)", title)
 
 
+def find_source_model(bench_dir: Path, seed: int, identity: dict[str, Any]) -> Path | None:
+    """A finished source model of this seed and config in another bench folder (any code version), or None."""
+    for candidate in sorted((bench_dir / "source").glob(f"seed{seed}-*")):
+        if workflows.finished(candidate, identity):
+            print(f"[bench] seed {seed}: reusing the source model in {candidate}", flush=True)
+            return candidate
+    return None
+
+
 def run_bench(
     benchmark: str,
     methods: list[str],
@@ -224,7 +233,10 @@ def run_bench(
     out_dir: Path,
     data_root: str | None = None,
     sets: list[str] | None = None,
+    reuse_source: Path | None = None,
 ) -> dict[str, Any]:
+    """Run `methods` x `seeds` on a named protocol into `out_dir` (finished runs are skipped). With `reuse_source`,
+    a finished source model of the same config found in that bench folder is used whatever code trained it."""
     base = benchmark_config(benchmark, data_root, sets or [])
     out_dir = Path(out_dir)
     workflows.check_out_dir(out_dir)
@@ -233,12 +245,15 @@ def run_bench(
     classes: list[str] = []
     for seed in seeds:
         seed_config = build_config(base=config_to_dict(base), sets=[f"seed={seed}"])
-        source_dir = out_dir / "source" / f"seed{seed}-{run_key(workflows.supervised_identity(seed_config), code)}"
+        source_identity = workflows.supervised_identity(seed_config, "source")
+        source_dir = out_dir / "source" / f"seed{seed}-{run_key(source_identity, code)}"
+        if reuse_source is not None and not workflows.finished(source_dir, source_identity):
+            source_dir = find_source_model(Path(reuse_source), seed, source_identity) or source_dir
         source = workflows.train_supervised(seed_config, source_dir, split="source", kind="source")
         for method in methods:
             config = method_config(method, seed_config)
             if method in REFERENCE_METHODS:
-                identity = workflows.supervised_identity(config)
+                identity = workflows.supervised_identity(config, "adapt")
                 if method == "oracle":  # fine-tuned from this seed's source model
                     identity["init_checkpoint"] = source_dir.name
             else:
@@ -258,7 +273,8 @@ def run_bench(
             result = workflows.evaluate_checkpoint(checkpoint, config, run_dir)
             record = {
                 "method": method, "seed": seed, "mIoU": result["mIoU"], "per_class": result["per_class"],
-                "adapt_seconds": seconds, "checkpoint": str(checkpoint), "commit": commit, "code": code,
+                "adapt_seconds": seconds, "checkpoint": str(checkpoint), "source": str(source),
+                "commit": commit, "code": code,
                 "key": key, "config": config_to_dict(config),
             }  # fmt: skip
             run_dir.mkdir(parents=True, exist_ok=True)

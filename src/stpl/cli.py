@@ -121,6 +121,10 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--seeds", default="0", help="comma-separated integer seeds")
     parser.add_argument("--out", type=Path, help="output folder (default runs/bench/<benchmark>)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--reuse-source", type=Path, metavar="BENCH_DIR",
+        help="use the finished source models of the same config in this bench folder, whatever code trained them",
+    )  # fmt: skip
     parser.set_defaults(run=run_bench)
 
 
@@ -131,7 +135,7 @@ def run_bench(args: argparse.Namespace) -> None:
     except ValueError:
         raise StplError(f"--seeds must be comma-separated integers, got '{args.seeds}'") from None
     out = args.out or Path("runs/bench") / args.benchmark
-    bench.run_bench(args.benchmark, methods, seeds, out, args.data_root, args.sets)
+    bench.run_bench(args.benchmark, methods, seeds, out, args.data_root, args.sets, args.reuse_source)
     print(f"results: {out / 'results.json'}, {out / 'results.md'}")
 
 

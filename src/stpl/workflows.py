@@ -51,14 +51,26 @@ NON_RESULT_KEYS = (
 )  # fmt: skip
 
 
+# Keys that only choose the target frames (adaptation, evaluation, the oracle's labels): source training does not
+# read them, so protocols over one source set (camvid-15hz-night and -adverse) share their source models.
+TARGET_ONLY_KEYS = tuple(
+    ("data", "camvid", key)
+    for key in ("target_sequence", "adapt_list", "eval_list", "adapt_range", "eval_range", "target_corruption")
+)
+
+
+def _drop_keys(identity: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> None:
+    for path in paths:
+        node = identity
+        for part in path[:-1]:
+            node = node.get(part, {})
+        node.pop(path[-1], None)
+
+
 def run_identity(config: Config, source_checkpoint: Path | None = None) -> dict[str, Any]:
     """What determines a run's result: its config less NON_RESULT_KEYS, and the starting checkpoint's bytes."""
     identity = config_to_dict(config)
-    for path in NON_RESULT_KEYS:
-        node = identity
-        for part in path[:-1]:
-            node = node[part]
-        node.pop(path[-1], None)
+    _drop_keys(identity, NON_RESULT_KEYS)
     if source_checkpoint is not None:
         identity["source_checkpoint_sha1"] = file_sha1(source_checkpoint)
     return identity
@@ -69,9 +81,12 @@ def run_identity(config: Config, source_checkpoint: Path | None = None) -> dict[
 SUPERVISED_SECTIONS = ("seed", "data", "flow", "model", "train")
 
 
-def supervised_identity(config: Config) -> dict[str, Any]:
-    """`run_identity` restricted to the sections supervised training depends on."""
-    return {key: value for key, value in run_identity(config).items() if key in SUPERVISED_SECTIONS}
+def supervised_identity(config: Config, split: str) -> dict[str, Any]:
+    """`run_identity` restricted to the sections supervised training on `split` depends on."""
+    identity = {key: value for key, value in run_identity(config).items() if key in SUPERVISED_SECTIONS}
+    if split == "source":
+        _drop_keys(identity, TARGET_ONLY_KEYS)
+    return identity
 
 
 def check_out_dir(out_dir: Path) -> None:
@@ -156,7 +171,7 @@ def train_supervised(
     """Supervised training on a labelled split: the source model (split "source") or an oracle ("adapt"), from
     ImageNet weights or, with `init_checkpoint`, fine-tuning that model (the oracle as the field reports it)."""
     out_dir = Path(out_dir)
-    identity = supervised_identity(config)
+    identity = supervised_identity(config, split)
     if init_checkpoint is not None:
         identity["init_checkpoint_sha1"] = file_sha1(Path(init_checkpoint))
     if finished(out_dir, identity):
