@@ -37,6 +37,12 @@ def test_train_source_writes_config_metrics_and_checkpoint(source_ckpt, toy_sett
     [
         ["model.fusion=concat", "adapt.loss_form=seed"],
         [
+            "model.fusion=conv",
+            "adapt.teacher_later=true",
+            "adapt.later_error_limit=1.5",
+            "adapt.temporal_ensemble=true",
+        ],
+        [
             "model.fusion=add",
             "adapt.loss_form=infonce",
             "adapt.cross_frame_keys=true",

@@ -238,6 +238,13 @@ class AdaptConfig:
     temporal_agreement: bool = False  # also require agreement with the warped prediction of frame t-k
     # pseudo-labels from the mean of the teacher's probabilities for frame t and its warped ones for frame t-k
     temporal_ensemble: bool = False
+    # Look ahead (data/neighbours.py): the teacher also predicts the following pair (t+k, t) and its prediction of
+    # t+k, warped to t by the forward flow, joins the mean where it lands inside frame t (and passes the check below)
+    teacher_later: bool = False
+    # With teacher_later: drop the look ahead where frame t+k warped to t differs from frame t by more than this
+    # (mean absolute difference of the images, each standardised per channel, so that a flicker is no difference;
+    # 0 = no check). Catches occlusions and wrong flow.
+    later_error_limit: float = 0.0
     loss_form: Literal["seed", "infonce"] = "seed"
     temperature: float = 0.1
     anchors_per_class: int = 64  # M: sampled anchors per pseudo-class per batch

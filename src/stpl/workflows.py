@@ -18,6 +18,7 @@ from stpl.adapt.norm import reestimate_norm_statistics
 from stpl.adapt.supervised import Supervised
 from stpl.config import Config, build_config, config_to_dict, config_to_yaml
 from stpl.data import PairDataset, RandomBatches, build_dataset, dataset_classes, reported_classes
+from stpl.data.neighbours import with_later_neighbours
 from stpl.engine.checkpoint import Checkpoint, file_sha1, load_checkpoint, read_meta, save_checkpoint
 from stpl.engine.evaluate import evaluate
 from stpl.engine.loop import LAST_CHECKPOINT, LoopSettings, run_loop
@@ -230,6 +231,8 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
     check_out_dir(out_dir)
     device = setup_runtime(config)
     dataset = load_split(config, "adapt", with_labels=False)  # the only data adaptation opens
+    if config.adapt.teacher_later and config.model.temporal:  # the no-temporal control looks at frame t only
+        dataset = with_later_neighbours(dataset, config.flow)
     with run_lock(out_dir):  # one process per run folder
         if finished(out_dir, identity):  # another process finished it while this one was loading data
             return out_dir / FINAL_CHECKPOINT

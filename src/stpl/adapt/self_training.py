@@ -50,7 +50,8 @@ class SelfTraining(AdaptationMethod):
     def step(self, batch: PairBatch, step: int) -> dict[str, Tensor]:
         size = batch.current.shape[-2:]
         c = self.config
-        labels = prediction_pseudo_labels(self.teacher.predict(batch), size, c, self.class_thresholds)
+        later = self.teacher.look_later(batch, c.later_error_limit) if c.teacher_later else None
+        labels = prediction_pseudo_labels(self.teacher.predict(batch), size, c, self.class_thresholds, later)
         batch, labels = strong_view(batch, labels, c, self.generator)
         student = self.model(batch.current, batch.previous, batch.flow)
         loss = masked_cross_entropy(upsample(student.logits, size), labels)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stpl.adapt.pseudo_labels import class_median_thresholds, make_pseudo_labels
+from stpl.adapt.teachers import LaterLook
 from stpl.config import AdaptConfig
 from stpl.data.pairs import IGNORE_INDEX, PairBatch
 from stpl.models.segmenter import SegmenterOutput, upsample
@@ -40,18 +41,25 @@ def prediction_pseudo_labels(
     size: tuple[int, int],
     config: AdaptConfig,
     class_thresholds: Tensor | None = None,
+    later: LaterLook | None = None,
 ) -> Tensor:
-    """Pseudo-labels [B,H,W] from a (teacher) video prediction at image size: confident, flow-valid pixels only,
+    """Pseudo-labels [B,H,W] from a (teacher) video prediction at `size`: confident, flow-valid pixels only,
     optionally only where the fused prediction of t agrees with the warped prediction of t-k.
 
     The rule, threshold, class fraction and temporal options are those of `config` (adapt.*).
     temporal_ensemble: the probabilities are the mean of the fused prediction of t and the warped prediction of
     t-k (two looks at the same physical point), so a nuisance that hits one frame only is outvoted.
+    later (adapt.teacher_later): the teacher's look at t+k joins the mean, one vote per frame, where it is valid.
     """
     warped = upsample(output.warped_logits, size)
     probabilities = upsample(output.logits, size).softmax(dim=1)
+    votes = 1.0
     if config.temporal_ensemble:
-        probabilities = 0.5 * (probabilities + warped.softmax(dim=1))
+        probabilities, votes = 0.5 * (probabilities + warped.softmax(dim=1)), 2.0
+    if later is not None:
+        weight = nearest_resize(later.valid, size).unsqueeze(1).to(probabilities.dtype)
+        ahead = upsample(later.logits, size).softmax(dim=1)
+        probabilities = (votes * probabilities + weight * ahead) / (votes + weight)
     agree_with = warped.argmax(dim=1) if config.temporal_agreement else None
     return make_pseudo_labels(
         probabilities,

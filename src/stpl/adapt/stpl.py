@@ -30,7 +30,7 @@ from stpl.adapt.shared import (
     teacher_class_thresholds,
 )
 from stpl.adapt.student_view import strong_view
-from stpl.adapt.teachers import Teacher
+from stpl.adapt.teachers import LaterLook, Teacher
 from stpl.config import AdaptConfig
 from stpl.data.pairs import IGNORE_INDEX, PairBatch
 from stpl.losses.pixel_contrast import pixel_contrastive_loss, sample_per_class
@@ -47,9 +47,9 @@ class STPL(AdaptationMethod):
         self.class_thresholds: Tensor | None = None  # the class_median rule's, set by `prepare`
 
     # -- pseudo-labels --------------------------------------------------------------------------------------
-    def pseudo_labels(self, teacher: SegmenterOutput, size: tuple[int, int]) -> Tensor:
+    def pseudo_labels(self, teacher: SegmenterOutput, size: tuple[int, int], later: LaterLook | None) -> Tensor:
         """Pseudo-labels at `size`: the image (cross-entropy) or the feature map (contrast)."""
-        return prediction_pseudo_labels(teacher, size, self.config, self.class_thresholds)
+        return prediction_pseudo_labels(teacher, size, self.config, self.class_thresholds, later)
 
     # -- contrast -------------------------------------------------------------------------------------------
     def contrastive_loss(self, student: SegmenterOutput, labels: Tensor) -> Tensor:
@@ -79,9 +79,11 @@ class STPL(AdaptationMethod):
 
     # -- step -----------------------------------------------------------------------------------------------
     def step(self, batch: PairBatch, step: int) -> dict[str, Tensor]:
+        c = self.config
         teacher = self.teacher.predict(batch)
+        later = self.teacher.look_later(batch, c.later_error_limit) if c.teacher_later else None
         size = batch.current.shape[-2:]
-        labels = self.pseudo_labels(teacher, size)
+        labels = self.pseudo_labels(teacher, size, later)
         batch, labels = strong_view(batch, labels, self.config, self.generator)
         need_embeddings = self.config.lambda_contrast > 0
         student = self.model(batch.current, batch.previous, batch.flow, with_embeddings=need_embeddings)
@@ -94,7 +96,7 @@ class STPL(AdaptationMethod):
             if self.config.student_scale_range:  # the student's geometry: its labels, subsampled
                 feature_labels = nearest_resize(labels, feature_size)
             else:
-                feature_labels = self.pseudo_labels(teacher, feature_size)
+                feature_labels = self.pseudo_labels(teacher, feature_size, later)
             out["loss_contrast"] = self.config.lambda_contrast * self.contrastive_loss(student, feature_labels)
         return {**out, **self.anchor_loss()}
 

@@ -10,8 +10,17 @@ from torch import Tensor, nn
 
 from stpl.data.pairs import PairBatch
 from stpl.models.segmenter import SegmenterOutput
+from stpl.models.warp import warp, warp_error
 
 TEACHERS = ("source", "ema", "current")
+
+
+@dataclasses.dataclass
+class LaterLook:
+    """The teacher's prediction of frame t+k warped to frame t, and where it may count."""
+
+    logits: Tensor  # [B,K,h,w]
+    valid: Tensor  # [B,h,w] bool: lands inside frame t+k, the pair has a later frame, passes the warp check
 
 
 class Teacher:
@@ -55,6 +64,32 @@ class Teacher:
         for module, training in modes:
             module.training = training
         return output
+
+    @torch.no_grad()
+    def look_later(self, batch: PairBatch, error_limit: float = 0.0) -> LaterLook | None:
+        """The prediction of the following pair (t+k, t) warped back to frame t by the forward flow; None when the
+        batch carries no look ahead. `error_limit` > 0 drops pixels whose warped frame t+k disagrees with frame t
+        (`standardised_warp_error`): occlusions and wrong flow."""
+        if batch.later is None or batch.forward_flow is None or batch.has_later is None:
+            return None
+        ahead = self.predict(batch.later)
+        logits, valid = warp(ahead.logits, batch.forward_flow)
+        valid = valid & batch.has_later.view(-1, 1, 1)
+        if error_limit > 0:
+            error = standardised_warp_error(batch.current, batch.later.current, batch.forward_flow, valid.shape[-2:])
+            valid = valid & (error <= error_limit)
+        return LaterLook(logits, valid)
+
+
+def standardised_warp_error(current: Tensor, other: Tensor, flow: Tensor, size: tuple[int, int]) -> Tensor:
+    """`warp_error` between images each standardised per channel first, so that a change of brightness or
+    contrast of a whole frame (a flicker) is no error; only structure that does not line up is."""
+
+    def standardise(images: Tensor) -> Tensor:
+        mean = images.mean(dim=(2, 3), keepdim=True)
+        return (images - mean) / images.std(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+
+    return warp_error(standardise(current), standardise(other), flow, size)
 
 
 def mirror_pair(batch: PairBatch) -> tuple[Tensor, Tensor, Tensor]:

@@ -187,4 +187,4 @@ def build_camvid(config: Config, split: str, with_labels: bool) -> PairDataset:
     names = [item.name for item in items]
     dataset_id = "camvid" if corruption == "none" else f"camvid-{corruption}"
     flows = estimate_pair_flows(frames, pairs_array, names, dataset_id, config.flow, f"flow {split}")
-    return PairDataset(frames, pairs_array, flows, labels, CAMVID_CLASSES, names)
+    return PairDataset(frames, pairs_array, flows, labels, CAMVID_CLASSES, names, dataset_id)

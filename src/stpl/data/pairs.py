@@ -6,6 +6,7 @@ Datasets hold pairs in memory as uint8/int16 arrays; batches are converted to fl
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -28,23 +29,43 @@ class PairBatch:
     flow: Tensor  # [B,2,H,W] backward flow t -> t-k, pixels
     label: Tensor | None  # [B,H,W] long, IGNORE_INDEX = void; None when labels are withheld
     index: list[int] = field(default_factory=list)  # dataset indices of the pairs
+    # A temporal teacher's look ahead (PairDataset.later): the pairs (t+k, t) that follow these, the forward
+    # flow t -> t+k [B,2,H,W], and which pairs have a later frame at all [B] bool.
+    later: PairBatch | None = None
+    forward_flow: Tensor | None = None
+    has_later: Tensor | None = None
 
     def to(self, device: torch.device | str) -> PairBatch:
-        label = None if self.label is None else self.label.to(device, non_blocking=True)
+        def move(tensor: Tensor | None) -> Tensor | None:
+            return None if tensor is None else tensor.to(device, non_blocking=True)
+
         return PairBatch(
             self.current.to(device, non_blocking=True),
             self.previous.to(device, non_blocking=True),
             self.flow.to(device, non_blocking=True),
-            label,
+            move(self.label),
             self.index,
+            None if self.later is None else self.later.to(device),
+            move(self.forward_flow),
+            move(self.has_later),
         )
+
+
+@dataclass
+class LaterNeighbours:
+    """For each pair (t, t-k) of a data set, the pair (t+k, t) that follows it and the forward flow t -> t+k."""
+
+    pair_index: np.ndarray  # [P] int64; -1 where frame t is the last of its clip in the split
+    flows: np.ndarray  # [P,H,W,2] float32 forward flow in pixels; zero where there is no later frame
 
 
 class PairDataset:
     """In-memory frame pairs of one split.
 
     frames: [N,H,W,3] uint8; pairs: [P,2] indices (current, previous) into frames; flows: [P,H,W,2] float32;
-    labels: [N,H,W] uint8 or None (withheld); names: one identifier per frame for logs and caches.
+    labels: [N,H,W] uint8 or None (withheld); names: one identifier per frame for logs and caches;
+    flow_id: the data set's name in the flow cache (with `names`, the key of a frame pair's flow);
+    later: the following pairs and forward flows for a temporal teacher (data/neighbours.py), or None.
     """
 
     def __init__(
@@ -55,6 +76,8 @@ class PairDataset:
         labels: np.ndarray | None,
         class_names: Sequence[str],
         names: Sequence[str],
+        flow_id: str = "",
+        later: LaterNeighbours | None = None,
     ):
         if len(pairs) != len(flows):
             raise ValueError(f"{len(pairs)} pairs but {len(flows)} flow fields")
@@ -66,6 +89,8 @@ class PairDataset:
         self.labels = labels
         self.class_names = tuple(class_names)
         self.names = list(names)
+        self.flow_id = flow_id
+        self.later = later
 
     @property
     def num_classes(self) -> int:
@@ -79,16 +104,38 @@ class PairDataset:
         return len(self.pairs)
 
     def without_labels(self) -> PairDataset:
-        return PairDataset(self.frames, self.pairs, self.flows, None, self.class_names, self.names)
+        return PairDataset(
+            self.frames, self.pairs, self.flows, None, self.class_names, self.names, self.flow_id, self.later
+        )
 
     def without_time(self) -> PairDataset:
-        """The no-temporal control: every pair becomes (frame t, frame t) with zero flow."""
+        """The no-temporal control: every pair becomes (frame t, frame t) with zero flow, and no look ahead."""
         pairs = np.stack((self.pairs[:, 0], self.pairs[:, 0]), axis=1)
         flows = np.zeros_like(self.flows)
-        return PairDataset(self.frames, pairs, flows, self.labels, self.class_names, self.names)
+        return PairDataset(self.frames, pairs, flows, self.labels, self.class_names, self.names, self.flow_id)
+
+    def with_later(self, later: LaterNeighbours) -> PairDataset:
+        if len(later.pair_index) != len(self.pairs):
+            raise ValueError(f"{len(self.pairs)} pairs but {len(later.pair_index)} later neighbours")
+        return PairDataset(
+            self.frames, self.pairs, self.flows, self.labels, self.class_names, self.names, self.flow_id, later
+        )
 
     def batch(self, indices: Sequence[int], hflip: Sequence[bool] | None = None) -> PairBatch:
-        """Gather pairs into a normalised float batch; `hflip` mirrors chosen pairs (flow x negated)."""
+        """Gather pairs into a normalised float batch; `hflip` mirrors chosen pairs (flow x negated). With
+        `later`, the batch carries the following pairs and forward flows, mirrored alike."""
+        batch = self._gather(indices, hflip)
+        if self.later is None:
+            return batch
+        indices = list(indices)
+        following = self.later.pair_index[indices]
+        has_later = torch.from_numpy(following >= 0)
+        later = self._gather(np.where(following >= 0, following, indices).tolist(), hflip)
+        forward = torch.from_numpy(np.ascontiguousarray(self.later.flows[indices], dtype=np.float32))
+        forward = _mirror_flows(forward.permute(0, 3, 1, 2), hflip)
+        return dataclasses.replace(batch, later=later, forward_flow=forward.contiguous(), has_later=has_later)
+
+    def _gather(self, indices: Sequence[int], hflip: Sequence[bool] | None) -> PairBatch:
         indices = list(indices)
         current_idx = self.pairs[indices, 0]
         previous_idx = self.pairs[indices, 1]
@@ -100,7 +147,7 @@ class PairDataset:
             mask = torch.tensor(list(hflip))
             current[mask] = current[mask].flip(-1)
             previous[mask] = previous[mask].flip(-1)
-            flow[mask] = flow[mask].flip(-1) * torch.tensor([-1.0, 1.0]).view(1, 2, 1, 1)
+            flow = _mirror_flows(flow, hflip)
             if label is not None:
                 label[mask] = label[mask].flip(-1)
         return PairBatch(normalize(current), normalize(previous), flow.contiguous(), label, indices)
@@ -112,6 +159,16 @@ class PairDataset:
             order = np.random.default_rng(shuffle_seed).permutation(len(self))
         for start in range(0, len(self), batch_size):
             yield self.batch(order[start : start + batch_size].tolist())
+
+
+def _mirror_flows(flow: Tensor, hflip: Sequence[bool] | None) -> Tensor:
+    """Flow fields [B,2,H,W] of the mirrored pairs flipped left-right, their x component negated."""
+    if hflip is None or not any(hflip):
+        return flow
+    mask = torch.tensor(list(hflip))
+    flow = flow.clone()
+    flow[mask] = flow[mask].flip(-1) * torch.tensor([-1.0, 1.0]).view(1, 2, 1, 1)
+    return flow
 
 
 def label_size(config: Config, split: str) -> tuple[int, int]:
@@ -171,6 +228,8 @@ class RandomBatches:
             flips = flips.tolist()
         batch = self.dataset.batch(indices.tolist(), flips)
         if self.scale_range:
+            if batch.later is not None:
+                raise ValueError("scale_range does not move a temporal teacher's look ahead (PairDataset.later)")
             draws = draw_scale_crop(
                 np.random.default_rng([self.seed, epoch, position, 2]), len(indices), self.scale_range
             )

@@ -45,10 +45,10 @@ def build_synthetic(config: Config, split: str, with_labels: bool) -> PairDatase
             true_flows.append(clip.flows[t])
     frames_array = np.concatenate(frames)
     pairs_array = np.asarray(pairs, dtype=np.int64)
+    dataset_id = f"synthetic-v{GENERATOR_VERSION}-{domain}" + (f"-nuisance{nuisance}" if domain == "target" else "")
     if config.flow.method == "exact":
         flows = np.stack(true_flows).astype(np.float32)
     else:
-        dataset_id = f"synthetic-v{GENERATOR_VERSION}-{domain}" + (f"-nuisance{nuisance}" if domain == "target" else "")
         flows = estimate_pair_flows(frames_array, pairs_array, names, dataset_id, config.flow, f"flow {split}")
     label_array = np.concatenate(labels) if with_labels else None
-    return PairDataset(frames_array, pairs_array, flows, label_array, SYNTHETIC_CLASSES, names)
+    return PairDataset(frames_array, pairs_array, flows, label_array, SYNTHETIC_CLASSES, names, dataset_id)

@@ -187,4 +187,5 @@ def build_pair_dataset(
         flows = np.stack([read_flow(p.flow_file, size, flow_key) for p in pairs])
     else:
         flows = estimate_pair_flows(frames, pairs_array, names, dataset_id, config.flow, f"flow {split}")
-    return PairDataset(frames, pairs_array, flows.astype(np.float32, copy=False), labels, class_names, names)
+    flows = flows.astype(np.float32, copy=False)
+    return PairDataset(frames, pairs_array, flows, labels, class_names, names, dataset_id)
