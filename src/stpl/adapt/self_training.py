@@ -27,10 +27,10 @@ from stpl.adapt.shared import (
     teacher_class_thresholds,
 )
 from stpl.adapt.student_view import strong_view
-from stpl.adapt.teachers import Teacher
+from stpl.adapt.teachers import LaterLook, Teacher
 from stpl.config import AdaptConfig
 from stpl.data.pairs import IGNORE_INDEX, PairBatch
-from stpl.models.segmenter import VideoSegmenter, upsample
+from stpl.models.segmenter import SegmenterOutput, VideoSegmenter, upsample
 
 
 class SelfTraining(AdaptationMethod):
@@ -47,12 +47,23 @@ class SelfTraining(AdaptationMethod):
         """The pseudo-label options this method uses (variants such as VST fix some of them)."""
         return config
 
-    def step(self, batch: PairBatch, step: int) -> dict[str, Tensor]:
-        size = batch.current.shape[-2:]
+    # -- pseudo-labels --------------------------------------------------------------------------------------
+    def teach(self, batch: PairBatch) -> tuple[SegmenterOutput, LaterLook | None]:
+        """The teacher's prediction of the batch and, with adapt.teacher_later, its look at frame t+k."""
         c = self.config
         later = self.teacher.look_later(batch, c.later_error_limit) if c.teacher_later else None
-        labels = prediction_pseudo_labels(self.teacher.predict(batch), size, c, self.class_thresholds, later)
-        batch, labels = strong_view(batch, labels, c, self.generator)
+        return self.teacher.predict(batch), later
+
+    def pseudo_labels(self, teacher: SegmenterOutput, size: tuple[int, int], later: LaterLook | None) -> Tensor:
+        """Pseudo-labels at `size` (the image for the cross-entropy; STPL also needs the feature map's)."""
+        return prediction_pseudo_labels(teacher, size, self.config, self.class_thresholds, later)
+
+    # -- step -----------------------------------------------------------------------------------------------
+    def step(self, batch: PairBatch, step: int) -> dict[str, Tensor]:
+        size = batch.current.shape[-2:]
+        teacher, later = self.teach(batch)
+        labels = self.pseudo_labels(teacher, size, later)
+        batch, labels = strong_view(batch, labels, self.config, self.generator)
         student = self.model(batch.current, batch.previous, batch.flow)
         loss = masked_cross_entropy(upsample(student.logits, size), labels)
         return {"loss_pl": loss, "kept_fraction": (labels != IGNORE_INDEX).float().mean(), **self.anchor_loss()}
