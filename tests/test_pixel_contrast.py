@@ -85,3 +85,40 @@ def test_gradient_pulls_positives_together():
     moved = F.normalize(embeddings - 0.1 * embeddings.grad, dim=1)
     after = pixel_contrastive_loss(moved, labels, temperature=TAU)
     assert after.item() < before.item()
+
+
+def test_stpl_cross_frame_keys_by_hand():
+    """Two pixels of a 1x2 map, classes 0 and 1, embedded [1,0] and [0,1]; the warped earlier frame shows the same
+    embeddings. Keys = both anchors + both past selves. Anchor 0: positive its past self (q·p = 1), negatives
+    anchor 1 and its past self (q·n = 0): L = -(1/τ - log 2). Likewise anchor 1. With pixel 1's past outside the
+    earlier frame, anchor 1 has no positive and anchor 0 one negative: L = -(1/τ - log 1)."""
+    import math
+
+    from torch import nn
+
+    from stpl.adapt.stpl import STPL
+    from stpl.config import AdaptConfig
+    from stpl.models.segmenter import SegmenterOutput
+
+    class Embedder(nn.Module):  # the projection head as identity + L2 normalisation
+        num_classes = 2
+
+        def embed(self, features, warped):
+            return torch.nn.functional.normalize(features, dim=1)
+
+    tau = 0.1
+    method = STPL(Embedder(), AdaptConfig(cross_frame_keys=True, temperature=tau, anchors_per_class=4))
+    embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).T.reshape(1, 2, 1, 2)  # [B,D,h,w]
+    logits = torch.zeros(1, 2, 1, 2)
+    labels = torch.tensor([[[0, 1]]])
+
+    def output(valid):
+        return SegmenterOutput(logits, logits, logits, valid, embeddings, embeddings.clone(), embeddings)
+
+    both = method.contrastive_loss(output(torch.tensor([[[True, True]]])), labels)
+    assert math.isclose(both.item(), -(1 / tau - math.log(2)), rel_tol=1e-5)
+    one = method.contrastive_loss(output(torch.tensor([[[True, False]]])), labels)
+    assert math.isclose(one.item(), -(1 / tau), rel_tol=1e-5)
+    # without cross-frame keys no anchor has a positive (one pixel per class): nothing to learn
+    method.config = AdaptConfig(cross_frame_keys=False, temperature=tau)
+    assert method.contrastive_loss(output(torch.tensor([[[True, True]]])), labels).item() == 0.0
