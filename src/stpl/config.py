@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -296,6 +297,13 @@ class Config:
 # Loading, overriding, checking
 
 
+def _number_from_text(text: str, key: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise StplError(f"config key '{key}': expected a number, got {text!r}") from None
+
+
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
     """Return `value` converted to the field type `annotation`, or raise naming `key`."""
     origin = typing.get_origin(annotation)
@@ -320,8 +328,12 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise StplError(f"config key '{key}': expected an integer, got {value!r}")
         return value
     if annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 and 1e30 (no dot) as strings
+            value = _number_from_text(value, key)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise StplError(f"config key '{key}': expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise StplError(f"config key '{key}': expected a finite number, got {value!r}")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):

@@ -50,6 +50,25 @@ def validate(config: Config) -> None:
         "eval.label_height": config.eval.label_height,
         "eval.label_width": config.eval.label_width,
     }
+    not_negative |= {
+        "train.backbone_lr_scale": config.train.backbone_lr_scale,
+        "train.weight_decay": config.train.weight_decay,
+        "adapt.backbone_lr_scale": config.adapt.backbone_lr_scale,
+        "adapt.weight_decay": config.adapt.weight_decay,
+        "adapt.lambda_contrast": config.adapt.lambda_contrast,
+        "adapt.lambda_pl": config.adapt.lambda_pl,
+        "adapt.later_error_limit": config.adapt.later_error_limit,
+        "adapt.student_augmentation": config.adapt.student_augmentation,
+        "model.aux_weight": config.model.aux_weight,
+        "adapt.ur.lambda_pl": config.adapt.ur.lambda_pl,
+        "adapt.ur.lambda_entropy": config.adapt.ur.lambda_entropy,
+        "adapt.ur.lambda_consistency": config.adapt.ur.lambda_consistency,
+        "adapt.hcl.lambda_instance": config.adapt.hcl.lambda_instance,
+        "adapt.hcl.lambda_category": config.adapt.hcl.lambda_category,
+        "adapt.tps.lambda_tps": config.adapt.tps.lambda_tps,
+        "adapt.tps.augmentation": config.adapt.tps.augmentation,
+        "adapt.davsn.lambda_itcr": config.adapt.davsn.lambda_itcr,
+    }
     for key, value in not_negative.items():
         if value < 0:
             raise StplError(f"config key '{key}' must not be negative, got {value}")
@@ -59,6 +78,14 @@ def validate(config: Config) -> None:
         raise StplError(f"config key 'adapt.threshold' must be in [0, 1], got {config.adapt.threshold}")
     if not (config.device == "cpu" or config.device == "cuda" or config.device.startswith(("cuda:", "mps"))):
         raise StplError(f"config key 'device': '{config.device}' is not cpu, cuda, cuda:N or mps")
+    for key, value in {"train.lr": config.train.lr, "adapt.lr": config.adapt.lr}.items():
+        if value <= 0:
+            raise StplError(f"config key '{key}' must be positive, got {value}")
+    for key, value in {"train.momentum": config.train.momentum, "adapt.momentum": config.adapt.momentum}.items():
+        if not 0.0 <= value < 1.0:
+            raise StplError(f"config key '{key}' must be in [0, 1), got {value}")
+    if config.adapt.ur.decoder_lr_scale <= 0:
+        raise StplError("config key 'adapt.ur.decoder_lr_scale' must be positive")
     if config.adapt.temperature <= 0:
         raise StplError(f"config key 'adapt.temperature' must be positive, got {config.adapt.temperature}")
     if not 0.0 < config.adapt.class_fraction <= 1.0:

@@ -279,6 +279,13 @@ def evaluate_checkpoint(checkpoint_path: Path, config: Config, out_dir: Path | N
     checkpoint_path = Path(checkpoint_path)
     checkpoint = load_checkpoint(checkpoint_path)
     check_classes(checkpoint, config, checkpoint_path)
+    broken = [
+        name for name, value in checkpoint.model.items() if value.is_floating_point() and not value.isfinite().all()
+    ]
+    if broken:
+        raise StplError(
+            f"{checkpoint_path} holds non-finite weights ({len(broken)} tensors, e.g. {broken[0]}): not scored"
+        )
     if out_dir is not None:
         check_out_dir(Path(out_dir))
     model_config = checkpoint_model_config(config, checkpoint)

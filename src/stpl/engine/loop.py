@@ -7,6 +7,7 @@ Starting a run in a folder whose last checkpoint is unfinished resumes it; a fin
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 from stpl.adapt.base import Method
 from stpl.data.pairs import RandomBatches
 from stpl.engine.checkpoint import load_checkpoint, save_checkpoint
+from stpl.errors import StplError
 from stpl.progress import Progress
 
 LAST_CHECKPOINT = "checkpoint_last.safetensors"
@@ -74,6 +76,34 @@ def keep_logged_steps_up_to(metrics_path: Path, step: int) -> None:
     metrics_path.write_text("".join(f"{line}\n" for line in lines))
 
 
+def finite_or_none(value: torch.Tensor) -> float | None:
+    """A logged number for strict JSON: None stands for NaN or infinity."""
+    number = float(value.detach())
+    return number if math.isfinite(number) else None
+
+
+def weights_finite(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(value).all()) for value in model.state_dict().values() if value.is_floating_point())
+
+
+def gradient_norm(optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """The 2-norm of every gradient the optimiser will apply (infinite or NaN if any entry is)."""
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+
+
+def divergence_message(label: str, step: int, values: dict[str, torch.Tensor], checkpoint: Path) -> str:
+    """One line: the step, the terms that are not finite, what was kept, what to try."""
+    bad = [f"{key}={float(value.detach())}" for key, value in values.items() if not bool(torch.isfinite(value).all())]
+    kept = f"the last checkpoint {checkpoint} is kept" if checkpoint.is_file() else "no checkpoint was written yet"
+    return (
+        f"{label} diverged at step {step}: {', '.join(bad) or 'loss'} is not finite; stopped, {kept} "
+        "(lower the learning rate, or check that the labels hold known class ids)"
+    )
+
+
 def run_loop(
     method: Method,
     batches: RandomBatches,
@@ -103,6 +133,10 @@ def run_loop(
         print(f"[{settings.label}] resuming from step {start} in {run_dir}", flush=True)
 
     def save(step: int) -> None:
+        if not weights_finite(method.model):  # the checkpoint on disk stays the last good one
+            raise StplError(
+                divergence_message(settings.label, step, {"weights": torch.tensor(math.nan)}, checkpoint_path)
+            )
         save_checkpoint(
             checkpoint_path,
             method.model.state_dict(),
@@ -129,20 +163,24 @@ def run_loop(
             values = method.step(batch, step)
             losses = [value for key, value in values.items() if key.startswith("loss_")]
             total = torch.stack(losses).sum()
+            if not bool(torch.isfinite(total)):  # a diverged run must not be saved, scored or reported
+                raise StplError(divergence_message(settings.label, step + 1, values, checkpoint_path))
             # Phase 3: optimise, then let the method follow (teacher update).
             optimizer.zero_grad(set_to_none=True)
             total.backward()
+            if not bool(torch.isfinite(gradient_norm(optimizer))):
+                raise StplError(divergence_message(settings.label, step + 1, {"gradients": total}, checkpoint_path))
             optimizer.step()
             method.after_step()
             # Phase 4: log (the only place numbers leave the device) and checkpoint.
             done = step + 1
             if done % settings.log_every == 0 or done == settings.iterations:
-                numbers = {key: float(value.detach()) for key, value in {**values, "loss": total}.items()}
+                numbers = {key: finite_or_none(value) for key, value in {**values, "loss": total}.items()}
                 seconds = time.perf_counter() - started
                 logged = {"step": done, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, **numbers}
-                metrics_file.write(json.dumps(logged) + "\n")
+                metrics_file.write(json.dumps(logged, allow_nan=False) + "\n")
                 metrics_file.flush()
-                shown = " ".join(f"{k}={v:.3f}" for k, v in numbers.items() if k.startswith("loss"))
+                shown = " ".join(f"{k}={v:.3f}" for k, v in numbers.items() if k.startswith("loss") and v is not None)
                 progress.update(done, shown, force=True)
             if done % settings.checkpoint_every == 0 or done == settings.iterations:
                 save(done)

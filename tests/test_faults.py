@@ -1,0 +1,83 @@
+"""Faults and bad input stop with one `stpl: error:` line and exit 2, leaving earlier results intact."""
+
+import json
+
+import pytest
+
+from stpl.cli import main
+from stpl.config import build_config
+from stpl.engine.loop import LAST_CHECKPOINT
+from stpl.errors import StplError
+
+
+def set_args(settings):
+    return [arg for s in settings for arg in ("--set", s)]
+
+
+@pytest.mark.parametrize("text, value", [("1e-3", 1e-3), ("1e30", 1e30), (".5", 0.5), ("2", 2.0), ("1.0e-4", 1e-4)])
+def test_numbers_in_set_options_read_as_numbers(text, value):
+    assert build_config(sets=[f"adapt.lr={text}"]).adapt.lr == value
+
+
+@pytest.mark.parametrize(
+    "setting, words",
+    [
+        ("train.lr=.nan", "finite"),
+        ("adapt.lr=.inf", "finite"),
+        ("adapt.lr=-1e-3", "positive"),
+        ("train.lr=0", "positive"),
+        ("adapt.momentum=1.0", "[0, 1)"),
+        ("train.weight_decay=-1", "negative"),
+        ("adapt.lambda_contrast=-0.1", "negative"),
+        ("adapt.later_error_limit=-1", "negative"),
+        ("train.lr=fast", "expected a number"),
+    ],
+)
+def test_bad_numbers_are_refused_with_the_key(setting, words):
+    with pytest.raises(StplError) as err:
+        build_config(sets=[setting])
+    assert setting.split("=")[0] in str(err.value) and words in str(err.value)
+
+
+@pytest.mark.parametrize("command", ["train-source", "adapt"])
+def test_a_diverging_run_stops_with_exit_2_and_writes_no_model(command, tmp_path, toy_settings, capsys):
+    source = tmp_path / "source"
+    if command == "adapt":
+        assert main(["train-source", "--out", str(source), *set_args(toy_settings)]) == 0
+        args = ["adapt", "--source-ckpt", str(source / "model.safetensors"), "--set", "adapt.lr=1e30"]
+        args += ["--set", "adapt.iterations=4", "--set", "adapt.checkpoint_every=1", "--set", "adapt.method=tent"]
+    else:
+        args = ["train-source", "--set", "train.lr=1e30", "--set", "train.checkpoint_every=1"]
+    out = tmp_path / "run"
+    capsys.readouterr()
+    command_line, options = args[:1], args[1:]
+    assert main([*command_line, "--out", str(out), *set_args(toy_settings), *options]) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # progress lines, then the error
+    errors = [line for line in err if line.startswith("stpl: error:")]
+    assert errors == err[-1:] and "diverged at step" in errors[0] and "not finite" in errors[0], err
+    if command == "adapt":  # a checkpoint every step: the last good one is named and kept
+        assert "the last checkpoint" in errors[0] and (out / LAST_CHECKPOINT).is_file()
+    assert not (out / "model.safetensors").exists()  # nothing that could be scored as a result
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=lambda name: pytest.fail(f"non-strict JSON token {name}"))
+
+
+def test_eval_refuses_a_checkpoint_with_non_finite_weights(tmp_path, toy_settings, capsys):
+    import torch
+
+    from stpl.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    source = tmp_path / "source"
+    assert main(["train-source", "--out", str(source), *set_args(toy_settings)]) == 0
+    checkpoint = load_checkpoint(source / "model.safetensors")
+    weights = dict(checkpoint.model)
+    name = next(key for key, value in weights.items() if value.is_floating_point())
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    broken = tmp_path / "broken.safetensors"
+    save_checkpoint(broken, weights, checkpoint.meta)
+    capsys.readouterr()
+    out = tmp_path / "eval"
+    assert main(["eval", "--ckpt", str(broken), "--out", str(out), *set_args(toy_settings)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("stpl: error:") and "non-finite weights" in err and "\n" not in err
+    assert not (out / "eval.json").exists()
