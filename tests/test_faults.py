@@ -81,3 +81,49 @@ def test_eval_refuses_a_checkpoint_with_non_finite_weights(tmp_path, toy_setting
     err = capsys.readouterr().err.strip()
     assert err.startswith("stpl: error:") and "non-finite weights" in err and "\n" not in err
     assert not (out / "eval.json").exists()
+
+
+def test_a_full_disk_during_eval_keeps_the_earlier_result(tmp_path, toy_settings, capsys, monkeypatch):
+    import errno
+
+    import stpl.atomic
+
+    source = tmp_path / "source"
+    assert main(["train-source", "--out", str(source), *set_args(toy_settings)]) == 0
+    out = tmp_path / "eval"
+    args = ["eval", "--ckpt", str(source / "model.safetensors"), "--out", str(out), *set_args(toy_settings)]
+    assert main(args) == 0
+    before = (out / "eval.json").read_text()
+    json.loads(before, parse_constant=lambda name: pytest.fail(f"non-strict JSON token {name}"))
+
+    def full_disk(path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(stpl.atomic, "_flush_to_disk", full_disk)
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"stpl: error: cannot write {out / 'eval.json'}: No space left on device"
+    assert (out / "eval.json").read_text() == before  # the earlier result, whole
+    assert sorted(p.name for p in out.iterdir()) == ["eval.json"]  # no temporary file left behind
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_line(tmp_path, toy_settings, capsys, monkeypatch):
+    import errno
+
+    import stpl.atomic
+
+    flush = stpl.atomic._flush_to_disk
+
+    def full_disk_for_checkpoints(path):
+        if ".safetensors." in path:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        flush(path)
+
+    monkeypatch.setattr(stpl.atomic, "_flush_to_disk", full_disk_for_checkpoints)
+    out = tmp_path / "source"
+    capsys.readouterr()
+    assert main(["train-source", "--out", str(out), *set_args(toy_settings)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"stpl: error: cannot write {out / LAST_CHECKPOINT}: No space left on device"
+    assert not any(line.startswith("Traceback") for line in err)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from stpl import workflows
+from stpl.atomic import write_json, write_text
 from stpl.config import Config, build_config, config_to_dict
 from stpl.engine.loop import SNAPSHOT_DIR
 from stpl.errors import StplError
@@ -141,7 +142,7 @@ def summarise(runs: list[dict[str, Any]], classes: list[str]) -> dict[str, Any]:
         values = [run["mIoU"] for run in chosen]
         per_class = {}
         for name in classes:
-            class_values = [run["per_class"][name] for run in chosen if run["per_class"].get(name) is not None]
+            class_values = [v for run in chosen if (v := run["per_class"].get(name)) is not None and not math.isnan(v)]
             per_class[name] = mean_std(class_values)
         mean, std = mean_std(values)
         summary[method] = {
@@ -278,14 +279,14 @@ def run_bench(
                 "key": key, "config": config_to_dict(config),
             }  # fmt: skip
             run_dir.mkdir(parents=True, exist_ok=True)
-            record_path.write_text(json.dumps(record, indent=2))
+            write_json(record_path, record)
             runs.append(record)
             classes = result["classes"]
             print(f"[bench] {method} seed {seed}: mIoU {result['mIoU']:.2f}", flush=True)
     summary = summarise(runs, classes)
     results = {"benchmark": benchmark, "commit": commit, "runs": runs, "summary": summary}
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
-    (out_dir / "results.md").write_text(markdown_table(benchmark, commit, summary, classes, base.eval.split))
+    write_json(out_dir / "results.json", results)
+    write_text(out_dir / "results.md", markdown_table(benchmark, commit, summary, classes, base.eval.split))
     write_plots(out_dir, benchmark, summary, classes, runs)
     print(markdown_table(benchmark, commit, summary, classes, base.eval.split), flush=True)
     return results

@@ -6,7 +6,6 @@ resuming) and, once finished, model.safetensors. Inputs are checked before anyth
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import torch
 from stpl.adapt import TRAINING_FREE, build_method
 from stpl.adapt.norm import reestimate_norm_statistics
 from stpl.adapt.supervised import Supervised
+from stpl.atomic import write_json, write_text
 from stpl.config import Config, build_config, config_to_dict, config_to_yaml
 from stpl.data import PairDataset, RandomBatches, build_dataset, dataset_classes, reported_classes
 from stpl.data.neighbours import with_later_neighbours
@@ -105,7 +105,7 @@ def prepare_run_dir(out_dir: Path, config: Config, identity: dict[str, Any]) -> 
                 f"{out_dir} holds a run of another config or source model; choose another --out or remove it"
             )
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(config_to_yaml(config))
+    write_text(out_dir / "config.yaml", config_to_yaml(config))
 
 
 def finished(out_dir: Path, identity: dict[str, Any]) -> bool:
@@ -299,7 +299,7 @@ def evaluate_checkpoint(checkpoint_path: Path, config: Config, out_dir: Path | N
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "eval.json").write_text(json.dumps(result, indent=2))
+        write_json(out_dir / "eval.json", result)
     return result
 
 
@@ -318,7 +318,7 @@ def demo(config: Config, out_dir: Path) -> dict[str, Any]:
     summary["seconds"] = time.perf_counter() - started
     summary["classes"] = rows["stpl"]["classes"]
     summary["config"] = config_to_dict(config)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out_dir / "summary.json", summary)
     print(format_table(summary), flush=True)
     return summary
 
@@ -408,7 +408,7 @@ def analyze_knn(
         "config": config_to_dict(config),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "knn.json").write_text(json.dumps(result, indent=2))
+    write_json(out_dir / "knn.json", result)
     groups = [*dataset.class_names, "overall"]
     series = {r["name"]: [*r["per_class"].values(), r["overall"]] for r in reports}
     grouped_bars(out_dir / "knn.png", groups, series, f"same-class share of {k}-NN (%)", "k-NN feature analysis")

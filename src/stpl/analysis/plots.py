@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
+from stpl.atomic import atomic_write
+
 
 def grouped_bars(
     path: Path, groups: Sequence[str], series: Mapping[str, Sequence[float | None]], ylabel: str, title: str
@@ -26,7 +28,7 @@ def grouped_bars(
     axes.set_title(title)
     axes.legend(fontsize="small")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    atomic_write(path, lambda temporary: figure.savefig(temporary, dpi=120, format="png"))
     plt.close(figure)
 
 
@@ -41,5 +43,5 @@ def curves(path: Path, series: Mapping[str, tuple[Sequence[float], Sequence[floa
     axes.set_title(title)
     axes.legend(fontsize="small")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    atomic_write(path, lambda temporary: figure.savefig(temporary, dpi=120, format="png"))
     plt.close(figure)

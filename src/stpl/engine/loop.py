@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from stpl.adapt.base import Method
+from stpl.atomic import write_text
 from stpl.data.pairs import RandomBatches
 from stpl.engine.checkpoint import load_checkpoint, save_checkpoint
 from stpl.errors import StplError
@@ -73,7 +74,7 @@ def keep_logged_steps_up_to(metrics_path: Path, step: int) -> None:
     if not metrics_path.is_file():
         return
     lines = [line for line in metrics_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    metrics_path.write_text("".join(f"{line}\n" for line in lines))
+    write_text(metrics_path, "".join(f"{line}\n" for line in lines))
 
 
 def finite_or_none(value: torch.Tensor) -> float | None:
