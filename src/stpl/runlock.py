@@ -1,12 +1,16 @@
-"""A lock file per run folder, so that two processes never train into the same folder at once.
+"""A lock per run folder, so that two processes never write into the same folder at once.
 
 `stpl bench` processes on disjoint seeds may share one --out; two on the same seed (or two `stpl adapt` runs with
-the same --out) would otherwise interleave their checkpoints. The lock holds the owner's pid and host; a lock left
-by a process that died on this host is taken over, one from another host must be removed by hand.
+the same --out) would otherwise interleave their checkpoints. The lock is an OS lock (`fcntl.flock`) on the file
+`.lock` in the folder: the kernel grants it to one process only and drops it when that process ends, however it
+ends, so there are no stale locks to take over and no race in taking them. The file also names the holder (pid
+and host) for the message a second process gets. A lock file written on another host is left alone (its holder
+may be alive there, where this host's kernel cannot see it).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 from collections.abc import Iterator
@@ -27,24 +31,32 @@ def _holder(lock: Path) -> tuple[int, str] | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: checks existence only
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
+def _in_use(folder: Path, lock: Path) -> StplError:
+    holder = _holder(lock)
+    who = "another process" if holder is None else f"process {holder[0]} on {holder[1]}"
+    return StplError(
+        f"{folder} is in use by {who} (lock file {lock}). Run parallel jobs on disjoint seeds or methods, or wait"
+    )
 
 
-def _try_create(lock: Path) -> bool:
-    try:
-        descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return False
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(f"{os.getpid()} {socket.gethostname()}\n")
-    return True
+def _acquire(folder: Path, lock: Path) -> int:
+    """An open descriptor of `lock` holding its flock; raises StplError when another process holds it."""
+    while True:
+        descriptor = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise _in_use(folder, lock) from None
+        # The holder before us removes the file on release: if we locked a file that is no longer the one at
+        # this path, a newcomer could lock the new one too, so start again on whatever the path holds now.
+        try:
+            same = os.stat(lock).st_ino == os.fstat(descriptor).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return descriptor
+        os.close(descriptor)
 
 
 @contextmanager
@@ -53,20 +65,17 @@ def run_lock(folder: Path) -> Iterator[None]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_NAME
-    if not _try_create(lock):
-        holder = _holder(lock)
-        here = socket.gethostname()
-        if holder is None:
-            raise StplError(f"{folder} has an unreadable lock file {lock}; delete it if no run is using the folder")
-        if holder[1] != here or _alive(holder[0]):
-            raise StplError(
-                f"{folder} is in use by process {holder[0]} on {holder[1]} (lock file {lock}). Run parallel jobs "
-                "on disjoint seeds or methods, or wait; if that process is gone, delete the lock file"
-            )
-        lock.unlink(missing_ok=True)  # left by a process that died on this host: take it over
-        if not _try_create(lock):
-            raise StplError(f"{folder} was locked by another process just now (lock file {lock})")
+    holder, here = _holder(lock), socket.gethostname()
+    if holder is not None and holder[1] != here:
+        raise StplError(
+            f"{folder} is locked by process {holder[0]} on host {holder[1]} (lock file {lock}); if no run there is "
+            "using the folder, delete the lock file"
+        )
+    descriptor = _acquire(folder, lock)
     try:
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"{os.getpid()} {here}\n".encode())
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        lock.unlink(missing_ok=True)  # before the release, so a waiting process re-checks the path (above)
+        os.close(descriptor)

@@ -297,9 +297,8 @@ def evaluate_checkpoint(checkpoint_path: Path, config: Config, out_dir: Path | N
     result["checkpoint"] = str(checkpoint_path)
     result["config"] = config_to_dict(config)
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(out_dir / "eval.json", result)
+        with run_lock(Path(out_dir)):  # two evaluations into one folder write one after the other, or fail clearly
+            write_json(Path(out_dir) / "eval.json", result)
     return result
 
 
