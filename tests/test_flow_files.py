@@ -34,3 +34,24 @@ def test_cache_key_covers_dataset_frames_size_and_estimator(tmp_path):
     assert cache.get(base) is None
     cache.put(base, np.ones((2, 3, 2), np.float32))
     np.testing.assert_allclose(cache.get(base), np.ones((2, 3, 2)))
+
+
+def test_another_copy_with_the_same_frame_names_gets_its_own_flow(tmp_path):
+    """Two data sets with one name and the same frame names but other pixels: the second must not read the
+    first one's cached flow (a moving square: +2 px in one copy, -3 px in the other)."""
+    from stpl.config import FlowConfig
+    from stpl.flow import estimate_pair_flows
+
+    def copy(shift):
+        frames = np.zeros((2, 48, 64, 3), np.uint8)
+        texture = np.random.default_rng(0).integers(60, 255, (20, 20, 3), dtype=np.uint8)
+        frames[0, 14:34, 22:42] = texture
+        frames[1, 14:34, 22 + shift : 42 + shift] = texture
+        return frames
+
+    config = FlowConfig(cache_dir=str(tmp_path))
+    pairs = np.array([[1, 0]])  # backward flow from frame 1 to frame 0: -shift inside the square
+    first = estimate_pair_flows(copy(2), pairs, ["f0", "f1"], "same-name", config)
+    second = estimate_pair_flows(copy(-3), pairs, ["f0", "f1"], "same-name", config)
+    assert abs(float(np.median(first[0, 18:30, 28:36, 0])) + 2.0) < 0.5
+    assert abs(float(np.median(second[0, 18:30, 28:36, 0])) - 3.0) < 0.5

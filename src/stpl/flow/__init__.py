@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from stpl.config import FlowConfig
-from stpl.flow.cache import FlowCache, decode_flow, encode_flow, read_flow_file, write_flow_file
+from stpl.flow.cache import FlowCache, decode_flow, encode_flow, frame_digest, read_flow_file, write_flow_file
 from stpl.flow.dis import DISFlow
 from stpl.progress import Progress
 
@@ -42,7 +42,17 @@ def estimate_pair_flows(
     height, width = frames.shape[1:3]
     estimator_name = DISFlow(config.dis_preset).name
     flows = np.empty((len(pairs), height, width, 2), dtype=np.float32)
-    keys = [cache.key(dataset_id, names[c], names[p], (height, width), estimator_name) for c, p in pairs]
+    digests: dict[int, str] = {}
+
+    def digest(index: int) -> str:
+        if index not in digests:
+            digests[index] = frame_digest(frames[index])
+        return digests[index]
+
+    keys = [
+        cache.key(dataset_id, names[c], names[p], (height, width), estimator_name, digest(c) + digest(p))
+        for c, p in pairs
+    ]
     missing = []
     for row, key in enumerate(keys):
         cached = cache.get(key)

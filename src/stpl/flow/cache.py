@@ -50,13 +50,22 @@ def write_flow_file(path: str | Path, flow: np.ndarray) -> None:
     atomic_write(path, write)
 
 
+def frame_digest(frame: np.ndarray) -> str:
+    """A short digest of a frame's pixels (BLAKE2b; ~0.2 ms for 320x240 RGB)."""
+    return hashlib.blake2b(np.ascontiguousarray(frame).tobytes(), digest_size=8).hexdigest()
+
+
 class FlowCache:
     def __init__(self, directory: str | Path):
         self.directory = Path(directory).expanduser()
 
     @staticmethod
-    def key(dataset_id: str, current: str, previous: str, size: tuple[int, int], estimator: str) -> str:
-        text = "|".join((dataset_id, current, previous, f"{size[0]}x{size[1]}", estimator))
+    def key(
+        dataset_id: str, current: str, previous: str, size: tuple[int, int], estimator: str, content: str = ""
+    ) -> str:
+        """`content`: a digest of the two frames' pixels (`frame_digest`), so that another copy of a data set
+        with the same frame names but other images never reuses this one's flow."""
+        text = "|".join((dataset_id, current, previous, f"{size[0]}x{size[1]}", estimator, content))
         return hashlib.sha1(text.encode()).hexdigest()
 
     def path(self, key: str) -> Path:
