@@ -130,3 +130,33 @@ def test_evaluation_labels_at_their_own_resolution(tmp_path):
     np.testing.assert_array_equal(evaluation.labels[evaluation.pairs[0, 0]], expected)  # native labels, untouched
     adaptation = build_dataset(config, "adapt", with_labels=True)  # other splits keep the data size
     assert adaptation.labels.shape[1:] == (90, 120)
+
+
+def bad_label_tree(tmp_path, label: np.ndarray) -> list[str]:
+    """A one-sequence CamVid tree whose last frame has `label` (36x48 frames); returns the config sets."""
+    root = tmp_path / "camvid"
+    lines = []
+    for frame in (30, 60):
+        write_png(root / "train" / f"SeqA_{frame:06d}.png", np.full((36, 48, 3), frame, np.uint8))
+        annotation = label if frame == 60 else np.zeros((36, 48), np.uint8)
+        write_png(root / "trainannot" / f"SeqA_{frame:06d}.png", annotation)
+        lines.append(f"train/SeqA_{frame:06d}.png trainannot/SeqA_{frame:06d}.png")
+    (root / "train.txt").write_text("\n".join(lines) + "\n")
+    (root / "test.txt").write_text(lines[-1] + "\n")
+    return ["data.dataset=camvid", f"data.camvid.root={root}", "data.camvid.source_sequences=[SeqA]",
+            "data.camvid.target_sequence=SeqA", "data.height=18", "data.width=24",
+            f"flow.cache_dir={tmp_path / 'f'}"]  # fmt: skip
+
+
+def test_unknown_label_ids_stop_with_the_file_and_values(tmp_path):
+    label = np.zeros((36, 48), np.uint8)
+    label[3, 4], label[5, 6], label[7, 8] = 200, 11, 12  # 11 is void, 12 and 200 are nothing
+    sets = bad_label_tree(tmp_path, label)
+    with pytest.raises(StplError, match=r"SeqA_000060\.png holds values 12, 200 outside the class ids 0\.\.10"):
+        build_dataset(build_config(sets=sets), "eval", with_labels=True)
+
+
+def test_a_label_of_another_size_than_its_frame_stops_with_both_sizes(tmp_path):
+    sets = bad_label_tree(tmp_path, np.zeros((18, 48), np.uint8))
+    with pytest.raises(StplError, match=r"SeqA_000060\.png is 48x18 but its frame .* is 48x36"):
+        build_dataset(build_config(sets=sets), "source", with_labels=True)

@@ -17,6 +17,7 @@ import numpy as np
 from stpl.config import CamVidConfig, Config
 from stpl.data.corruptions import corrupt
 from stpl.data.pairs import IGNORE_INDEX, PairDataset, label_size
+from stpl.data.video_common import check_label_size
 from stpl.errors import StplError
 from stpl.flow import estimate_pair_flows
 
@@ -93,13 +94,24 @@ def read_image(path: Path, size: tuple[int, int]) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def read_label(path: Path, size: tuple[int, int], num_classes: int = len(CAMVID_CLASSES)) -> np.ndarray:
-    """uint8 [H,W] class indices, void (and anything out of range) as IGNORE_INDEX, nearest-neighbour resized."""
+def read_label(
+    path: Path, size: tuple[int, int], num_classes: int = len(CAMVID_CLASSES), image: Path | None = None
+) -> np.ndarray:
+    """uint8 [H,W] class indices, void (id num_classes) as IGNORE_INDEX, nearest-neighbour resized. Any other
+    value, or (given its frame `image`) a label of another size than its frame, stops with the file named."""
     label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if label is None:
         raise StplError(f"cannot read label {path}")
     if label.ndim != 2:
         raise StplError(f"label {path} has {label.shape[2]} channels; expected a single-channel class-index PNG")
+    unknown = np.unique(label[label > num_classes])
+    if unknown.size:
+        shown = ", ".join(str(int(v)) for v in unknown[:8]) + (", ..." if unknown.size > 8 else "")
+        raise StplError(
+            f"label {path} holds values {shown} outside the class ids 0..{num_classes - 1} and void {num_classes}"
+        )
+    if image is not None:
+        check_label_size(label, path, image)
     label = cv2.resize(label, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
     return np.where(label < num_classes, label, IGNORE_INDEX).astype(np.uint8)
 
@@ -180,7 +192,7 @@ def build_camvid(config: Config, split: str, with_labels: bool) -> PairDataset:
             label_path = items[current].label
             if label_path is None:
                 raise StplError(f"frame {items[current].image} has no label in the list files")
-            labels[current] = read_label(label_path, size_of_labels)
+            labels[current] = read_label(label_path, size_of_labels, image=items[current].image)
     if config.flow.method != "dis":
         raise StplError(f"flow.method '{config.flow.method}' is not available for camvid (use dis)")
     pairs_array = np.asarray(pairs, dtype=np.int64)

@@ -107,6 +107,34 @@ def read_label_png(path: Path) -> np.ndarray:
     return image
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) of an image file: from a PNG's header, else by decoding the image."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(24)
+    except OSError:
+        raise StplError(f"cannot read image {path}") from None
+    if head.startswith(_PNG_SIGNATURE) and head[12:16] == b"IHDR":
+        return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise StplError(f"cannot read image {path}")
+    return image.shape[0], image.shape[1]
+
+
+def check_label_size(label: np.ndarray, label_path: Path, image_path: Path, bottom_fraction: float = 0.0) -> None:
+    """A label must cover its frame pixel for pixel (after the same bottom crop); resizing one would hide a
+    mismatched pair."""
+    height, width = image_size(image_path)
+    if bottom_fraction > 0.0:
+        height = max(1, round(height * (1.0 - bottom_fraction)))
+    if tuple(label.shape[:2]) != (height, width):
+        raise StplError(
+            f"label {label_path} is {label.shape[1]}x{label.shape[0]} but its frame {image_path} is "
+            f"{width}x{height} (width x height)"
+        )
+
+
 def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(label, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
 
@@ -178,7 +206,14 @@ def build_pair_dataset(
             size_of_labels = label_size(config, split)
             labels = np.full((len(frames_in_order), *size_of_labels), IGNORE_INDEX, dtype=np.uint8)  # earlier: void
             current = sorted({c for c, _ in index_pairs})
-            read = pool.map(lambda i: resize_label(read_label(frames_in_order[i].label), size_of_labels), current)
+
+            def read_checked(index: int) -> np.ndarray:
+                frame = frames_in_order[index]
+                label = read_label(frame.label)
+                check_label_size(label, frame.label, frame.image, bottom_fraction)
+                return resize_label(label, size_of_labels)
+
+            read = pool.map(read_checked, current)
             for i, label in zip(current, read, strict=True):
                 labels[i] = label
     pairs_array = np.asarray(index_pairs, dtype=np.int64)
