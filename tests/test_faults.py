@@ -127,3 +127,72 @@ def test_a_full_disk_at_a_checkpoint_is_one_line(tmp_path, toy_settings, capsys,
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f"stpl: error: cannot write {out / LAST_CHECKPOINT}: No space left on device"
     assert not any(line.startswith("Traceback") for line in err)
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("stpl: error:") and not any("Traceback" in line for line in err), err
+    assert not any(line.startswith("stpl: error:") for line in err[:-1])
+    return err[-1]
+
+
+def test_a_pickle_file_as_imagenet_weights_is_refused_and_leaves_nothing(tmp_path, capsys):
+    import pickle
+
+    evil = tmp_path / "weights.pth"
+    evil.write_bytes(pickle.dumps({"not": "tensors"}))
+    out = tmp_path / "run"
+    capsys.readouterr()
+    args = ["train-source", "--out", str(out), "--set", "model.backbone=mobilenet_v2"]
+    assert (
+        main([*args, "--set", f"model.weights_path={evil}", "--set", "data.height=33", "--set", "data.width=47"]) == 2
+    )
+    line = one_error_line(capsys)
+    assert str(evil) in line and "more than tensors" in line and "weights_only=False" not in line
+    assert not out.exists()  # a refused run leaves no folder (nor config.yaml) behind
+
+
+def test_a_checkpoint_that_does_not_fit_says_how(tmp_path, toy_settings, capsys):
+    import torch
+
+    from stpl.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    source = tmp_path / "source"
+    assert main(["train-source", "--out", str(source), *set_args(toy_settings)]) == 0
+    checkpoint = load_checkpoint(source / "model.safetensors")
+    weights = dict(checkpoint.model)
+    dropped = sorted(weights)[0]
+    del weights[dropped]
+    reshaped = next(name for name, value in sorted(weights.items()) if value.ndim == 4)
+    weights[reshaped] = torch.zeros(1, 1, 1, 1)
+    changed = tmp_path / "changed.safetensors"
+    save_checkpoint(changed, weights, checkpoint.meta)
+    out = tmp_path / "adapted"
+    capsys.readouterr()
+    assert main(["adapt", "--source-ckpt", str(changed), "--out", str(out), *set_args(toy_settings)]) == 2
+    line = one_error_line(capsys)
+    assert "does not fit the model" in line and f"1 tensors missing ({dropped})" in line
+    assert f"1 of another shape ({reshaped} [1, 1, 1, 1] in the file" in line
+    assert not out.exists()
+
+
+def test_an_empty_source_split_is_one_line(tmp_path, capsys):
+    import cv2
+    import numpy as np
+
+    root = tmp_path / "camvid"
+    (root / "train").mkdir(parents=True)
+    (root / "trainannot").mkdir()
+    for frame in (30, 60):
+        cv2.imwrite(str(root / "train" / f"SeqA_{frame:06d}.png"), np.zeros((36, 48, 3), np.uint8))
+        cv2.imwrite(str(root / "trainannot" / f"SeqA_{frame:06d}.png"), np.zeros((36, 48), np.uint8))
+    (root / "train.txt").write_text("".join(f"train/SeqA_{f:06d}.png trainannot/SeqA_{f:06d}.png\n" for f in (30, 60)))
+    (root / "test.txt").write_text("train/SeqA_000060.png trainannot/SeqA_000060.png\n")
+    out = tmp_path / "run"
+    sets = ["data.dataset=camvid", f"data.camvid.root={root}", "data.camvid.source_sequences=[SeqA]",
+            "data.camvid.source_exclude=[SeqA:0-100]", "data.camvid.target_sequence=SeqA", "data.height=18",
+            "data.width=24", f"flow.cache_dir={tmp_path / 'flow'}"]  # fmt: skip
+    capsys.readouterr()
+    assert main(["train-source", "--out", str(out), *set_args(sets)]) == 2
+    assert "no frames selected for split 'source'" in one_error_line(capsys)
+    assert not out.exists()

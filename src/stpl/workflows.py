@@ -7,6 +7,8 @@ resuming) and, once finished, model.safetensors. Inputs are checked before anyth
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,11 @@ from stpl.data import PairDataset, RandomBatches, build_dataset, dataset_classes
 from stpl.data.neighbours import with_later_neighbours
 from stpl.engine.checkpoint import Checkpoint, file_sha1, load_checkpoint, read_meta, save_checkpoint
 from stpl.engine.evaluate import evaluate
-from stpl.engine.loop import LAST_CHECKPOINT, LoopSettings, run_loop
+from stpl.engine.loop import LAST_CHECKPOINT, METRICS_FILE, LoopSettings, run_loop
 from stpl.errors import StplError
 from stpl.losses.class_weights import median_frequency_weights
 from stpl.models import VideoSegmenter, build_model
-from stpl.runlock import run_lock
+from stpl.runlock import LOCK_NAME, run_lock
 
 FINAL_CHECKPOINT = "model.safetensors"
 # Parts of the network that adaptation adds; a source checkpoint's values for them are not used.
@@ -108,6 +110,26 @@ def prepare_run_dir(out_dir: Path, config: Config, identity: dict[str, Any]) -> 
     write_text(out_dir / "config.yaml", config_to_yaml(config))
 
 
+@contextmanager
+def run_folder(out_dir: Path) -> Iterator[None]:
+    """Hold the folder's lock; a run refused before training started (bad weights file, a checkpoint that does not
+    fit) leaves no folder or config.yaml behind it. Once training has started its logs and checkpoints stay."""
+    created = not out_dir.exists()
+    try:
+        with run_lock(out_dir):
+            fresh = not any(path.name != LOCK_NAME for path in out_dir.iterdir())
+            try:
+                yield
+            except StplError:
+                if fresh and not (out_dir / METRICS_FILE).exists():
+                    (out_dir / "config.yaml").unlink(missing_ok=True)
+                raise
+    except StplError:
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+
+
 def finished(out_dir: Path, identity: dict[str, Any]) -> bool:
     path = out_dir / FINAL_CHECKPOINT
     return path.is_file() and read_meta(path).get("identity") == identity
@@ -131,12 +153,34 @@ def model_from_checkpoint(checkpoint: Checkpoint, config: Config, skip_adaptatio
     if skip_adaptation_modules:
         own = {k: v for k, v in model.state_dict().items() if k.startswith(ADAPTATION_MODULES)}
         state = {**{k: v for k, v in state.items() if not k.startswith(ADAPTATION_MODULES)}, **own}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        first_line = str(err).strip().splitlines()[0]
-        raise StplError(f"checkpoint does not fit the model: {first_line}") from None
+    mismatch = state_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise StplError(f"checkpoint does not fit the model: {mismatch}")
+    model.load_state_dict(state)
     return model
+
+
+def state_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str:
+    """ "" when `found` fits `expected` name for name and shape for shape; else one line saying how it does not."""
+
+    def examples(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+    missing = [name for name in expected if name not in found]
+    unexpected = [name for name in found if name not in expected]
+    shapes = [
+        f"{name} {list(found[name].shape)} in the file, {list(value.shape)} in the model"
+        for name, value in expected.items()
+        if name in found and found[name].shape != value.shape
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} tensors missing ({examples(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} not in the model ({examples(unexpected)})")
+    if shapes:
+        parts.append(f"{len(shapes)} of another shape ({examples(shapes)})")
+    return "; ".join(parts)
 
 
 def with_checkpoint_architecture(config: Config, checkpoint: Checkpoint) -> Config:
@@ -181,7 +225,7 @@ def train_supervised(
     check_out_dir(out_dir)
     device = setup_runtime(config)
     dataset = load_split(config, split, with_labels=True)  # before the folder: bad data leaves nothing behind
-    with run_lock(out_dir):  # one process per run folder
+    with run_folder(out_dir):  # one process per run folder
         if finished(out_dir, identity):  # another process finished it while this one was loading data
             return out_dir / FINAL_CHECKPOINT
         prepare_run_dir(out_dir, config, identity)
@@ -233,7 +277,7 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
     dataset = load_split(config, "adapt", with_labels=False)  # the only data adaptation opens
     if config.adapt.teacher_later and config.model.temporal:  # the no-temporal control looks at frame t only
         dataset = with_later_neighbours(dataset, config.flow)
-    with run_lock(out_dir):  # one process per run folder
+    with run_folder(out_dir):  # one process per run folder
         if finished(out_dir, identity):  # another process finished it while this one was loading data
             return out_dir / FINAL_CHECKPOINT
         prepare_run_dir(out_dir, config, identity)

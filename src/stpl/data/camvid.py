@@ -180,6 +180,10 @@ def build_camvid(config: Config, split: str, with_labels: bool) -> PairDataset:
                 if earlier.name not in current_names and split == "source":
                     earlier = item  # an excluded second stays unseen
                 pairs.append((index_of(item), index_of(earlier)))
+    if not pairs:
+        raise StplError(
+            f"no frames selected for split '{split}' (check data.camvid.source_sequences and source_exclude)"
+        )
     frames = np.stack([read_image(item.image, size) for item in items])
     corruption = camvid.target_corruption if split != "source" else "none"
     if corruption != "none":  # a fixed function of each frame, so every run and the flow cache see the same pixels

@@ -23,6 +23,7 @@ from stpl.errors import StplError
 from stpl.progress import Progress
 
 LAST_CHECKPOINT = "checkpoint_last.safetensors"
+METRICS_FILE = "metrics.jsonl"
 RNG_KEY = "rng.torch"
 CUDA_RNG_KEY = "rng.cuda"
 SNAPSHOT_DIR = "snapshots"
@@ -147,7 +148,7 @@ def run_loop(
         )
 
     progress = Progress(settings.label, settings.iterations, every_seconds=10.0, initial=start)
-    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path = run_dir / METRICS_FILE
     keep_logged_steps_up_to(metrics_path, start)  # steps after the last checkpoint are run (and logged) again
     metrics_file = metrics_path.open("a")
     logged: dict[str, float] = {}

@@ -32,6 +32,7 @@ from torch import Tensor
 from stpl.errors import StplError
 from stpl.models.deeplabv2 import ResNet101DeepLabV2
 from stpl.models.segmenter import VideoSegmenter
+from stpl.models.tensor_files import load_tensor_file
 
 # (peer prefix, our prefix); the first match wins.
 NAME_PREFIXES = (
@@ -115,10 +116,7 @@ def read_accel_state_dict(path: str | Path) -> dict[str, Tensor]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise StplError(f"ACCEL checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load raises several types for a foreign or unsafe file
-        raise StplError(f"{path} is not a readable PyTorch state dict: {err}") from None
+    state = load_tensor_file(path, "ACCEL checkpoint")
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]

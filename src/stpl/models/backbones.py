@@ -5,11 +5,11 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from stpl.errors import StplError
 from stpl.models.mobilenet_v2 import MobileNetV2Features
+from stpl.models.tensor_files import load_tensor_file
 from stpl.models.tiny import TinyBackbone
 
 MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"  # torchvision's official ImageNet checkpoint
@@ -36,7 +36,7 @@ def find_mobilenet_v2_weights(explicit_path: str = "") -> Path:
 
 
 def load_mobilenet_v2_imagenet(model: MobileNetV2Features, path: Path) -> None:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_tensor_file(path, "ImageNet weights for mobilenet_v2")
     # The 1280-channel layer (features.18) and the classifier are not part of this feature extractor.
     state = {k: v for k, v in state.items() if k.startswith("features.") and not k.startswith("features.18.")}
     missing, unexpected = model.load_state_dict(state, strict=False)

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from stpl.config import ModelConfig
 from stpl.errors import StplError
 from stpl.models.segmenter import VideoSegmenter
+from stpl.models.tensor_files import load_tensor_file
 
 RESNET101_LAYERS = (3, 4, 23, 3)
 ASPP_RATES = (6, 12, 18, 24)
@@ -185,10 +186,7 @@ def _read_imagenet_state(path: Path, input_format: str) -> dict[str, Tensor]:
     The latter's names carry one extra leading part (the peers' loaders drop `name.split('.')[0]`, believed to be
     "Scale"), and its layer5 is a classifier of its own.
     """
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load raises several types for a foreign or unsafe file
-        raise StplError(f"cannot read ImageNet weights {path}: {err}") from None
+    state = load_tensor_file(path, "ImageNet weights")
     caffe = "conv1.weight" not in state and len({key.split(".", 1)[0] for key in state}) == 1
     if caffe:
         state = {key.split(".", 1)[1]: value for key, value in state.items()}
