@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from stpl import workflows
+from stpl.adapt import METHODS as ADAPT_METHODS
 from stpl.atomic import write_json, write_text
 from stpl.config import Config, build_config, config_to_dict
 from stpl.engine.loop import SNAPSHOT_DIR
@@ -46,11 +47,8 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "stpl-no-pl": ("adapt.lambda_pl=0",),  # contrast only
     "stpl-cross-frame": ("adapt.cross_frame_keys=true",),
 }
-METHODS = (
-    "source-only", "adabn", "stpl", *REFERENCE_METHODS,
-    "tent", "self-training", "ur", "hcl", "tps", "davsn", "vst",  # source-free baselines (adapt/<name>.py)
-    *VARIANTS,
-)  # fmt: skip
+# what `stpl bench --methods` accepts: the source model as it is, every adaptation method, the references, variants
+METHODS = ("source-only", *ADAPT_METHODS, *REFERENCE_METHODS, *VARIANTS)
 
 
 def _git(*args: str) -> str:

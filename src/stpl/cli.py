@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from stpl import __version__, bench, workflows
+from stpl.adapt import METHODS
 from stpl.config import Config, build_config, config_to_yaml
 from stpl.data import SPLITS
 from stpl.errors import StplError
@@ -50,10 +51,16 @@ def run_train_source(args: argparse.Namespace) -> None:
 
 
 def add_adapt(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("adapt", help="source-free STPL adaptation on unlabelled target video")
+    methods = "\n".join(f"  {name:<14} {entry.summary}" for name, entry in METHODS.items())
+    parser = sub.add_parser(
+        "adapt",
+        help="source-free STPL adaptation on unlabelled target video",
+        epilog=f"methods (--method NAME or --set adapt.method=NAME):\n{methods}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_config_options(parser)
     parser.add_argument("--source-ckpt", type=Path, required=True, help="the source model checkpoint")
-    parser.add_argument("--method", help="adaptation method (same as --set adapt.method=NAME)")
+    parser.add_argument("--method", choices=list(METHODS), help="adaptation method (default stpl; list below)")
     parser.add_argument("--out", type=Path, required=True, help="run folder (resumed if it holds an unfinished run)")
     parser.set_defaults(run=run_adapt)
 
@@ -117,7 +124,9 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("bench", help="a named protocol end to end: methods x seeds -> results.json/.md")
     parser.add_argument("--benchmark", required=True, help=f"one of: {', '.join(bench.BENCHMARKS)}")
     parser.add_argument("--data-root", help="the dataset folder (real-data benchmarks)")
-    parser.add_argument("--methods", default="source-only,adabn,stpl,oracle", help="comma-separated methods")
+    parser.add_argument(
+        "--methods", default="source-only,adabn,stpl,oracle", help=f"comma-separated, of: {', '.join(bench.METHODS)}"
+    )
     parser.add_argument("--seeds", default="0", help="comma-separated integer seeds")
     parser.add_argument("--out", type=Path, help="output folder (default runs/bench/<benchmark>)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")

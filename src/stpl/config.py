@@ -20,6 +20,11 @@ import yaml
 from stpl.config_checks import validate
 from stpl.errors import StplError
 
+# The names the schema accepts for data.dataset and adapt.method. Each has its registry (stpl.data.DATASETS,
+# stpl.adapt.METHODS), which must list the same names in the same order (checked when the registry is imported).
+DATASET_NAMES = ("synthetic", "camvid", "cityscapes_seq", "viper", "synthia_seq")
+METHOD_NAMES = ("stpl", "adabn", "tent", "self-training", "ur", "hcl", "tps", "davsn", "vst")
+
 
 @dataclass
 class SyntheticConfig:
@@ -93,10 +98,10 @@ class SynthiaSeqConfig:
 
 @dataclass
 class DataConfig:
-    dataset: Literal["synthetic", "camvid", "cityscapes_seq", "viper", "synthia_seq"] = "synthetic"
+    dataset: Literal[DATASET_NAMES] = "synthetic"
     # The source split's data set when it differs from the target's ("" = data.dataset): viper or synthia_seq
     # with cityscapes_seq as data.dataset. Adaptation and evaluation never open it.
-    source_dataset: Literal["", "synthetic", "camvid", "cityscapes_seq", "viper", "synthia_seq"] = ""
+    source_dataset: Literal[("", *DATASET_NAMES)] = ""
     height: int = 120
     width: int = 160
     frame_gap: int = 1  # k: the earlier frame is t - k (in the dataset's frame steps)
@@ -218,7 +223,7 @@ class AdaptConfig:
     """STPL adaptation; every open choice of SPEC §2 is an option here."""
 
     # adabn = re-estimate normalisation statistics on target, nothing else; the others train (adapt/<name>.py)
-    method: Literal["stpl", "adabn", "tent", "self-training", "ur", "hcl", "tps", "davsn", "vst"] = "stpl"
+    method: Literal[METHOD_NAMES] = "stpl"
     iterations: int = 300
     batch_size: int = 8
     lr: float = 0.002

@@ -1,53 +1,57 @@
-"""Adaptation methods. Each is a `Method` (adapt/base.py) built by name from the model and the adapt config.
+"""Adaptation methods. Each trained one is a `Method` (adapt/base.py) built from the model, the adapt config and a
+seed; `METHODS` is the one list of them, from which the CLI help and `stpl bench`'s method names are derived.
 
-To add one: write adapt/<name>.py with a Method subclass, add its options (if any) as a dataclass field of
-AdaptConfig in config.py, extend AdaptConfig.method's Literal, and register a builder below.
+To add a method: write adapt/<name>.py with a Method subclass (its options, if any, as a dataclass field of
+AdaptConfig in config.py), add its name to config.METHOD_NAMES and an entry to METHODS below.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
+from dataclasses import dataclass
 
 from stpl.adapt.base import Method
-from stpl.config import AdaptConfig
+from stpl.adapt.davsn import DAVSN
+from stpl.adapt.hcl import HCL
+from stpl.adapt.self_training import SelfTraining
+from stpl.adapt.stpl import STPL
+from stpl.adapt.tent import Tent
+from stpl.adapt.tps import TPS
+from stpl.adapt.ur import UR
+from stpl.adapt.vst import VST
+from stpl.config import METHOD_NAMES, AdaptConfig
 from stpl.models.segmenter import VideoSegmenter
 
-__all__ = ["ADAPT_METHODS", "TRAINING_FREE", "build_method"]
+__all__ = ["METHODS", "TRAINING_FREE", "MethodEntry", "build_method"]
 
 
-def _stpl(model: VideoSegmenter, config: AdaptConfig, seed: int) -> Method:
-    from stpl.adapt.stpl import STPL
+@dataclass(frozen=True)
+class MethodEntry:
+    """A method: its class (None: training-free, the normalisation re-estimation is all it does) and one line."""
 
-    return STPL(model, config, seed=seed)
-
-
-def _baseline(module: str, class_name: str) -> Callable[[VideoSegmenter, AdaptConfig, int], Method]:
-    """Builder of a baseline in adapt/<module>.py, imported only when asked for."""
-
-    def build(model: VideoSegmenter, config: AdaptConfig, seed: int) -> Method:
-        return getattr(importlib.import_module(f"stpl.adapt.{module}"), class_name)(model, config, seed=seed)
-
-    return build
+    method: type[Method] | None
+    summary: str
 
 
-# name -> builder(model, adapt config, seed); training-free methods (below) have no builder
-ADAPT_METHODS: dict[str, Callable[[VideoSegmenter, AdaptConfig, int], Method]] = {
-    "stpl": _stpl,
+METHODS: dict[str, MethodEntry] = {
+    "stpl": MethodEntry(STPL, "spatio-temporal pixel contrast + pseudo-labels (the paper's method)"),
+    "adabn": MethodEntry(None, "re-estimate normalisation statistics on the target video, nothing else"),
     # source-free baselines (SPEC §3)
-    "tent": _baseline("tent", "Tent"),
-    "self-training": _baseline("self_training", "SelfTraining"),
-    "ur": _baseline("ur", "UR"),
-    "hcl": _baseline("hcl", "HCL"),
-    "tps": _baseline("tps", "TPS"),
-    "davsn": _baseline("davsn", "DAVSN"),
-    "vst": _baseline("vst", "VST"),
+    "tent": MethodEntry(Tent, "entropy minimisation of the normalisation parameters"),
+    "self-training": MethodEntry(SelfTraining, "STPL without the contrast: teacher pseudo-labels only"),
+    "ur": MethodEntry(UR, "uncertainty reduction with auxiliary decoders"),
+    "hcl": MethodEntry(HCL, "historical contrastive learning"),
+    "tps": MethodEntry(TPS, "TPS*: cross-frame pseudo-labels under a strong view, source-free"),
+    "davsn": MethodEntry(DAVSN, "DA-VSN*: cross-frame consistency, source-free"),
+    "vst": MethodEntry(VST, "VAT-VST*: temporally consistent pseudo-labels of the frozen source model"),
 }
-# Methods that only re-estimate normalisation statistics and train nothing.
-TRAINING_FREE = ("adabn",)
+if tuple(METHODS) != METHOD_NAMES:
+    raise ImportError(f"stpl.adapt.METHODS {tuple(METHODS)} and config.METHOD_NAMES {METHOD_NAMES} differ")
+TRAINING_FREE = tuple(name for name, entry in METHODS.items() if entry.method is None)
 
 
 def build_method(model: VideoSegmenter, config: AdaptConfig, seed: int) -> Method:
-    if config.method not in ADAPT_METHODS:
-        raise ValueError(f"unknown adaptation method '{config.method}' (known: {', '.join(ADAPT_METHODS)})")
-    return ADAPT_METHODS[config.method](model, config, seed)
+    entry = METHODS.get(config.method)
+    if entry is None or entry.method is None:
+        trained = [name for name, known in METHODS.items() if known.method is not None]
+        raise ValueError(f"'{config.method}' is not a trained adaptation method (known: {', '.join(trained)})")
+    return entry.method(model, config, seed=seed)

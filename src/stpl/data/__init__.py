@@ -7,15 +7,19 @@ cityscapes_seq); "adapt" and "eval" always come from data.dataset, so adaptation
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from stpl.config import Config
+from stpl.config import DATASET_NAMES, Config
+from stpl.data import camvid, cityscapes_seq, synthetic, synthia_seq, viper
 from stpl.data.pairs import IGNORE_INDEX, PairBatch, PairDataset, RandomBatches
+from stpl.data.synthetic_scene import SYNTHETIC_CLASSES
 from stpl.errors import StplError
 
 __all__ = [
     "DATASETS",
     "IGNORE_INDEX",
     "SPLITS",
+    "DatasetEntry",
     "PairBatch",
     "PairDataset",
     "RandomBatches",
@@ -28,79 +32,28 @@ __all__ = [
 SPLITS = ("source", "adapt", "eval")
 
 
-def _synthetic(config: Config, split: str, with_labels: bool) -> PairDataset:
-    from stpl.data.synthetic import build_synthetic  # the generator is only imported when asked for
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A data set: how to build one of its splits, its class names, and whether it can read the peers' flow files."""
 
-    if config.flow.method == "files":
-        raise StplError("flow.method 'files' is only available for cityscapes_seq, viper and synthia_seq")
-    return build_synthetic(config, split, with_labels)
-
-
-def _synthetic_classes(config: Config) -> tuple[str, ...]:
-    from stpl.data.synthetic_scene import SYNTHETIC_CLASSES
-
-    return SYNTHETIC_CLASSES
+    build: Callable[[Config, str, bool], PairDataset]
+    classes: Callable[[Config], tuple[str, ...]]
+    flow_files: bool = True
 
 
-def _camvid(config: Config, split: str, with_labels: bool) -> PairDataset:
-    from stpl.data.camvid import build_camvid
-
-    return build_camvid(config, split, with_labels)
-
-
-def _camvid_classes(config: Config) -> tuple[str, ...]:
-    from stpl.data.camvid import CAMVID_CLASSES
-
-    return CAMVID_CLASSES
-
-
-def _cityscapes_seq(config: Config, split: str, with_labels: bool) -> PairDataset:
-    from stpl.data.cityscapes_seq import build_cityscapes_seq
-
-    return build_cityscapes_seq(config, split, with_labels)
-
-
-def _cityscapes_seq_classes(config: Config) -> tuple[str, ...]:
-    from stpl.data.cityscapes_seq import cityscapes_seq_classes
-
-    return cityscapes_seq_classes(config)
-
-
-def _viper(config: Config, split: str, with_labels: bool) -> PairDataset:
-    from stpl.data.viper import build_viper
-
-    return build_viper(config, split, with_labels)
-
-
-def _viper_classes(config: Config) -> tuple[str, ...]:
-    from stpl.data.viper import viper_classes
-
-    return viper_classes(config)
-
-
-def _synthia_seq(config: Config, split: str, with_labels: bool) -> PairDataset:
-    from stpl.data.synthia_seq import build_synthia_seq
-
-    return build_synthia_seq(config, split, with_labels)
-
-
-def _synthia_seq_classes(config: Config) -> tuple[str, ...]:
-    from stpl.data.synthia_seq import synthia_seq_classes
-
-    return synthia_seq_classes(config)
-
-
-# name -> (split builder, class names)
-DATASETS: dict[str, tuple[Callable[[Config, str, bool], PairDataset], Callable[[Config], tuple[str, ...]]]] = {
-    "synthetic": (_synthetic, _synthetic_classes),
-    "camvid": (_camvid, _camvid_classes),
-    "cityscapes_seq": (_cityscapes_seq, _cityscapes_seq_classes),
-    "viper": (_viper, _viper_classes),
-    "synthia_seq": (_synthia_seq, _synthia_seq_classes),
+# The one list of data sets; config.DATASET_NAMES names them for the schema (checked below).
+DATASETS: dict[str, DatasetEntry] = {
+    "synthetic": DatasetEntry(synthetic.build_synthetic, lambda config: SYNTHETIC_CLASSES, flow_files=False),
+    "camvid": DatasetEntry(camvid.build_camvid, lambda config: camvid.CAMVID_CLASSES, flow_files=False),
+    "cityscapes_seq": DatasetEntry(cityscapes_seq.build_cityscapes_seq, cityscapes_seq.cityscapes_seq_classes),
+    "viper": DatasetEntry(viper.build_viper, viper.viper_classes),
+    "synthia_seq": DatasetEntry(synthia_seq.build_synthia_seq, synthia_seq.synthia_seq_classes),
 }
+if tuple(DATASETS) != DATASET_NAMES:
+    raise ImportError(f"stpl.data.DATASETS {tuple(DATASETS)} and config.DATASET_NAMES {DATASET_NAMES} differ")
 
 
-def _lookup(name: str, key: str = "data.dataset"):
+def _lookup(name: str, key: str = "data.dataset") -> DatasetEntry:
     if name not in DATASETS:
         raise StplError(f"unknown dataset '{name}' in {key} (known: {', '.join(DATASETS)})")
     return DATASETS[name]
@@ -115,10 +68,10 @@ def split_dataset_name(config: Config, split: str) -> str:
 
 def dataset_classes(config: Config) -> tuple[str, ...]:
     """The target's class names; a separate source data set must share them (checked by name, no data opened)."""
-    classes = _lookup(config.data.dataset)[1](config)
+    classes = _lookup(config.data.dataset).classes(config)
     source = config.data.source_dataset
     if source and source != config.data.dataset:
-        source_classes = _lookup(source, "data.source_dataset")[1](config)
+        source_classes = _lookup(source, "data.source_dataset").classes(config)
         if source_classes != classes:
             raise StplError(
                 f"data.source_dataset '{source}' has classes {list(source_classes)} but data.dataset "
@@ -146,4 +99,8 @@ def build_dataset(config: Config, split: str, with_labels: bool) -> PairDataset:
         raise ValueError(f"unknown split '{split}' (known: {', '.join(SPLITS)})")
     name = split_dataset_name(config, split)
     key = "data.source_dataset" if name != config.data.dataset else "data.dataset"
-    return _lookup(name, key)[0](config, split, with_labels)
+    entry = _lookup(name, key)
+    if config.flow.method == "files" and not entry.flow_files:
+        readers = ", ".join(known for known, other in DATASETS.items() if other.flow_files)
+        raise StplError(f"flow.method 'files' is only available for {readers}")
+    return entry.build(config, split, with_labels)
