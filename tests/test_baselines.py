@@ -16,6 +16,7 @@ from stpl.cli import main
 from stpl.config import build_config
 from stpl.data.pairs import IGNORE_INDEX, PairBatch
 from stpl.engine.checkpoint import load_checkpoint
+from stpl.engine.loop import train_step
 from stpl.errors import StplError
 from stpl.models.segmenter import SegmenterOutput
 
@@ -44,18 +45,12 @@ def make_method(name: str, *sets: str):
 
 
 def train(method, steps: int = 3, batch: PairBatch | None = None) -> dict:
-    """The loop's phases (engine/loop.py) on one toy batch."""
+    """The loop's step (engine/loop.py train_step) on one toy batch."""
     batch = batch or toy_batch()
     optimizer = torch.optim.SGD(method.param_groups(), lr=0.0, momentum=0.9, weight_decay=5e-4)
     values = {}
     for step in range(steps):
-        method.train_mode()
-        values = method.step(batch, step)
-        total = torch.stack([v for k, v in values.items() if k.startswith("loss_")]).sum()
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        method.after_step()
+        values, _ = train_step(method, optimizer, batch, step)
     return values
 
 

@@ -16,7 +16,6 @@ import torch
 
 from stpl.adapt import TRAINING_FREE, build_method
 from stpl.adapt.norm import reestimate_norm_statistics
-from stpl.adapt.supervised import Supervised
 from stpl.atomic import write_json, write_text
 from stpl.config import Config, build_config, config_to_dict, config_to_yaml
 from stpl.data import PairDataset, RandomBatches, build_dataset, dataset_classes, reported_classes
@@ -24,6 +23,7 @@ from stpl.data.neighbours import with_later_neighbours
 from stpl.engine.checkpoint import Checkpoint, file_sha1, load_checkpoint, read_meta, save_checkpoint
 from stpl.engine.evaluate import evaluate
 from stpl.engine.loop import LAST_CHECKPOINT, METRICS_FILE, LoopSettings, run_loop
+from stpl.engine.supervised import Supervised
 from stpl.errors import StplError
 from stpl.losses.class_weights import median_frequency_weights
 from stpl.models import VideoSegmenter, build_model

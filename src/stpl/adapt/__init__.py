@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stpl.adapt.base import Method
 from stpl.adapt.davsn import DAVSN
 from stpl.adapt.hcl import HCL
 from stpl.adapt.self_training import SelfTraining
@@ -19,6 +18,7 @@ from stpl.adapt.tps import TPS
 from stpl.adapt.ur import UR
 from stpl.adapt.vst import VST
 from stpl.config import METHOD_NAMES, AdaptConfig
+from stpl.engine.method import Method
 from stpl.models.segmenter import VideoSegmenter
 
 __all__ = ["METHODS", "TRAINING_FREE", "MethodEntry", "build_method"]

@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from stpl.adapt.base import Method
 from stpl.atomic import write_text
-from stpl.data.pairs import RandomBatches
+from stpl.data.pairs import PairBatch, RandomBatches
 from stpl.engine.checkpoint import load_checkpoint, save_checkpoint
+from stpl.engine.method import Method
 from stpl.errors import StplError
 from stpl.progress import Progress
 
@@ -96,14 +96,41 @@ def gradient_norm(optimizer: torch.optim.Optimizer) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
 
 
-def divergence_message(label: str, step: int, values: dict[str, torch.Tensor], checkpoint: Path) -> str:
+def divergence_message(label: str, step: int, values: dict[str, torch.Tensor], checkpoint: Path | None) -> str:
     """One line: the step, the terms that are not finite, what was kept, what to try."""
     bad = [f"{key}={float(value.detach())}" for key, value in values.items() if not bool(torch.isfinite(value).all())]
-    kept = f"the last checkpoint {checkpoint} is kept" if checkpoint.is_file() else "no checkpoint was written yet"
+    kept = "no checkpoint was written yet"
+    if checkpoint is not None and checkpoint.is_file():
+        kept = f"the last checkpoint {checkpoint} is kept"
     return (
         f"{label} diverged at step {step}: {', '.join(bad) or 'loss'} is not finite; stopped, {kept} "
         "(lower the learning rate, or check that the labels hold known class ids)"
     )
+
+
+def train_step(
+    method: Method,
+    optimizer: torch.optim.Optimizer,
+    batch: PairBatch,
+    step: int,
+    label: str = "train",
+    checkpoint: Path | None = None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One step: the method's named values (keys "loss_*" summed), backward, the optimiser, the method's after-step
+    hook (teacher update). A non-finite loss or gradient raises StplError before anything is applied (`label` and
+    `checkpoint`, the run's last checkpoint, go into its message). Returns the values and the summed loss."""
+    method.train_mode()
+    values = method.step(batch, step)
+    total = torch.stack([value for key, value in values.items() if key.startswith("loss_")]).sum()
+    if not bool(torch.isfinite(total)):  # a diverged run must not be saved, scored or reported
+        raise StplError(divergence_message(label, step + 1, values, checkpoint))
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    if not bool(torch.isfinite(gradient_norm(optimizer))):
+        raise StplError(divergence_message(label, step + 1, {"gradients": torch.tensor(math.nan)}, checkpoint))
+    optimizer.step()
+    method.after_step()
+    return values, total
 
 
 def run_loop(
@@ -160,20 +187,8 @@ def run_loop(
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * factor
             batch = batches.get(step).to(device)
-            # Phase 2: the method's losses.
-            method.train_mode()
-            values = method.step(batch, step)
-            losses = [value for key, value in values.items() if key.startswith("loss_")]
-            total = torch.stack(losses).sum()
-            if not bool(torch.isfinite(total)):  # a diverged run must not be saved, scored or reported
-                raise StplError(divergence_message(settings.label, step + 1, values, checkpoint_path))
-            # Phase 3: optimise, then let the method follow (teacher update).
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if not bool(torch.isfinite(gradient_norm(optimizer))):
-                raise StplError(divergence_message(settings.label, step + 1, {"gradients": total}, checkpoint_path))
-            optimizer.step()
-            method.after_step()
+            # Phases 2 and 3: the method's losses, optimise, the method's hook.
+            values, total = train_step(method, optimizer, batch, step, settings.label, checkpoint_path)
             # Phase 4: log (the only place numbers leave the device) and checkpoint.
             done = step + 1
             if done % settings.log_every == 0 or done == settings.iterations:

@@ -7,8 +7,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stpl.adapt.base import Method, parameter_groups
 from stpl.data.pairs import IGNORE_INDEX, PairBatch
+from stpl.engine.method import Method, parameter_groups
 from stpl.models.segmenter import upsample
 
 
