@@ -1,6 +1,6 @@
 import torch
 
-from stpl.data.augment import photometric_augment
+from stpl.adapt.photometric import photometric_augment
 from stpl.data.pairs import PairBatch, normalize
 
 

@@ -14,7 +14,8 @@ from stpl.adapt.shared import entropy_map, prediction_pseudo_labels
 from stpl.adapt.tps import cross_frame_pseudo_labels
 from stpl.cli import main
 from stpl.config import build_config
-from stpl.data.pairs import IGNORE_INDEX, PairBatch
+from stpl.constants import IGNORE_INDEX
+from stpl.data.pairs import PairBatch
 from stpl.engine.checkpoint import load_checkpoint
 from stpl.engine.loop import train_step
 from stpl.errors import StplError

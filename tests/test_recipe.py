@@ -8,8 +8,8 @@ import torch
 
 from conftest import TOY_SETTINGS
 from stpl.config import ModelConfig, build_config
+from stpl.constants import IGNORE_INDEX
 from stpl.data.geometric import draw_scale_crop, scale_crop
-from stpl.data.pairs import IGNORE_INDEX
 from stpl.engine.checkpoint import load_checkpoint
 from stpl.engine.loop import lr_factor
 from stpl.errors import StplError

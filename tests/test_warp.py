@@ -1,6 +1,7 @@
 import torch
 
-from stpl.models.warp import resize_flow, warp, warp_error, warp_labels
+from stpl.flow.geometry import resize_flow
+from stpl.models.warp import warp, warp_error, warp_labels
 
 
 def test_zero_flow_is_identity():

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from stpl.adapt.base import AdaptationMethod
+from stpl.adapt.photometric import photometric_augment
 from stpl.adapt.shared import (
     entropy_map,
     generator_state,
@@ -38,7 +39,6 @@ from stpl.adapt.shared import (
 )
 from stpl.adapt.teachers import Teacher
 from stpl.config import AdaptConfig
-from stpl.data.augment import photometric_augment
 from stpl.data.pairs import PairBatch
 from stpl.models.segmenter import VideoSegmenter, upsample
 

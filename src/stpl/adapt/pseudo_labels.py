@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from stpl.data.pairs import IGNORE_INDEX
+from stpl.constants import IGNORE_INDEX
 
 
 def global_threshold_mask(confidence: Tensor, threshold: float) -> Tensor:

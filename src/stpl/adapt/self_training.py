@@ -29,7 +29,8 @@ from stpl.adapt.shared import (
 from stpl.adapt.student_view import strong_view
 from stpl.adapt.teachers import LaterLook, Teacher
 from stpl.config import AdaptConfig
-from stpl.data.pairs import IGNORE_INDEX, PairBatch
+from stpl.constants import IGNORE_INDEX
+from stpl.data.pairs import PairBatch
 from stpl.models.segmenter import SegmenterOutput, VideoSegmenter, upsample
 
 

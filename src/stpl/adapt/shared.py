@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from stpl.adapt.pseudo_labels import class_median_thresholds, make_pseudo_labels
 from stpl.adapt.teachers import LaterLook
 from stpl.config import AdaptConfig
-from stpl.data.pairs import IGNORE_INDEX, PairBatch
+from stpl.constants import IGNORE_INDEX
+from stpl.data.pairs import PairBatch
 from stpl.models.segmenter import SegmenterOutput, upsample
 
 CLASS_THRESHOLDS = "class_thresholds"  # extra-state key of the class_median rule's thresholds

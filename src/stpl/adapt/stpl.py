@@ -19,7 +19,8 @@ from torch import Tensor
 from stpl.adapt.self_training import SelfTraining
 from stpl.adapt.shared import masked_cross_entropy, nearest_resize
 from stpl.adapt.student_view import strong_view
-from stpl.data.pairs import IGNORE_INDEX, PairBatch
+from stpl.constants import IGNORE_INDEX
+from stpl.data.pairs import PairBatch
 from stpl.losses.pixel_contrast import pixel_contrastive_loss, sample_per_class
 from stpl.models.segmenter import SegmenterOutput, upsample
 

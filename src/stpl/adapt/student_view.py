@@ -17,10 +17,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from stpl.adapt.photometric import photometric_augment
 from stpl.config import AdaptConfig
-from stpl.data.augment import photometric_augment
+from stpl.constants import IGNORE_INDEX
 from stpl.data.geometric import draw_scale_crop, scale_crop
-from stpl.data.pairs import IGNORE_INDEX, PairBatch
+from stpl.data.pairs import PairBatch
 
 
 def cutout_boxes(generator: torch.Generator, count: int, size: tuple[int, int], area: float) -> list[tuple[int, ...]]:

@@ -30,7 +30,8 @@ from stpl.adapt.pseudo_labels import make_pseudo_labels
 from stpl.adapt.shared import entropy_map, load_prefixed_state, masked_cross_entropy, prefixed_state
 from stpl.adapt.teachers import Teacher
 from stpl.config import AdaptConfig
-from stpl.data.pairs import IGNORE_INDEX, PairBatch
+from stpl.constants import IGNORE_INDEX
+from stpl.data.pairs import PairBatch
 from stpl.engine.method import Method, parameter_groups
 from stpl.models.segmenter import VideoSegmenter, upsample
 

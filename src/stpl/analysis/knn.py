@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from stpl.data.pairs import IGNORE_INDEX, PairDataset
+from stpl.constants import IGNORE_INDEX
+from stpl.data.pairs import PairDataset
 from stpl.models.segmenter import VideoSegmenter
 
 

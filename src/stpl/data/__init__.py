@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from stpl.config import DATASET_NAMES, Config
+from stpl.constants import IGNORE_INDEX
 from stpl.data import camvid, cityscapes_seq, synthetic, synthia_seq, viper
-from stpl.data.pairs import IGNORE_INDEX, PairBatch, PairDataset, RandomBatches
+from stpl.data.pairs import PairBatch, PairDataset, RandomBatches
 from stpl.data.synthetic_scene import SYNTHETIC_CLASSES
 from stpl.errors import StplError
 

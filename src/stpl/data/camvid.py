@@ -15,8 +15,9 @@ import cv2
 import numpy as np
 
 from stpl.config import CamVidConfig, Config
+from stpl.constants import IGNORE_INDEX
 from stpl.data.corruptions import corrupt
-from stpl.data.pairs import IGNORE_INDEX, PairDataset, label_size
+from stpl.data.pairs import PairDataset, label_size
 from stpl.data.video_common import check_label_size
 from stpl.errors import StplError
 from stpl.flow import estimate_pair_flows

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stpl.data.pairs import IGNORE_INDEX
+from stpl.constants import IGNORE_INDEX
 
 # Cityscapes colours (RGB) by class name, shared by both protocols.
 CITYSCAPES_COLOURS: dict[str, tuple[int, int, int]] = {

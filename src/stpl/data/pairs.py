@@ -15,11 +15,8 @@ import torch
 from torch import Tensor
 
 from stpl.config import Config
+from stpl.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from stpl.data.geometric import draw_scale_crop, scale_crop
-
-IGNORE_INDEX = 255
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass

@@ -17,10 +17,11 @@ import numpy as np
 import torch
 
 from stpl.config import Config
-from stpl.data.pairs import IGNORE_INDEX, PairDataset, label_size
+from stpl.constants import IGNORE_INDEX
+from stpl.data.pairs import PairDataset, label_size
 from stpl.errors import StplError
 from stpl.flow import estimate_pair_flows, read_flow_file
-from stpl.models.warp import resize_flow
+from stpl.flow.geometry import resize_flow
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from stpl.data.pairs import IGNORE_INDEX, PairDataset
+from stpl.constants import IGNORE_INDEX
+from stpl.data.pairs import PairDataset
 from stpl.models.segmenter import upsample
 from stpl.progress import Progress
 

@@ -7,7 +7,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stpl.data.pairs import IGNORE_INDEX, PairBatch
+from stpl.constants import IGNORE_INDEX
+from stpl.data.pairs import PairBatch
 from stpl.engine.method import Method, parameter_groups
 from stpl.models.segmenter import upsample
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from stpl.data.pairs import IGNORE_INDEX
+from stpl.constants import IGNORE_INDEX
 
 
 def pixel_contrastive_loss(

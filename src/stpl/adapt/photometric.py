@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from stpl.data.pairs import IMAGENET_MEAN, IMAGENET_STD, PairBatch
+from stpl.constants import IMAGENET_MEAN, IMAGENET_STD
+from stpl.data.pairs import PairBatch
 
 
 def _to_unit(images: Tensor) -> Tensor:
