@@ -19,10 +19,9 @@ from stpl.data.pairs import PairBatch
 from stpl.engine.checkpoint import load_checkpoint
 from stpl.engine.loop import train_step
 from stpl.errors import StplError
-from stpl.models.segmenter import SegmenterOutput
+from stpl.models.segmenter import ADAPTATION_MODULES, SegmenterOutput
 
 BASELINES = ("tent", "self-training", "ur", "hcl", "tps", "davsn", "vst")
-ADAPTATION_MODULES = ("fusion.", "projection.")  # only STPL's contrast uses them
 
 
 def set_args(settings):

@@ -6,7 +6,7 @@ import pytest
 
 from stpl.cli import main
 from stpl.config import build_config
-from stpl.engine.loop import LAST_CHECKPOINT
+from stpl.engine.run_files import LAST_CHECKPOINT
 from stpl.errors import StplError
 
 

@@ -19,8 +19,8 @@ from typing import Any
 from stpl import workflows
 from stpl.adapt import METHODS as ADAPT_METHODS
 from stpl.atomic import write_json, write_text
-from stpl.config import Config, build_config, config_to_dict
-from stpl.engine.loop import SNAPSHOT_DIR
+from stpl.config import Config, build_config, config_to_dict, with_overrides
+from stpl.engine.run_files import SNAPSHOT_DIR
 from stpl.errors import StplError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -116,8 +116,8 @@ def method_config(method: str, config: Config) -> Config:
     if method == "source-only" or method in REFERENCE_METHODS:
         return config
     if method in VARIANTS:
-        return build_config(base=config_to_dict(config), sets=["adapt.method=stpl", *VARIANTS[method]])
-    return build_config(base=config_to_dict(config), sets=[f"adapt.method={method}"])
+        return with_overrides(config, sets=["adapt.method=stpl", *VARIANTS[method]])
+    return with_overrides(config, sets=[f"adapt.method={method}"])
 
 
 def run_method(method: str, config: Config, source: Path, run_dir: Path) -> tuple[Path, float]:
@@ -243,7 +243,7 @@ def run_bench(
     runs: list[dict[str, Any]] = []
     classes: list[str] = []
     for seed in seeds:
-        seed_config = build_config(base=config_to_dict(base), sets=[f"seed={seed}"])
+        seed_config = with_overrides(base, {"seed": seed})
         source_identity = workflows.supervised_identity(seed_config, "source")
         source_dir = out_dir / "source" / f"seed{seed}-{run_key(source_identity, code)}"
         if reuse_source is not None and not workflows.finished(source_dir, source_identity):

@@ -22,6 +22,11 @@ from stpl.errors import StplError
 
 # The names the schema accepts for data.dataset and adapt.method. Each has its registry (stpl.data.DATASETS,
 # stpl.adapt.METHODS), which must list the same names in the same order (checked when the registry is imported).
+# Field metadata: schema facts the run machinery needs (see `marked_keys`).
+NOT_A_RESULT = {"result": False}  # where or how fast a run goes, or what it prints; not what it computes
+ARCHITECTURE = {"architecture": True}  # the network's shape: taken from a checkpoint, never from the user's config
+TARGET_ONLY = {"target_only": True}  # only chooses target frames: source training never reads it
+
 DATASET_NAMES = ("synthetic", "camvid", "cityscapes_seq", "viper", "synthia_seq")
 METHOD_NAMES = ("stpl", "adabn", "tent", "self-training", "ur", "hcl", "tps", "davsn", "vst")
 
@@ -48,16 +53,16 @@ class CamVidConfig:
     source_sequences: tuple[str, ...] = ("0006R0", "0016E5")
     # stretches of source sequences left out of the source set, as "<sequence>:<first>-<last>" (frame numbers)
     source_exclude: tuple[str, ...] = ()
-    target_sequence: str = "0001TP"
+    target_sequence: str = field(default="0001TP", metadata=TARGET_ONLY)
     # The target's adaptation and evaluation frames: the target sequence's frames listed in a list file, or a
     # frame range [first, last] (a range, when given, wins over the list).
-    adapt_list: str = "train.txt"
-    eval_list: str = "test.txt"
-    adapt_range: tuple[int, ...] = ()
-    eval_range: tuple[int, ...] = ()
+    adapt_list: str = field(default="train.txt", metadata=TARGET_ONLY)
+    eval_list: str = field(default="test.txt", metadata=TARGET_ONLY)
+    adapt_range: tuple[int, ...] = field(default=(), metadata=TARGET_ONLY)
+    eval_range: tuple[int, ...] = field(default=(), metadata=TARGET_ONLY)
     # a fixed, deterministic corruption of the target frames (adapt and eval splits; data/corruptions.py)
     # (night: darker, blurred, noisy; adverse: a different flicker, rain, occluder, blur and noise in every frame)
-    target_corruption: Literal["none", "night", "adverse"] = "none"
+    target_corruption: Literal["none", "night", "adverse"] = field(default="none", metadata=TARGET_ONLY)
 
 
 @dataclass
@@ -105,7 +110,8 @@ class DataConfig:
     height: int = 120
     width: int = 160
     frame_gap: int = 1  # k: the earlier frame is t - k (in the dataset's frame steps)
-    read_workers: int = 2  # threads decoding the video data sets' frames (OpenCV releases the GIL)
+    # threads decoding the video data sets' frames (OpenCV releases the GIL)
+    read_workers: int = field(default=2, metadata=NOT_A_RESULT)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     camvid: CamVidConfig = field(default_factory=CamVidConfig)
     cityscapes_seq: CityscapesSeqConfig = field(default_factory=CityscapesSeqConfig)  # target of both protocols
@@ -119,23 +125,28 @@ class FlowConfig:
     # data sets; folders in data.<dataset>.flow_dir*)
     method: Literal["dis", "exact", "files"] = "dis"
     dis_preset: Literal["ultrafast", "fast", "medium"] = "medium"
-    cache_dir: str = "~/.cache/stpl/flow"  # computed once per frame pair, reused by every run
-    workers: int = 2  # threads computing DIS flow (one per core here)
+    # computed once per frame pair, reused by every run
+    cache_dir: str = field(default="~/.cache/stpl/flow", metadata=NOT_A_RESULT)
+    workers: int = field(default=2, metadata=NOT_A_RESULT)  # threads computing DIS flow (one per core here)
 
 
 @dataclass
 class ModelConfig:
-    backbone: Literal["mobilenet_v2", "tiny", "resnet101_deeplabv2"] = "mobilenet_v2"
+    backbone: Literal["mobilenet_v2", "tiny", "resnet101_deeplabv2"] = field(
+        default="mobilenet_v2", metadata=ARCHITECTURE
+    )
     pretrained: bool = True  # ImageNet initialisation for mobilenet_v2
     weights_path: str = ""  # explicit ImageNet weights file; empty = look in the offline package
-    output_stride: Literal[8, 16] = 16  # 8 resolves thin classes better but costs ~3x the time on CPU
+    # 8 resolves thin classes better but costs ~3x the time on CPU
+    output_stride: Literal[8, 16] = field(default=16, metadata=ARCHITECTURE)
     # aspp: ASPP on the output-stride features (the old recipe); lraspp: a gated 1x1 branch on them, upsampled to
     # stride 8 and joined with the backbone's stride-8 features, so thin classes keep a finer map
-    head: Literal["aspp", "lraspp"] = "lraspp"
+    head: Literal["aspp", "lraspp"] = field(default="lraspp", metadata=ARCHITECTURE)
     # C: channels of the ASPP output, or of the lraspp deep branch (its output adds the stride-8 channels: 32 for
     # mobilenet_v2); fusion and the projection head see the neck's output
-    feature_channels: int = 128
-    aspp_rates: tuple[int, ...] = (2, 4, 6)  # head=aspp; small rates: the demo's feature maps are only 8x10
+    feature_channels: int = field(default=128, metadata=ARCHITECTURE)
+    # head=aspp; small rates: the demo's feature maps are only 8x10
+    aspp_rates: tuple[int, ...] = field(default=(2, 4, 6), metadata=ARCHITECTURE)
     fusion: Literal["concat", "add", "conv", "attention"] = "conv"
     projection_dim: int = 128  # D of the pixel embeddings
     # false = the no-temporal control: the network sees frame t as its own earlier frame, with zero flow (same
@@ -146,8 +157,10 @@ class ModelConfig:
     # difference of the network's input values over a feature cell), the earlier frame is treated as invalid there
     # and the fusion uses the current frame alone. 0 = off (the paper's model).
     warp_error_limit: float = 0.0
-    aux_weight: float = 0.0  # resnet101_deeplabv2: weight of the layer3 head's logits added to layer4's (0 = none)
-    input_format: Literal["imagenet", "caffe_bgr"] = "imagenet"  # caffe_bgr: the BGR 0..255 input of ACCEL weights
+    # resnet101_deeplabv2: weight of the layer3 head's logits added to layer4's (0 = none)
+    aux_weight: float = field(default=0.0, metadata=ARCHITECTURE)
+    # caffe_bgr: the BGR 0..255 input of ACCEL weights
+    input_format: Literal["imagenet", "caffe_bgr"] = field(default="imagenet", metadata=ARCHITECTURE)
 
 
 @dataclass
@@ -173,8 +186,8 @@ class TrainConfig:
     # cross-entropy class weights (median frequency of the training labels / frequency) ** power; 0 = unweighted,
     # 0.5 = the square root (losses/class_weights.py)
     class_weight_power: float = 0.5
-    log_every: int = 25
-    checkpoint_every: int = 100
+    log_every: int = field(default=25, metadata=NOT_A_RESULT)
+    checkpoint_every: int = field(default=100, metadata=NOT_A_RESULT)
 
 
 @dataclass
@@ -265,9 +278,9 @@ class AdaptConfig:
     student_cutout: float = 0.0  # share of frame t's area hidden from the student in one box (0 = off)
     # Every N steps keep a copy of the weights in snapshots/ (0 = none): `stpl bench` scores them afterwards for
     # the adaptation-curve plot only, never to pick a model; adaptation itself still reads no labels.
-    snapshot_every: int = 0
-    log_every: int = 25
-    checkpoint_every: int = 100
+    snapshot_every: int = field(default=0, metadata=NOT_A_RESULT)
+    log_every: int = field(default=25, metadata=NOT_A_RESULT)
+    checkpoint_every: int = field(default=100, metadata=NOT_A_RESULT)
     ur: UrConfig = field(default_factory=UrConfig)  # options of method=ur
     hcl: HclConfig = field(default_factory=HclConfig)  # options of method=hcl
     tps: TpsConfig = field(default_factory=TpsConfig)  # options of method=tps
@@ -288,14 +301,14 @@ class EvalConfig:
 @dataclass
 class Config:
     seed: int = 0
-    device: str = "cpu"
-    threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+    device: str = field(default="cpu", metadata=NOT_A_RESULT)
+    threads: int = field(default=0, metadata=NOT_A_RESULT)  # torch intra-op threads; 0 = leave torch's default
     data: DataConfig = field(default_factory=DataConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata=NOT_A_RESULT)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -418,6 +431,31 @@ def build_config(
         _apply(config, parse_set_option(text))
     validate(config)
     return config
+
+
+def marked_keys(marker: str, value: Any = True, node: type = Config) -> tuple[tuple[str, ...], ...]:
+    """Paths of the config fields whose metadata holds `marker` = `value` (e.g. ("result", False))."""
+    paths: list[tuple[str, ...]] = []
+    hints = typing.get_type_hints(node)
+    for spec in dataclasses.fields(node):
+        if spec.metadata.get(marker, not value) == value:
+            paths.append((spec.name,))
+        elif dataclasses.is_dataclass(hints[spec.name]):
+            paths += [(spec.name, *rest) for rest in marked_keys(marker, value, hints[spec.name])]
+    return tuple(paths)
+
+
+def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        both_sections = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merged(merged[key], value) if both_sections else value
+    return merged
+
+
+def with_overrides(config: Config, overrides: dict[str, Any] | None = None, sets: list[str] | None = None) -> Config:
+    """A checked copy of `config` with nested `overrides` ({"model": {"temporal": False}}) and `--set` texts applied."""
+    return build_config(base=_merged(config_to_dict(config), overrides or {}), sets=sets)
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

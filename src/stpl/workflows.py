@@ -17,24 +17,21 @@ import torch
 from stpl.adapt import TRAINING_FREE, build_method
 from stpl.adapt.norm import reestimate_norm_statistics
 from stpl.atomic import write_json, write_text
-from stpl.config import Config, build_config, config_to_dict, config_to_yaml
+from stpl.config import Config, build_config, config_to_dict, config_to_yaml, marked_keys, with_overrides
 from stpl.data import PairDataset, RandomBatches, build_dataset, dataset_classes, reported_classes
 from stpl.data.neighbours import with_later_neighbours
 from stpl.engine.checkpoint import Checkpoint, file_sha1, load_checkpoint, read_meta, save_checkpoint
 from stpl.engine.evaluate import evaluate
-from stpl.engine.loop import LAST_CHECKPOINT, METRICS_FILE, LoopSettings, run_loop
+from stpl.engine.loop import LoopSettings, run_loop
+from stpl.engine.run_files import CONFIG_FILE, EVAL_FILE, FINAL_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE
 from stpl.engine.supervised import Supervised
 from stpl.errors import StplError
 from stpl.losses.class_weights import median_frequency_weights
 from stpl.models import VideoSegmenter, build_model
+from stpl.models.segmenter import ADAPTATION_MODULES
 from stpl.runlock import LOCK_NAME, run_lock
 
-FINAL_CHECKPOINT = "model.safetensors"
-# Parts of the network that adaptation adds; a source checkpoint's values for them are not used.
-ADAPTATION_MODULES = ("fusion.", "projection.")
-ARCHITECTURE_KEYS = (
-    "backbone", "output_stride", "head", "feature_channels", "aspp_rates", "aux_weight", "input_format",
-)  # fmt: skip
+ARCHITECTURE_KEYS = marked_keys("architecture")
 
 
 def setup_runtime(config: Config) -> torch.device:
@@ -47,19 +44,12 @@ def setup_runtime(config: Config) -> torch.device:
 
 
 # Settings that change where or how fast a run goes, or what it prints, but not what it computes.
-NON_RESULT_KEYS = (
-    ("threads",), ("device",), ("eval",), ("flow", "workers"), ("flow", "cache_dir"), ("data", "read_workers"),
-    ("train", "log_every"), ("train", "checkpoint_every"),
-    ("adapt", "log_every"), ("adapt", "checkpoint_every"), ("adapt", "snapshot_every"),
-)  # fmt: skip
+NON_RESULT_KEYS = marked_keys("result", False)
 
 
 # Keys that only choose the target frames (adaptation, evaluation, the oracle's labels): source training does not
 # read them, so protocols over one source set (camvid-15hz-night and -adverse) share their source models.
-TARGET_ONLY_KEYS = tuple(
-    ("data", "camvid", key)
-    for key in ("target_sequence", "adapt_list", "eval_list", "adapt_range", "eval_range", "target_corruption")
-)
+TARGET_ONLY_KEYS = marked_keys("target_only")
 
 
 def _drop_keys(identity: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> None:
@@ -107,7 +97,7 @@ def prepare_run_dir(out_dir: Path, config: Config, identity: dict[str, Any]) -> 
                 f"{out_dir} holds a run of another config or source model; choose another --out or remove it"
             )
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_text(out_dir / "config.yaml", config_to_yaml(config))
+    write_text(out_dir / CONFIG_FILE, config_to_yaml(config))
 
 
 @contextmanager
@@ -122,7 +112,7 @@ def run_folder(out_dir: Path) -> Iterator[None]:
                 yield
             except StplError:
                 if fresh and not (out_dir / METRICS_FILE).exists():
-                    (out_dir / "config.yaml").unlink(missing_ok=True)
+                    (out_dir / CONFIG_FILE).unlink(missing_ok=True)
                 raise
     except StplError:
         if created and out_dir.is_dir() and not any(out_dir.iterdir()):
@@ -183,22 +173,22 @@ def state_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Ten
     return "; ".join(parts)
 
 
-def with_checkpoint_architecture(config: Config, checkpoint: Checkpoint) -> Config:
-    """The user's config with the model architecture the checkpoint was trained with."""
+def with_checkpoint_model(config: Config, checkpoint: Checkpoint, architecture_only: bool) -> Config:
+    """The user's config with the checkpoint's model settings: its architecture only (adaptation, where the fusion,
+    the temporal input and the other adaptation-time options stay the user's), or its whole model section
+    (evaluation). Keys newer than the checkpoint keep the user's values."""
     saved = checkpoint.config["model"]
-    architecture = {k: saved[k] for k in ARCHITECTURE_KEYS if k in saved}  # keys newer than the file keep defaults
-    architecture["pretrained"] = False  # the checkpoint supplies every backbone weight
-    return build_config(base={**config_to_dict(config), "model": {**config_to_dict(config)["model"], **architecture}})
+    if architecture_only:
+        model = {path[-1]: saved[path[-1]] for path in ARCHITECTURE_KEYS if path[-1] in saved}
+        model["pretrained"] = False  # the checkpoint supplies every backbone weight
+    else:
+        model = saved
+    return with_overrides(config, {"model": model})
 
 
 def load_split(config: Config, split: str, with_labels: bool) -> PairDataset:
     dataset = build_dataset(config, split, with_labels)
     return dataset if config.model.temporal else dataset.without_time()
-
-
-def checkpoint_model_config(config: Config, checkpoint: Checkpoint) -> Config:
-    """The user's config with the checkpoint's whole model section (architecture, fusion, temporal input)."""
-    return build_config(base={**config_to_dict(config), "model": checkpoint.config["model"]})
 
 
 def save_final(out_dir: Path, model: torch.nn.Module, meta: dict[str, Any]) -> Path:
@@ -267,7 +257,7 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
     source_checkpoint, out_dir = Path(source_checkpoint), Path(out_dir)
     checkpoint = load_checkpoint(source_checkpoint)
     check_classes(checkpoint, config, source_checkpoint)
-    config = with_checkpoint_architecture(config, checkpoint)
+    config = with_checkpoint_model(config, checkpoint, architecture_only=True)
     identity = run_identity(config, source_checkpoint)
     if finished(out_dir, identity):
         print(f"[adapt] finished run found in {out_dir}; reusing it", flush=True)
@@ -306,12 +296,12 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
             method.prepare(dataset.iterate(config.adapt.batch_size))
         batches = RandomBatches(dataset, config.adapt.batch_size, config.seed)
         settings = LoopSettings(
-            config.adapt.iterations,
-            config.adapt.momentum,
-            config.adapt.weight_decay,
-            config.adapt.log_every,
-            config.adapt.checkpoint_every,
-            "adapt",
+            iterations=config.adapt.iterations,
+            momentum=config.adapt.momentum,
+            weight_decay=config.adapt.weight_decay,
+            log_every=config.adapt.log_every,
+            checkpoint_every=config.adapt.checkpoint_every,
+            label="adapt",
             snapshot_every=config.adapt.snapshot_every,
         )
         run_loop(method, batches, settings, out_dir, meta)
@@ -332,7 +322,7 @@ def evaluate_checkpoint(checkpoint_path: Path, config: Config, out_dir: Path | N
         )
     if out_dir is not None:
         check_out_dir(Path(out_dir))
-    model_config = checkpoint_model_config(config, checkpoint)
+    model_config = with_checkpoint_model(config, checkpoint, architecture_only=False)
     device = setup_runtime(config)
     model = model_from_checkpoint(checkpoint, model_config, skip_adaptation_modules=False).to(device)
     dataset = load_split(model_config, config.eval.split, with_labels=True)
@@ -342,7 +332,7 @@ def evaluate_checkpoint(checkpoint_path: Path, config: Config, out_dir: Path | N
     result["config"] = config_to_dict(config)
     if out_dir is not None:
         with run_lock(Path(out_dir)):  # two evaluations into one folder write one after the other, or fail clearly
-            write_json(Path(out_dir) / "eval.json", result)
+            write_json(Path(out_dir) / EVAL_FILE, result)
     return result
 
 
@@ -435,7 +425,7 @@ def analyze_knn(
     dataset = load_split(config, config.eval.split, with_labels=True)
     reports = []
     for name, path, checkpoint in zip(names, checkpoints, loaded, strict=True):
-        model_config = checkpoint_model_config(config, checkpoint)
+        model_config = with_checkpoint_model(config, checkpoint, architecture_only=False)
         if model_config.model.temporal != config.model.temporal:
             raise StplError(f"{path} was made with model.temporal={model_config.model.temporal}; set it alike")
         model = model_from_checkpoint(checkpoint, model_config, skip_adaptation_modules=False).to(device)

@@ -19,17 +19,15 @@ from stpl.atomic import write_text
 from stpl.data.pairs import PairBatch, RandomBatches
 from stpl.engine.checkpoint import load_checkpoint, save_checkpoint
 from stpl.engine.method import Method
+from stpl.engine.run_files import LAST_CHECKPOINT, METRICS_FILE, SNAPSHOT_DIR
 from stpl.errors import StplError
 from stpl.progress import Progress
 
-LAST_CHECKPOINT = "checkpoint_last.safetensors"
-METRICS_FILE = "metrics.jsonl"
 RNG_KEY = "rng.torch"
 CUDA_RNG_KEY = "rng.cuda"
-SNAPSHOT_DIR = "snapshots"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LoopSettings:
     iterations: int
     momentum: float

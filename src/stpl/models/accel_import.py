@@ -31,7 +31,7 @@ from torch import Tensor
 
 from stpl.errors import StplError
 from stpl.models.deeplabv2 import ResNet101DeepLabV2
-from stpl.models.segmenter import VideoSegmenter
+from stpl.models.segmenter import ADAPTATION_MODULES, VideoSegmenter
 from stpl.models.tensor_files import load_tensor_file
 
 # (peer prefix, our prefix); the first match wins.
@@ -47,7 +47,6 @@ NAME_PREFIXES = (
     ("sf_layer.", "score_fusion.conv."),
 )
 ZERO_FILLED = ("score_fusion.conv.bias",)  # the peers' sf_layer has bias=False
-OWN_PREFIXES = ("fusion.", "projection.")  # added by STPL at adaptation time; not in ACCEL
 
 
 def to_ours(peer_name: str) -> str | None:
@@ -99,7 +98,7 @@ def import_accel_state_dict(state: dict[str, Tensor], model: VideoSegmenter) -> 
             continue
         if ours in ZERO_FILLED:
             imported[ours] = torch.zeros_like(value)
-        elif ours.startswith(OWN_PREFIXES):
+        elif ours.startswith(ADAPTATION_MODULES):
             imported[ours] = value
         else:
             raise StplError(f"ACCEL checkpoint lacks '{to_peer(ours)}' (for '{ours}')")

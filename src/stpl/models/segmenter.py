@@ -35,6 +35,11 @@ class SegmenterOutput:
     embeddings: Tensor | None = None  # [B,D,h,w] unit-norm pixel embeddings of z_t
 
 
+# Parameter-name prefixes of the parts adaptation adds (fusion block, projection head): a source model's values
+# for them are never used, and only STPL's contrast trains them.
+ADAPTATION_MODULES = ("fusion.", "projection.")
+
+
 class VideoSegmenter(nn.Module):
     """backbone -> neck (e.g. ASPP) gives the encoder features f; classifier maps f to per-frame logits.
 
