@@ -50,7 +50,7 @@ def toy_config(toy_settings) -> Config:
 def make_tiny_model(num_classes: int = 5, fusion: str = "conv") -> VideoSegmenter:
     config = build_config(sets=[*TOY_SETTINGS, f"model.fusion={fusion}"])
     torch.manual_seed(0)
-    return build_model(config.model, num_classes)
+    return build_model(num_classes, **config.model.network_options())
 
 
 @pytest.fixture

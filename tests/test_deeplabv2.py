@@ -75,7 +75,7 @@ def test_output_stride_8_at_odd_size(aux_weight, channels):
 
 
 def test_full_resnet101_structure():
-    model = build_model(ModelConfig(backbone="resnet101_deeplabv2", pretrained=False, fusion="add"), NUM_CLASSES)
+    model = build_model(NUM_CLASSES, backbone="resnet101_deeplabv2", pretrained=False, fusion="add")
     backbone = model.backbone
     assert [len(layer) for layer in (backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4)] == [
         3,
@@ -195,9 +195,9 @@ def test_importer_errors_name_the_key(tmp_path):
 
 def test_missing_weights_are_a_clear_error_before_building(tmp_path):
     with pytest.raises(StplError, match=r"model\.weights_path=PATH"):
-        build_model(ModelConfig(backbone="resnet101_deeplabv2"), NUM_CLASSES)
+        build_model(NUM_CLASSES, backbone="resnet101_deeplabv2")
     with pytest.raises(StplError, match="ImageNet weights not found"):
-        build_model(ModelConfig(backbone="resnet101_deeplabv2", weights_path=str(tmp_path / "no.pth")), NUM_CLASSES)
+        build_model(NUM_CLASSES, backbone="resnet101_deeplabv2", weights_path=str(tmp_path / "no.pth"))
 
 
 def test_imagenet_weights_torchvision_and_caffe_files(tmp_path):
@@ -236,7 +236,7 @@ def test_import_accel_command_writes_an_adaptable_checkpoint(tmp_path, capsys):
 
     config = ModelConfig(backbone="resnet101_deeplabv2", pretrained=False, input_format="caffe_bgr")
     torch.manual_seed(0)
-    model = build_model(config, len(SYNTHETIC_CLASSES))
+    model = build_model(len(SYNTHETIC_CLASSES), **config.network_options())
     weights = tmp_path / "davsn_source_only.pth"
     torch.save(peer_state_dict(model), weights)
     out = tmp_path / "imported.safetensors"

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from conftest import TOY_SETTINGS, make_tiny_model
-from stpl.config import ModelConfig, build_config
+from stpl.config import build_config
 from stpl.errors import StplError
 from stpl.models import build_model
 from stpl.models.backbones import find_mobilenet_v2_weights
@@ -59,7 +59,7 @@ def test_mobilenet_v2_loads_torchvision_imagenet_weights():
         path = find_mobilenet_v2_weights()
     except StplError:
         pytest.skip("offline ImageNet weights package not installed")
-    model = build_model(ModelConfig(backbone="mobilenet_v2", pretrained=True, output_stride=8), num_classes=3)
+    model = build_model(3, backbone="mobilenet_v2", pretrained=True, output_stride=8)
     state = torch.load(path, map_location="cpu", weights_only=True)
     torch.testing.assert_close(model.backbone.features[0][0].weight, state["features.0.0.weight"])
     torch.testing.assert_close(model.backbone.features[17].conv[2].weight, state["features.17.conv.2.weight"])
@@ -69,7 +69,7 @@ def test_mobilenet_v2_loads_torchvision_imagenet_weights():
 
 def test_missing_explicit_weights_path_is_a_clear_error(tmp_path):
     with pytest.raises(StplError, match="ImageNet weights not found"):
-        build_model(ModelConfig(weights_path=str(tmp_path / "nope.pth")), num_classes=3)
+        build_model(3, weights_path=str(tmp_path / "nope.pth"))
 
 
 def test_warp_error_limit_falls_back_to_the_current_frame_where_the_earlier_one_disagrees():
@@ -93,6 +93,6 @@ def test_warp_error_limit_falls_back_to_the_current_frame_where_the_earlier_one_
 
 def test_warp_error_limit_is_read_from_the_config_and_checked():
     config = build_config(sets=[*TOY_SETTINGS, "model.warp_error_limit=0.25"])
-    assert build_model(config.model, num_classes=3).warp_error_limit == 0.25
+    assert build_model(3, **config.model.network_options()).warp_error_limit == 0.25
     with pytest.raises(StplError, match="warp_error_limit"):
         build_config(sets=[*TOY_SETTINGS, "model.warp_error_limit=-1"])

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import TOY_SETTINGS
-from stpl.config import ModelConfig, build_config
+from stpl.config import build_config
 from stpl.constants import IGNORE_INDEX
 from stpl.data.geometric import draw_scale_crop, scale_crop
 from stpl.engine.checkpoint import load_checkpoint
@@ -25,7 +25,7 @@ LRASPP_TOY = [*TOY_SETTINGS, "model.head=lraspp", "model.output_stride=16"]
 def test_lraspp_predicts_at_stride_8_and_every_parameter_learns(size):
     config = build_config(sets=LRASPP_TOY)
     torch.manual_seed(0)
-    model = build_model(config.model, num_classes=4).train()
+    model = build_model(4, **config.model.network_options()).train()
     images = torch.randn(2, 3, *size)
     out = model(images, torch.randn(2, 3, *size), torch.randn(2, 2, *size), with_embeddings=True)
     h, w = (size[0] + 7) // 8, (size[1] + 7) // 8
@@ -42,7 +42,7 @@ def test_mobilenet_v2_low_level_features_are_its_stride_8_block():
         find_mobilenet_v2_weights()
     except StplError:
         pytest.skip("offline ImageNet weights package not installed")
-    model = build_model(ModelConfig(head="lraspp", output_stride=16), num_classes=3).eval()
+    model = build_model(3, head="lraspp", output_stride=16).eval()
     low, deep = model.backbone(torch.randn(1, 3, 64, 96))
     assert low.shape == (1, 32, 8, 12) and deep.shape == (1, 320, 4, 6)
     assert model.backbone.low_level_index == 6  # features.4-6 are the 32-channel stride-8 blocks

@@ -162,6 +162,13 @@ class ModelConfig:
     # caffe_bgr: the BGR 0..255 input of ACCEL weights
     input_format: Literal["imagenet", "caffe_bgr"] = field(default="imagenet", metadata=ARCHITECTURE)
 
+    def network_options(self, load_pretrained: bool = True) -> dict[str, Any]:
+        """The keyword arguments of `stpl.models.build_model`: every field but `temporal` (a data setting);
+        `load_pretrained=False` skips ImageNet weights that a checkpoint will overwrite anyway."""
+        options = {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(self) if spec.name != "temporal"}
+        options["pretrained"] = self.pretrained and load_pretrained
+        return options
+
 
 @dataclass
 class TrainConfig:

@@ -138,7 +138,7 @@ def check_classes(checkpoint: Checkpoint, config: Config, path: Path) -> None:
 
 def model_from_checkpoint(checkpoint: Checkpoint, config: Config, skip_adaptation_modules: bool) -> VideoSegmenter:
     """Rebuild the checkpoint's architecture; fusion and projection follow `config` when they are skipped."""
-    model = build_model(config.model, len(checkpoint.class_names), load_pretrained=False)
+    model = build_model(len(checkpoint.class_names), **config.model.network_options(load_pretrained=False))
     state = checkpoint.model
     if skip_adaptation_modules:
         own = {k: v for k, v in model.state_dict().items() if k.startswith(ADAPTATION_MODULES)}
@@ -224,7 +224,7 @@ def train_supervised(
             check_classes(checkpoint, config, Path(init_checkpoint))
             model = model_from_checkpoint(checkpoint, config, skip_adaptation_modules=False).to(device)
         else:
-            model = build_model(config.model, dataset.num_classes).to(device)
+            model = build_model(dataset.num_classes, **config.model.network_options()).to(device)
         train = config.train
         weights = None
         if train.class_weight_power > 0:
@@ -390,7 +390,7 @@ def import_accel(config: Config, weights: Path, out: Path) -> Path:
     import_config = build_config(
         base={**config_to_dict(config), "model": {**config_to_dict(config)["model"], "pretrained": False}}
     )
-    model = build_model(import_config.model, len(classes), load_pretrained=False)
+    model = build_model(len(classes), **import_config.model.network_options(load_pretrained=False))
     skipped = load_accel_checkpoint(weights, model)
     meta = {
         "kind": "source",

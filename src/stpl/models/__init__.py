@@ -1,10 +1,12 @@
-"""Models: backbones, warping, fusion blocks, heads and the video segmenter, built from a config by `build_model`."""
+"""Models: backbones, warping, fusion blocks, heads and the video segmenter, built by `build_model` from plain
+keyword arguments (a config's are `ModelConfig.network_options()`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import nn
 
-from stpl.config import ModelConfig
 from stpl.models.backbones import build_backbone
 from stpl.models.deeplabv2 import build_deeplabv2
 from stpl.models.heads import ASPP, LRASPP
@@ -13,32 +15,53 @@ from stpl.models.segmenter import SegmenterOutput, VideoSegmenter, upsample
 __all__ = ["SegmenterOutput", "VideoSegmenter", "build_model", "upsample"]
 
 
-def build_model(config: ModelConfig, num_classes: int, load_pretrained: bool = True) -> VideoSegmenter:
-    """`load_pretrained=False` skips ImageNet weights when a checkpoint will overwrite them anyway."""
-    if config.backbone == "resnet101_deeplabv2":  # its own neck and classifier (DeepLab-v2 ASPP heads)
-        model = build_deeplabv2(config, num_classes, load_pretrained)
-        model.warp_error_limit = config.warp_error_limit
-        return model
-    lraspp = config.head == "lraspp"
-    backbone = build_backbone(
-        config.backbone, config.output_stride, config.pretrained and load_pretrained, config.weights_path, lraspp
-    )
+def build_model(
+    num_classes: int,
+    *,
+    backbone: str = "mobilenet_v2",
+    pretrained: bool = True,
+    weights_path: str = "",
+    output_stride: int = 16,
+    head: str = "lraspp",
+    feature_channels: int = 128,
+    aspp_rates: Sequence[int] = (2, 4, 6),
+    fusion: str = "conv",
+    projection_dim: int = 128,
+    warp_error_limit: float = 0.0,
+    aux_weight: float = 0.0,
+    input_format: str = "imagenet",
+) -> VideoSegmenter:
+    """The video segmenter; each argument is the model.* config key of the same name (config.py says what it does).
+    `pretrained` loads ImageNet weights (False when a checkpoint will overwrite them anyway)."""
+    if backbone == "resnet101_deeplabv2":  # its own neck and classifier (DeepLab-v2 ASPP heads)
+        return build_deeplabv2(
+            num_classes,
+            pretrained=pretrained,
+            weights_path=weights_path,
+            aux_weight=aux_weight,
+            input_format=input_format,
+            fusion=fusion,
+            projection_dim=projection_dim,
+            warp_error_limit=warp_error_limit,
+        )
+    lraspp = head == "lraspp"
+    encoder = build_backbone(backbone, output_stride, pretrained, weights_path, lraspp)
     neck: nn.Module
     if lraspp:  # stride-8 features: the deep branch (C channels) and the backbone's own stride-8 features
-        neck = LRASPP(backbone.low_channels, backbone.out_channels, config.feature_channels)
+        neck = LRASPP(encoder.low_channels, encoder.out_channels, feature_channels)
         channels = neck.out_channels
         classifier: nn.Module = nn.Conv2d(channels, num_classes, 1)
     else:
-        channels = config.feature_channels
-        neck = ASPP(backbone.out_channels, channels, config.aspp_rates)
+        channels = feature_channels
+        neck = ASPP(encoder.out_channels, channels, tuple(aspp_rates))
         classifier = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(channels, num_classes, 1))
     return VideoSegmenter(
-        backbone,
+        encoder,
         neck,
         classifier,
         num_classes,
         feature_channels=channels,
-        fusion=config.fusion,
-        projection_dim=config.projection_dim,
-        warp_error_limit=config.warp_error_limit,
+        fusion=fusion,
+        projection_dim=projection_dim,
+        warp_error_limit=warp_error_limit,
     )

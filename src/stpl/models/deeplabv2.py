@@ -28,7 +28,6 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from stpl.config import ModelConfig
 from stpl.errors import StplError
 from stpl.models.segmenter import VideoSegmenter
 from stpl.models.tensor_files import load_tensor_file
@@ -235,25 +234,33 @@ def deeplabv2_segmenter(
     )
 
 
-def build_deeplabv2(config: ModelConfig, num_classes: int, load_pretrained: bool = True) -> VideoSegmenter:
+def build_deeplabv2(
+    num_classes: int,
+    *,
+    pretrained: bool,
+    weights_path: str,
+    aux_weight: float,
+    input_format: str,
+    fusion: str,
+    projection_dim: int,
+    warp_error_limit: float = 0.0,
+) -> VideoSegmenter:
     """model.output_stride, feature_channels and aspp_rates do not apply: DeepLab-v2 fixes output stride 8 and the
     features (layer4's 2048 channels, or [layer3 ; layer4]'s 3072 when model.aux_weight > 0).
     """
-    if config.aux_weight < 0:
-        raise StplError(f"model.aux_weight must be >= 0, got {config.aux_weight}")
-    pretrained = config.pretrained and load_pretrained
+    if aux_weight < 0:
+        raise StplError(f"model.aux_weight must be >= 0, got {aux_weight}")
     # Checked before building: no ResNet-101 weights ship offline and nothing is downloaded.
-    if pretrained and not config.weights_path:
+    if pretrained and not weights_path:
         raise StplError(
             "no ImageNet weights for resnet101_deeplabv2 (none ship offline, nothing is downloaded): give a "
             "torchvision ResNet-101 state dict (or ADVENT's DeepLab_resnet_pretrained_imagenet.pth with "
             "model.input_format=caffe_bgr) as model.weights_path=PATH, or set model.pretrained=false"
         )
-    if pretrained and not Path(config.weights_path).expanduser().is_file():
-        raise StplError(f"ImageNet weights not found at model.weights_path={config.weights_path}")
-    model = deeplabv2_segmenter(
-        num_classes, config.aux_weight, config.input_format, config.fusion, config.projection_dim
-    )
+    if pretrained and not Path(weights_path).expanduser().is_file():
+        raise StplError(f"ImageNet weights not found at model.weights_path={weights_path}")
+    model = deeplabv2_segmenter(num_classes, aux_weight, input_format, fusion, projection_dim)
+    model.warp_error_limit = warp_error_limit
     if pretrained:
-        load_imagenet_weights(model.backbone, config.weights_path)
+        load_imagenet_weights(model.backbone, weights_path)
     return model
