@@ -357,3 +357,35 @@ def test_anchor_loss_is_half_lambda_times_the_squared_distance_to_the_start():
     assert method.anchor_loss()["loss_anchor"].item() == pytest.approx(0.5 * 0.5 * count * 0.01, rel=1e-4)
     plain = build_method(model, build_config(sets=TOY_SETTINGS).adapt, 0)
     assert plain.anchor_loss() == {}
+
+
+# Parameters a method trains that one step leaves without gradient, and why: only STPL's contrast reaches the
+# fusion block and projection head; DA-VSN trains the current frame's prediction alone (not the score fusion).
+NO_GRADIENT_BY_DESIGN = {name: ADAPTATION_MODULES for name in METHODS if name != "stpl"}
+NO_GRADIENT_BY_DESIGN["stpl"] = ()
+NO_GRADIENT_BY_DESIGN["davsn"] = (*ADAPTATION_MODULES, "score_fusion.")
+
+
+@pytest.mark.parametrize("name", [name for name, entry in METHODS.items() if entry.method is not None])
+def test_gradient_reaches_every_parameter_a_method_trains(name):
+    method = make_method(name)
+    method.train_mode()
+    values = method.step(toy_batch(), 0)
+    torch.stack([v for k, v in values.items() if k.startswith("loss_")]).sum().backward()
+    trained = {id(p) for group in method.param_groups() for p in group["params"]}
+    parameters = dict(method.model.named_parameters())
+    if hasattr(method, "decoders"):  # UR's auxiliary decoders live beside the model
+        parameters |= {f"decoders.{k}": v for k, v in method.decoders.named_parameters()}
+
+    def has_gradient(parameter) -> bool:
+        return parameter.grad is not None and bool(parameter.grad.abs().sum() > 0)
+
+    by_design = NO_GRADIENT_BY_DESIGN[name]
+    starved = [
+        n for n, p in parameters.items() if id(p) in trained and not n.startswith(by_design) and not has_gradient(p)
+    ]
+    assert not starved, f"{name}: trained parameters without gradient: {starved}"
+    reached = [n for n, p in parameters.items() if n.startswith(by_design) and has_gradient(p)]
+    assert not reached, f"{name}: gradient where none was expected: {reached}"
+    stray = [n for n, p in parameters.items() if id(p) not in trained and has_gradient(p)]
+    assert not stray, f"{name}: gradient on parameters it does not train: {stray}"
