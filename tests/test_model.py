@@ -96,3 +96,17 @@ def test_warp_error_limit_is_read_from_the_config_and_checked():
     assert build_model(3, **config.model.network_options()).warp_error_limit == 0.25
     with pytest.raises(StplError, match="warp_error_limit"):
         build_config(sets=[*TOY_SETTINGS, "model.warp_error_limit=-1"])
+
+
+def test_a_cached_earlier_frame_gives_the_same_prediction():
+    """Streaming: the previous step's (features, frame_logits) for frame t-k stand in for its encoder pass."""
+    torch.manual_seed(0)
+    model = make_tiny_model(num_classes=4).eval()
+    frames = torch.randn(3, 1, 3, 33, 47)
+    flow = torch.randn(1, 2, 33, 47)
+    with torch.no_grad():
+        earlier = model(frames[0], frames[0], torch.zeros_like(flow))
+        plain = model(frames[1], frames[0], flow)
+        cached = model(frames[1], frames[0], flow, previous_encoded=(earlier.features, earlier.frame_logits))
+    torch.testing.assert_close(cached.logits, plain.logits)
+    torch.testing.assert_close(cached.warped_features, plain.warped_features)

@@ -182,9 +182,31 @@ def run_analyze_knn(args: argparse.Namespace) -> None:
     print(f"k-NN analysis: {args.out / 'knn.json'}, {args.out / 'knn.png'}")
 
 
+def add_predict(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "predict", help="class maps, overlays and an overlay video for a folder of images or a video file"
+    )
+    parser.add_argument("--ckpt", type=Path, required=True, help="a source or adapted checkpoint")
+    parser.add_argument("--input", type=Path, required=True, help="a folder of images (sorted by name) or a video")
+    parser.add_argument("--out", type=Path, required=True, help="masks/, overlay/, overlay.mp4, predict.json")
+    parser.add_argument("--stride", type=int, default=1, help="read every N-th frame")
+    parser.add_argument("--start", type=int, default=0, help="first frame (index) to read")
+    parser.add_argument("--end", type=int, help="stop before this frame index")
+    parser.add_argument("--device", default="cpu")
+    parser.set_defaults(run=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> None:
+    from stpl.predict import load
+
+    predictor = load(require_file(args.ckpt, "checkpoint"), device=args.device)
+    summary = predictor.predict_video(args.input, args.out, args.stride, args.start, args.end)
+    print(f"{summary['frames']} frames at {summary['frames_per_second']:.1f} frames/s: {args.out}")
+
+
 SUBCOMMANDS = (
-    add_train_source, add_adapt, add_eval, add_demo, add_flow, add_bench, add_analyze, add_import_accel,
-    add_show_config,
+    add_train_source, add_adapt, add_eval, add_predict, add_demo, add_flow, add_bench, add_analyze,
+    add_import_accel, add_show_config,
 )  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from stpl.atomic import write_json, write_text
 from stpl.config import Config, build_config, config_to_dict, config_to_yaml, marked_keys, with_overrides
 from stpl.data import PairDataset, RandomBatches, build_dataset, dataset_classes, reported_classes
 from stpl.data.neighbours import with_later_neighbours
+from stpl.data.palettes import palette_for
 from stpl.engine.checkpoint import Checkpoint, file_sha1, load_checkpoint, read_meta, save_checkpoint
 from stpl.engine.evaluate import evaluate
 from stpl.engine.loop import LoopSettings, run_loop
@@ -150,6 +151,12 @@ def model_from_checkpoint(checkpoint: Checkpoint, config: Config, skip_adaptatio
     return model
 
 
+def model_for_checkpoint(checkpoint: Checkpoint) -> tuple[VideoSegmenter, Config]:
+    """The checkpoint's own model in eval mode and its config (prediction needs nothing else)."""
+    config = build_config(base=checkpoint.config)
+    return model_from_checkpoint(checkpoint, config, skip_adaptation_modules=False).eval(), config
+
+
 def state_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str:
     """ "" when `found` fits `expected` name for name and shape for shape; else one line saying how it does not."""
 
@@ -235,7 +242,7 @@ def train_supervised(
             dataset, train.batch_size, config.seed, hflip=train.hflip, scale_range=train.scale_range
         )
         meta = {"kind": kind, "config": config_to_dict(config), "identity": identity,
-                "class_names": list(dataset.class_names)}  # fmt: skip
+                "class_names": list(dataset.class_names), "palette": palette_for(dataset.class_names)}  # fmt: skip
         oracle = split == "adapt"  # supervised training on the target adaptation labels
         iterations = train.oracle_iterations if oracle and train.oracle_iterations else train.iterations
         settings = LoopSettings(
@@ -287,6 +294,7 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
             "config": config_to_dict(config),
             "identity": identity,
             "class_names": checkpoint.class_names,
+            "palette": checkpoint.meta.get("palette") or palette_for(checkpoint.class_names),
             "source_checkpoint": str(source_checkpoint),
         }
         if training_free:  # e.g. AdaBN: the re-estimation above is the whole method

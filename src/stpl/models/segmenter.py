@@ -84,13 +84,21 @@ class VideoSegmenter(nn.Module):
         flow: Tensor,
         with_embeddings: bool = False,
         grad_previous: bool = False,
+        previous_encoded: tuple[Tensor, Tensor] | None = None,
     ) -> SegmenterOutput:
-        """current, previous: [B,3,H,W] normalised images; flow: [B,2,H,W] backward flow t -> t-k in pixels."""
+        """current, previous: [B,3,H,W] normalised images; flow: [B,2,H,W] backward flow t -> t-k in pixels.
+
+        previous_encoded: the earlier frame's (features, frame_logits) when they are already known (streaming
+        prediction: the previous step's output for frame t-k), so its encoder pass is skipped.
+        """
         features = self.encode(current)
         frame_logits = self.classify(features)
-        with torch.set_grad_enabled(grad_previous and torch.is_grad_enabled()):
-            previous_features = self.encode(previous)
-            previous_logits = self.classify(previous_features)
+        if previous_encoded is not None:
+            previous_features, previous_logits = previous_encoded
+        else:
+            with torch.set_grad_enabled(grad_previous and torch.is_grad_enabled()):
+                previous_features = self.encode(previous)
+                previous_logits = self.classify(previous_features)
         # Warp features and logits together: one grid, one validity mask.
         warped_both, valid = warp(torch.cat((previous_features, previous_logits), dim=1), flow)
         if self.warp_error_limit > 0:

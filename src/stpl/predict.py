@@ -1,0 +1,187 @@
+"""Prediction on one's own video: class maps for every frame, overlays with a legend, an overlay video.
+
+    predictor = stpl.load("model.safetensors")
+    masks = predictor.predict(frames)               # list of uint8 RGB frames -> list of [H,W] class-id maps
+    predictor.predict_video("clip.mp4", out="pred") # pred/masks/*.png, pred/overlay/*.png, pred/overlay.mp4
+
+Frames are resized to the model's size; flow to the earlier frame is computed on the fly (DIS), and the earlier
+frame's encoder output is kept from the step before, so a temporal model runs one encoder pass per frame. Masks
+come back at each frame's own size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from stpl.atomic import atomic_write, write_json
+from stpl.data.frames import open_frames
+from stpl.data.pairs import normalize
+from stpl.data.palettes import palette_for
+from stpl.engine.checkpoint import load_checkpoint
+from stpl.errors import StplError
+from stpl.flow.dis import DISFlow
+from stpl.models import VideoSegmenter
+from stpl.models.segmenter import upsample
+from stpl.progress import Progress
+
+
+@dataclass
+class FramePrediction:
+    name: str
+    classes: np.ndarray  # [H,W] uint8 class ids at the frame's own size
+    probabilities: np.ndarray | None = None  # [K,H,W] float32, when asked for
+
+
+class Predictor:
+    """A checkpoint ready to predict frames in order (each frame's earlier frame is the one before it)."""
+
+    def __init__(
+        self,
+        model: VideoSegmenter,
+        class_names: list[str],
+        size: tuple[int, int],
+        temporal: bool = True,
+        device: str = "cpu",
+        flow_preset: str = "medium",
+        palette: list[tuple[int, int, int]] | None = None,
+    ):
+        self.model = model.to(device).eval()
+        self.class_names = list(class_names)
+        self.size = size  # (height, width) the model was trained at
+        self.temporal = temporal
+        self.device = torch.device(device)
+        self.flow = DISFlow(flow_preset)
+        self.palette = palette or palette_for(class_names)
+
+    def _resize(self, frame: np.ndarray) -> np.ndarray:
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise StplError(f"frames must be uint8 RGB arrays [H,W,3], got {frame.dtype} {list(frame.shape)}")
+        return cv2.resize(frame, (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)
+
+    @torch.no_grad()
+    def stream(
+        self, frames: Iterable[np.ndarray | tuple[str, np.ndarray]], probabilities: bool = False
+    ) -> Iterator[FramePrediction]:
+        """Predict frames in order, one at a time (a generator: memory does not grow with the video)."""
+        earlier: tuple[np.ndarray, tuple[torch.Tensor, torch.Tensor]] | None = None
+        for index, item in enumerate(frames):
+            name, frame = item if isinstance(item, tuple) else (f"frame{index:06d}", item)
+            small = self._resize(frame)
+            current = normalize(torch.from_numpy(small).permute(2, 0, 1)[None]).to(self.device)
+            if self.temporal and earlier is not None:
+                flow = torch.from_numpy(self.flow(small, earlier[0])).permute(2, 0, 1)[None].to(self.device)
+                previous_encoded = earlier[1]
+            else:  # the first frame pairs with itself, as in training; the no-temporal model always does
+                flow = torch.zeros(1, 2, *self.size, device=self.device)
+                previous_encoded = None
+            output = self.model(current, current, flow, previous_encoded=previous_encoded)
+            earlier = (small, (output.features, output.frame_logits))
+            logits = upsample(output.logits, frame.shape[:2])[0]
+            classes = logits.argmax(dim=0).to(torch.uint8).cpu().numpy()
+            probs = logits.softmax(dim=0).cpu().numpy() if probabilities else None
+            yield FramePrediction(name, classes, probs)
+
+    def predict(self, frames: Iterable[np.ndarray], probabilities: bool = False) -> list[np.ndarray] | list[Any]:
+        """Class-id maps [H,W] for frames given in order; with `probabilities`, (map, [K,H,W]) pairs."""
+        results = list(self.stream(frames, probabilities))
+        if probabilities:
+            return [(r.classes, r.probabilities) for r in results]
+        return [r.classes for r in results]
+
+    def overlay(self, frame: np.ndarray, classes: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+        """The frame blended with its class colours, with a legend strip of the classes present on the right."""
+        colours = np.asarray(self.palette, dtype=np.uint8)[classes]
+        blended = (frame.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha).astype(np.uint8)
+        present = [i for i in range(len(self.class_names)) if (classes == i).any()]
+        row = 18
+        legend = np.full((max(frame.shape[0], row * (len(present) + 1)), 150, 3), 255, np.uint8)
+        for slot, class_id in enumerate(present):
+            top = 4 + slot * row
+            cv2.rectangle(legend, (4, top), (18, top + 12), tuple(int(c) for c in self.palette[class_id]), -1)
+            cv2.putText(legend, self.class_names[class_id][:16], (24, top + 11), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                        (0, 0, 0), 1, cv2.LINE_AA)  # fmt: skip
+        canvas = np.full((legend.shape[0], frame.shape[1] + legend.shape[1], 3), 255, np.uint8)
+        canvas[: frame.shape[0], : frame.shape[1]] = blended
+        canvas[:, frame.shape[1] :] = legend
+        return canvas
+
+    def predict_video(
+        self, path: str | Path, out: str | Path, stride: int = 1, start: int = 0, end: int | None = None
+    ) -> dict[str, Any]:
+        """Predict a folder of images or a video file into `out`: masks/*.png (class ids), overlay/*.png,
+        overlay.mp4 (at the input's frame rate) and predict.json (frames, seconds, frames per second)."""
+        source = open_frames(path, stride, start, end)
+        out = Path(out)
+        (out / "masks").mkdir(parents=True, exist_ok=True)
+        (out / "overlay").mkdir(parents=True, exist_ok=True)
+        fps = source.fps()
+        video_path = out / "overlay.mp4"
+        writer = None
+        frames_in: list[np.ndarray] = []
+        count, started = 0, time.perf_counter()
+        progress = Progress("predict", max(source.count(), 1), every_seconds=5.0)
+
+        def remember(items: Iterable[tuple[str, np.ndarray]]) -> Iterator[tuple[str, np.ndarray]]:
+            for item in items:
+                frames_in.append(item[1])  # the frame the prediction overlays (one at a time)
+                yield item
+
+        try:
+            for prediction in self.stream(remember(source)):
+                frame = frames_in.pop(0)
+                _write_png(out / "masks" / f"{prediction.name}.png", prediction.classes)
+                picture = self.overlay(frame, prediction.classes)
+                _write_png(out / "overlay" / f"{prediction.name}.png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+                if writer is None:
+                    fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+                    writer = cv2.VideoWriter(str(video_path), fourcc, fps, (picture.shape[1], picture.shape[0]))
+                writer.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+                count += 1
+                progress.update(count)
+        finally:
+            if writer is not None:
+                writer.release()
+        seconds = time.perf_counter() - started
+        summary = {
+            "input": str(path), "frames": count, "seconds": seconds, "frames_per_second": count / max(seconds, 1e-9),
+            "input_fps": fps, "classes": self.class_names, "palette": [list(c) for c in self.palette],
+            "temporal": self.temporal,
+        }  # fmt: skip
+        write_json(out / "predict.json", summary)
+        progress.done(f"{count} frames, {summary['frames_per_second']:.1f} frames/s")
+        return summary
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    def write(temporary: str) -> None:
+        ok, data = cv2.imencode(".png", image)
+        if not ok:
+            raise StplError(f"cannot encode {path}")
+        Path(temporary).write_bytes(data.tobytes())
+
+    atomic_write(path, write)
+
+
+def load(checkpoint: str | Path, device: str = "cpu", flow_preset: str | None = None) -> Predictor:
+    """A `Predictor` for a checkpoint (source or adapted); its model, size and classes come from the file."""
+    from stpl.workflows import model_for_checkpoint  # the workflows layer builds models from checkpoints
+
+    checkpoint = load_checkpoint(checkpoint)
+    model, config = model_for_checkpoint(checkpoint)
+    return Predictor(
+        model,
+        checkpoint.class_names,
+        (config.data.height, config.data.width),
+        temporal=config.model.temporal,
+        device=device,
+        flow_preset=flow_preset or config.flow.dis_preset,
+        palette=checkpoint.meta.get("palette"),
+    )

@@ -1,0 +1,130 @@
+"""Prediction on one's own frames: the CLI and the Python API on a tiny trained model and a generated clip."""
+
+import json
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import stpl
+from stpl.cli import main
+from stpl.data.frames import open_frames
+from stpl.data.pairs import normalize
+from stpl.engine.checkpoint import load_checkpoint
+from stpl.errors import StplError
+from stpl.flow.dis import DISFlow
+
+
+def set_args(settings):
+    return [arg for s in settings for arg in ("--set", s)]
+
+
+@pytest.fixture(scope="module")
+def toy_checkpoint(tmp_path_factory):
+    from conftest import TOY_SETTINGS
+
+    out = tmp_path_factory.mktemp("source")
+    settings = [*TOY_SETTINGS, f"flow.cache_dir={out / 'flow'}"]
+    assert main(["train-source", "--out", str(out / "run"), *set_args(settings)]) == 0
+    return out / "run" / "model.safetensors"
+
+
+def clip(count: int = 5, height: int = 41, width: int = 57) -> list[np.ndarray]:
+    """A textured square moving right over a gradient (odd size: the model resizes to its own)."""
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 255, (15, 15, 3), dtype=np.uint8)
+    frames = []
+    for t in range(count):
+        frame = np.zeros((height, width, 3), np.uint8)
+        frame[..., 0] = np.linspace(0, 200, width, dtype=np.uint8)
+        frame[10:25, 5 + 3 * t : 20 + 3 * t] = texture
+        frames.append(frame)
+    return frames
+
+
+def write_folder(folder: Path, frames: list[np.ndarray]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for t, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"f{t:03d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    return folder
+
+
+def test_predict_cli_writes_masks_overlays_video_and_summary(toy_checkpoint, tmp_path, capsys):
+    frames = clip()
+    folder = write_folder(tmp_path / "frames", frames)
+    out = tmp_path / "pred"
+    assert main(["predict", "--ckpt", str(toy_checkpoint), "--input", str(folder), "--out", str(out)]) == 0
+    masks = sorted((out / "masks").glob("*.png"))
+    assert [m.stem for m in masks] == [f"f{t:03d}" for t in range(5)]
+    first = cv2.imread(str(masks[0]), cv2.IMREAD_UNCHANGED)
+    classes = load_checkpoint(toy_checkpoint).class_names
+    assert first.shape == (41, 57) and first.dtype == np.uint8 and first.max() < len(classes)  # ids at frame size
+    overlay = cv2.imread(str(out / "overlay" / "f000.png"))
+    assert overlay.shape[0] >= 41 and overlay.shape[1] == 57 + 150  # the frame plus the legend strip
+    assert (out / "overlay.mp4").stat().st_size > 0
+    summary = json.loads((out / "predict.json").read_text())
+    assert summary["frames"] == 5 and summary["frames_per_second"] > 0 and len(summary["palette"]) == len(classes)
+    # the API gives the same maps as the files
+    api = stpl.load(toy_checkpoint).predict(frames)
+    assert all((a == cv2.imread(str(m), cv2.IMREAD_UNCHANGED)).all() for a, m in zip(api, masks, strict=True))
+
+
+def test_streaming_with_the_cached_earlier_frame_equals_the_plain_video_forward(toy_checkpoint):
+    predictor = stpl.load(toy_checkpoint)
+    frames = clip(3)
+    streamed = predictor.predict(frames, probabilities=True)
+    height, width = predictor.size
+    small = [cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames]
+    flow = torch.from_numpy(DISFlow("medium")(small[2], small[1])).permute(2, 0, 1)[None]
+
+    def tensor(image):
+        return normalize(torch.from_numpy(image).permute(2, 0, 1)[None])
+
+    with torch.no_grad():
+        logits = predictor.model(tensor(small[2]), tensor(small[1]), flow).logits
+    expected = torch.nn.functional.interpolate(logits, size=(41, 57), mode="bilinear", align_corners=False)
+    np.testing.assert_allclose(streamed[2][1], expected[0].softmax(dim=0).numpy(), atol=1e-5)
+
+
+def test_a_video_file_is_read_with_stride_and_range(tmp_path):
+    frames = clip(8, 48, 64)
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 12.0, (64, 48))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    source = open_frames(path, stride=2, start=1, end=7)
+    names = [name for name, _ in source]
+    assert names == ["frame000001", "frame000003", "frame000005"] and source.count() == 3
+    assert source.fps() == pytest.approx(6.0)
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    with pytest.raises(StplError, match=r"cannot read .* as a video"):
+        open_frames(tmp_path / "bad.mp4")
+
+
+def test_bad_inputs_are_one_line(toy_checkpoint, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    for target, words in [(tmp_path / "none", "input not found"), (tmp_path / "empty", "no images"),
+                          (tmp_path / "bad.mp4", "cannot read")]:  # fmt: skip
+        capsys.readouterr()
+        assert (
+            main(["predict", "--ckpt", str(toy_checkpoint), "--input", str(target), "--out", str(tmp_path / "o")]) == 2
+        )
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("stpl: error:") and words in err and "\n" not in err
+    with pytest.raises(StplError, match="uint8 RGB"):
+        stpl.load(toy_checkpoint).predict([np.zeros((10, 10), np.float32)])
+
+
+def test_the_readme_example_runs(toy_checkpoint, tmp_path, monkeypatch):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = re.search(r"## Python API.*?```python\n(.*?)```", readme, re.S).group(1)
+    frames = clip()
+    namespace = {"checkpoint": toy_checkpoint, "frames": frames, "video": write_folder(tmp_path / "video", frames)}
+    monkeypatch.chdir(tmp_path)
+    exec(example, namespace)
+    assert len(namespace["masks"]) == 5 and (tmp_path / "predictions" / "overlay.mp4").is_file()
