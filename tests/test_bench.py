@@ -126,3 +126,33 @@ def test_runs_are_keyed_by_the_package_source_not_the_whole_commit():
         pytest.skip("not a git checkout")
     # the tree of src/ only: a commit that changes docs or tests keeps finished runs reusable
     assert code_version().split("+")[0] == tree.stdout.strip()
+
+
+def test_reuse_source_takes_a_finished_source_model_trained_by_other_code(tmp_path, toy_settings, capsys, monkeypatch):
+    import stpl.bench
+
+    first = tmp_path / "first"
+    args = ["bench", "--benchmark", "synthetic", "--methods", "source-only", "--seeds", "0", *set_args(toy_settings)]
+    assert main([*args, "--out", str(first)]) == 0
+    monkeypatch.setattr(stpl.bench, "code_version", lambda: "other-code")  # the package changed since
+    second = tmp_path / "second"
+    capsys.readouterr()
+    assert main([*args, "--out", str(second), "--reuse-source", str(first)]) == 0
+    printed = capsys.readouterr().out
+    assert "reusing the source model in" in printed and not (second / "source").exists()
+    runs = [json.loads((folder / "results.json").read_text())["runs"][0] for folder in (first, second)]
+    assert runs[0]["mIoU"] == runs[1]["mIoU"] and runs[1]["source"].startswith(str(first))
+    # a different source config is not reused: it trains its own
+    assert main([*args, "--out", str(tmp_path / "third"), "--reuse-source", str(first), "--set", "train.lr=0.5"]) == 0
+    assert (tmp_path / "third" / "source").is_dir()
+
+
+def test_bench_config_file_applies_over_the_benchmark_config(tmp_path, toy_settings):
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text("adapt:\n  norm_source_weight: 0.25\n")
+    out = tmp_path / "bench"
+    args = ["bench", "--benchmark", "synthetic", "--methods", "adabn", "--seeds", "0", "--out", str(out),
+            "--config", str(overrides), *set_args(toy_settings)]  # fmt: skip
+    assert main(args) == 0
+    run = json.loads((out / "results.json").read_text())["runs"][0]
+    assert run["config"]["adapt"]["norm_source_weight"] == 0.25 and run["config"]["data"]["height"] == 33

@@ -185,7 +185,7 @@ def test_run_folder_of_another_config_is_not_overwritten(tmp_path, source_ckpt, 
     run = source_ckpt.parent
     before = source_ckpt.read_bytes()
     err = run_failing(["train-source", "--out", str(run), *set_args([*toy_settings, "train.lr=0.5"])], capsys)
-    assert "another config or source model" in err
+    assert "another config or source model (differs in train.lr)" in err
     assert source_ckpt.read_bytes() == before
     # settings that do not change the result (threads, logging, flow workers) reuse the finished run
     assert main(["train-source", "--out", str(run), *set_args([*toy_settings, "train.log_every=1", "threads=1"])]) == 0
@@ -205,3 +205,11 @@ def test_adapting_another_source_model_into_a_finished_folder_is_refused(tmp_pat
     args = ["adapt", "--source-ckpt", str(other / "model.safetensors"), "--out", str(out), *set_args(toy_settings)]
     err = run_failing(args, capsys)
     assert "another config or source model" in err and (out / "model.safetensors").read_bytes() == before
+
+
+def test_eval_without_config_scores_on_the_data_the_checkpoint_was_made_for(tmp_path, source_ckpt, capsys):
+    out = tmp_path / "eval"
+    assert main(["eval", "--ckpt", str(source_ckpt), "--out", str(out)]) == 0  # no --config, no --set
+    assert "settings from" in capsys.readouterr().out
+    result = json.loads((out / "eval.json").read_text())
+    assert result["config"]["data"]["height"] == 33 and result["num_frames"] == 4  # the toy data, not the defaults

@@ -77,7 +77,7 @@ def code_version() -> str:
     return f"{tree}+dirty" if dirty else tree
 
 
-def benchmark_config(name: str, data_root: str | None, sets: list[str]) -> Config:
+def benchmark_config(name: str, data_root: str | None, sets: list[str], user_config: Path | None = None) -> Config:
     if name not in BENCHMARKS:
         raise StplError(f"unknown benchmark '{name}' (known: {', '.join(BENCHMARKS)})")
     relative = BENCHMARKS[name]
@@ -92,7 +92,10 @@ def benchmark_config(name: str, data_root: str | None, sets: list[str]) -> Confi
         if config.data.dataset == "synthetic":
             raise StplError(f"benchmark '{name}' is generated; --data-root does not apply")
         root_set = [f"data.{config.data.dataset}.root={data_root}"]
-    return build_config(config_file, [*root_set, *sets])
+    config = build_config(config_file, [*root_set, *sets])
+    if user_config is not None:  # the user's overrides over the benchmark's own config, then --set again
+        config = build_config(user_config, [*root_set, *sets], base=config_to_dict(config))
+    return config
 
 
 def parse_list(text: str, allowed: tuple[str, ...] | None = None, what: str = "method") -> list[str]:
@@ -233,10 +236,11 @@ def run_bench(
     data_root: str | None = None,
     sets: list[str] | None = None,
     reuse_source: Path | None = None,
+    config_file: Path | None = None,
 ) -> dict[str, Any]:
     """Run `methods` x `seeds` on a named protocol into `out_dir` (finished runs are skipped). With `reuse_source`,
     a finished source model of the same config found in that bench folder is used whatever code trained it."""
-    base = benchmark_config(benchmark, data_root, sets or [])
+    base = benchmark_config(benchmark, data_root, sets or [], config_file)
     out_dir = Path(out_dir)
     workflows.check_out_dir(out_dir)
     commit, code = git_commit(), code_version()

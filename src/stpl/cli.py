@@ -10,6 +10,7 @@ from stpl import __version__, bench, workflows
 from stpl.adapt import METHODS
 from stpl.config import Config, build_config, config_to_yaml
 from stpl.data import SPLITS
+from stpl.engine.checkpoint import load_checkpoint
 from stpl.errors import StplError
 
 
@@ -25,8 +26,19 @@ def add_config_options(parser: argparse.ArgumentParser, required: bool = False) 
     )
 
 
-def load_config(args: argparse.Namespace) -> Config:
-    return build_config(args.config, args.sets)
+# What a checkpoint's own config supplies to a command run without --config: where its data comes from and how it
+# is read, and the network (its adaptation and evaluation settings stay the defaults unless --set).
+CHECKPOINT_SECTIONS = ("data", "flow", "model")
+
+
+def load_config(args: argparse.Namespace, checkpoint: Path | None = None) -> Config:
+    """--config and --set over the defaults; without --config, over the `checkpoint`'s data, flow and model
+    settings (so `stpl eval --ckpt C` scores on the data C was made for, not on default-size data)."""
+    if args.config is not None or checkpoint is None:
+        return build_config(args.config, args.sets)
+    saved = load_checkpoint(require_file(checkpoint, "checkpoint")).config
+    print(f"[config] no --config: data, flow and model settings from {checkpoint}", flush=True)
+    return build_config(sets=args.sets, base={key: saved[key] for key in CHECKPOINT_SECTIONS if key in saved})
 
 
 def require_file(path: Path, what: str) -> Path:
@@ -68,7 +80,7 @@ def add_adapt(sub: argparse._SubParsersAction) -> None:
 def run_adapt(args: argparse.Namespace) -> None:
     if args.method:
         args.sets = [*args.sets, f"adapt.method={args.method}"]
-    config = load_config(args)
+    config = load_config(args, args.source_ckpt)
     path = workflows.adapt(config, require_file(args.source_ckpt, "source checkpoint"), args.out)
     print(f"adapted model: {path}")
 
@@ -82,7 +94,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> None:
-    config = load_config(args)
+    config = load_config(args, args.ckpt)
     result = workflows.evaluate_checkpoint(require_file(args.ckpt, "checkpoint"), config, args.out)
     print(f"mIoU {result['mIoU']:.2f} on {result['num_frames']} frames -> {args.out / 'eval.json'}")
 
@@ -130,6 +142,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--seeds", default="0", help="comma-separated integer seeds")
     parser.add_argument("--out", type=Path, help="output folder (default runs/bench/<benchmark>)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--config", type=Path, help="YAML overrides applied over the benchmark's own config")
     parser.add_argument(
         "--reuse-source", type=Path, metavar="BENCH_DIR",
         help="use the finished source models of the same config in this bench folder, whatever code trained them",
@@ -144,7 +157,7 @@ def run_bench(args: argparse.Namespace) -> None:
     except ValueError:
         raise StplError(f"--seeds must be comma-separated integers, got '{args.seeds}'") from None
     out = args.out or Path("runs/bench") / args.benchmark
-    bench.run_bench(args.benchmark, methods, seeds, out, args.data_root, args.sets, args.reuse_source)
+    bench.run_bench(args.benchmark, methods, seeds, out, args.data_root, args.sets, args.reuse_source, args.config)
     print(f"results: {out / 'results.json'}, {out / 'results.md'}")
 
 

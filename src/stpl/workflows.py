@@ -88,14 +88,30 @@ def check_out_dir(out_dir: Path) -> None:
         raise StplError(f"--out {out_dir} exists and is not a folder")
 
 
+def differing_keys(first: dict[str, Any], second: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts (a key missing on one side differs)."""
+    keys = []
+    for key in sorted(set(first) | set(second)):
+        a, b = first.get(key), second.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += differing_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
 def prepare_run_dir(out_dir: Path, config: Config, identity: dict[str, Any]) -> None:
     """Create the folder; refuse one that holds a run of another identity (never overwrite it)."""
     check_out_dir(out_dir)
     for name in (LAST_CHECKPOINT, FINAL_CHECKPOINT):
         existing = out_dir / name
-        if existing.is_file() and read_meta(existing).get("identity") != identity:
+        held = read_meta(existing).get("identity") if existing.is_file() else identity
+        if held != identity:
+            differ = differing_keys(held or {}, identity)
+            shown = ", ".join(differ[:6]) + (", ..." if len(differ) > 6 else "")
             raise StplError(
-                f"{out_dir} holds a run of another config or source model; choose another --out or remove it"
+                f"{out_dir} holds a run of another config or source model (differs in {shown}); choose another "
+                "--out or remove it"
             )
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / CONFIG_FILE, config_to_yaml(config))

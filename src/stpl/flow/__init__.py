@@ -61,6 +61,7 @@ def estimate_pair_flows(
         else:
             flows[row] = cached
     if not missing:
+        print(f"[{label}] {len(pairs)} pairs from the cache in {cache.directory}", flush=True)
         return flows
     local = threading.local()
 
@@ -80,5 +81,8 @@ def estimate_pair_flows(
         for done, _ in enumerate(pool.map(compute, missing), start=1):
             progress.update(done)
     rate = len(missing) / max(time.perf_counter() - started, 1e-9)
-    progress.done(f"{len(missing)} pairs computed ({rate:.0f} pairs/s), {len(pairs) - len(missing)} from cache")
+    progress.done(
+        f"{len(missing)} pairs computed ({rate:.0f} pairs/s), {len(pairs) - len(missing)} from the cache in "
+        f"{cache.directory}"
+    )
     return flows
