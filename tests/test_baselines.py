@@ -389,3 +389,9 @@ def test_gradient_reaches_every_parameter_a_method_trains(name):
     assert not reached, f"{name}: gradient where none was expected: {reached}"
     stray = [n for n, p in parameters.items() if id(p) not in trained and has_gradient(p)]
     assert not stray, f"{name}: gradient on parameters it does not train: {stray}"
+
+
+def test_vst_keeps_its_own_temporal_rule_whatever_the_shared_teacher_options():
+    method = make_method("vst", "adapt.teacher_later=true", "adapt.temporal_ensemble=true", "adapt.teacher=ema")
+    c = method.config
+    assert c.teacher == "source" and c.temporal_agreement and not c.temporal_ensemble and not c.teacher_later

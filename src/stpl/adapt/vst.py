@@ -11,7 +11,8 @@ a frozen copy of the starting model (pseudo-labels are fixed, as VST's offline l
 are kept where its fused prediction agrees with its warped prediction of t-k, they are flow-valid, and they are in
 the top adapt.class_fraction of their predicted class's confidences (class-balanced); the student's fused
 prediction learns them by cross-entropy. Thresholds are per batch, not over the whole target set as in CBST.
-Hyper-parameters: teacher, rule and agreement fixed as above; the class fraction is the toolkit's shared
+Hyper-parameters: teacher, rule and agreement fixed as above (the toolkit's temporal teacher options, averaging
+with t-k or t+k, are not VST's and stay off); the class fraction is the toolkit's shared
 adapt.class_fraction (the VST paper's per-class proportion could not be recovered; CBST starts at 0.2).
 """
 
@@ -28,4 +29,11 @@ class VST(SelfTraining):
 
     @staticmethod
     def settings(config: AdaptConfig) -> AdaptConfig:
-        return dataclasses.replace(config, teacher="source", confidence="class_balanced", temporal_agreement=True)
+        return dataclasses.replace(
+            config,
+            teacher="source",
+            confidence="class_balanced",
+            temporal_agreement=True,
+            temporal_ensemble=False,  # VST's own temporal rule is the agreement above, not an average
+            teacher_later=False,
+        )
