@@ -71,19 +71,20 @@ class Predictor:
         self, frames: Iterable[np.ndarray | tuple[str, np.ndarray]], probabilities: bool = False
     ) -> Iterator[FramePrediction]:
         """Predict frames in order, one at a time (a generator: memory does not grow with the video)."""
-        earlier: tuple[np.ndarray, tuple[torch.Tensor, torch.Tensor]] | None = None
+        earlier: tuple[np.ndarray, torch.Tensor, tuple[torch.Tensor, torch.Tensor]] | None = None
         for index, item in enumerate(frames):
             name, frame = item if isinstance(item, tuple) else (f"frame{index:06d}", item)
             small = self._resize(frame)
             current = normalize(torch.from_numpy(small).permute(2, 0, 1)[None]).to(self.device)
+            encoded = self.model.encode_frame(current)  # the one encoder pass of this frame
             if self.temporal and earlier is not None:
                 flow = torch.from_numpy(self.flow(small, earlier[0])).permute(2, 0, 1)[None].to(self.device)
-                previous_encoded = earlier[1]
+                previous, previous_encoded = earlier[1], earlier[2]
             else:  # the first frame pairs with itself, as in training; the no-temporal model always does
                 flow = torch.zeros(1, 2, *self.size, device=self.device)
-                previous_encoded = None
-            output = self.model(current, current, flow, previous_encoded=previous_encoded)
-            earlier = (small, (output.features, output.frame_logits))
+                previous, previous_encoded = current, encoded
+            output = self.model(current, previous, flow, previous_encoded=previous_encoded, current_encoded=encoded)
+            earlier = (small, current, encoded)
             logits = upsample(output.logits, frame.shape[:2])[0]
             classes = logits.argmax(dim=0).to(torch.uint8).cpu().numpy()
             probs = logits.softmax(dim=0).cpu().numpy() if probabilities else None

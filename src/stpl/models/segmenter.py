@@ -74,6 +74,11 @@ class VideoSegmenter(nn.Module):
     def classify(self, features: Tensor) -> Tensor:
         return self.classifier(features)
 
+    def encode_frame(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """(features, per-frame logits) of one frame: what `forward` can take back as *_encoded."""
+        features = self.encode(images)
+        return features, self.classify(features)
+
     def embed(self, current_features: Tensor, warped_features: Tensor) -> Tensor:
         return self.projection(self.fusion(current_features, warped_features))
 
@@ -85,14 +90,18 @@ class VideoSegmenter(nn.Module):
         with_embeddings: bool = False,
         grad_previous: bool = False,
         previous_encoded: tuple[Tensor, Tensor] | None = None,
+        current_encoded: tuple[Tensor, Tensor] | None = None,
     ) -> SegmenterOutput:
         """current, previous: [B,3,H,W] normalised images; flow: [B,2,H,W] backward flow t -> t-k in pixels.
 
-        previous_encoded: the earlier frame's (features, frame_logits) when they are already known (streaming
-        prediction: the previous step's output for frame t-k), so its encoder pass is skipped.
+        previous_encoded / current_encoded: a frame's (features, frame_logits) when already known (streaming
+        prediction keeps the previous step's for frame t-k; a frame paired with itself needs one pass), so that
+        frame's encoder pass is skipped.
         """
-        features = self.encode(current)
-        frame_logits = self.classify(features)
+        if current_encoded is not None:
+            features, frame_logits = current_encoded
+        else:
+            features, frame_logits = self.encode_frame(current)
         if previous_encoded is not None:
             previous_features, previous_logits = previous_encoded
         else:
