@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from stpl.atomic import atomic_write, write_json
-from stpl.data.frames import open_frames
+from stpl.data.frames import FrameSource, open_frames
 from stpl.data.pairs import normalize
 from stpl.data.palettes import palette_for
 from stpl.engine.checkpoint import load_checkpoint
@@ -31,6 +31,7 @@ from stpl.flow.dis import DISFlow
 from stpl.models import VideoSegmenter
 from stpl.models.segmenter import upsample
 from stpl.progress import Progress
+from stpl.runlock import run_lock
 
 
 @dataclass
@@ -121,6 +122,10 @@ class Predictor:
         overlay.mp4 (at the input's frame rate) and predict.json (frames, seconds, frames per second)."""
         source = open_frames(path, stride, start, end)
         out = Path(out)
+        with run_lock(out):  # one writer per output folder
+            return self._predict_into(source, path, out)
+
+    def _predict_into(self, source: FrameSource, path: str | Path, out: Path) -> dict[str, Any]:
         (out / "masks").mkdir(parents=True, exist_ok=True)
         (out / "overlay").mkdir(parents=True, exist_ok=True)
         fps = source.fps()
