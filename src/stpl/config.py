@@ -186,6 +186,8 @@ class TrainConfig:
     momentum: float = 0.9  # sgd momentum, or adamw's beta1
     weight_decay: float = 1e-4
     warmup_steps: int = 20  # linear lr warm-up before the poly decay
+    # mixed precision: bf16 autocast (CPU or CUDA), fp16 with a gradient scaler (CUDA only); weights stay float32
+    amp: Literal["off", "bf16", "fp16"] = "off"
     hflip: bool = True
     # random rescale of each training pair by a factor in [low, high], then a crop back to the data size (padding
     # ignored); empty = no rescale. Frame t, frame t-k, the flow and the label move together.
@@ -246,6 +248,7 @@ class AdaptConfig:
     method: Literal[METHOD_NAMES] = "stpl"
     iterations: int = 300
     batch_size: int = 8
+    amp: Literal["off", "bf16", "fp16"] = "off"  # as train.amp; the contrast and pseudo-labels stay in float32
     lr: float = 0.002
     backbone_lr_scale: float = 0.1
     momentum: float = 0.9

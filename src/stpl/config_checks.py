@@ -86,6 +86,9 @@ def validate(config: Config) -> None:
             raise StplError(f"config key '{key}' must be in [0, 1), got {value}")
     if config.adapt.ur.decoder_lr_scale <= 0:
         raise StplError("config key 'adapt.ur.decoder_lr_scale' must be positive")
+    for key, amp in {"train.amp": config.train.amp, "adapt.amp": config.adapt.amp}.items():
+        if amp == "fp16" and not config.device.startswith("cuda"):
+            raise StplError(f"config key '{key}': fp16 needs device cuda (on CPU use bf16)")
     if config.adapt.temperature <= 0:
         raise StplError(f"config key 'adapt.temperature' must be positive, got {config.adapt.temperature}")
     if not 0.0 < config.adapt.class_fraction <= 1.0:

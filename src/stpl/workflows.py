@@ -270,6 +270,7 @@ def train_supervised(
             label=kind,
             optimizer=train.optimizer,
             warmup_steps=train.warmup_steps,
+            amp=train.amp,
         )
         run_loop(method, batches, settings, out_dir, meta)
         return save_final(out_dir, model, {**meta, "step": iterations})
@@ -327,6 +328,7 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
             checkpoint_every=config.adapt.checkpoint_every,
             label="adapt",
             snapshot_every=config.adapt.snapshot_every,
+            amp=config.adapt.amp,
         )
         run_loop(method, batches, settings, out_dir, meta)
         return save_final(out_dir, model, {**meta, "step": config.adapt.iterations})

@@ -52,14 +52,14 @@ def prediction_pseudo_labels(
     t-k (two looks at the same physical point), so a nuisance that hits one frame only is outvoted.
     later (adapt.teacher_later): the teacher's look at t+k joins the mean, one vote per frame, where it is valid.
     """
-    warped = upsample(output.warped_logits, size)
-    probabilities = upsample(output.logits, size).softmax(dim=1)
+    warped = upsample(output.warped_logits.float(), size)  # probabilities and thresholds in float32
+    probabilities = upsample(output.logits.float(), size).softmax(dim=1)
     votes = 1.0
     if config.temporal_ensemble:
         probabilities, votes = 0.5 * (probabilities + warped.softmax(dim=1)), 2.0
     if later is not None:
         weight = nearest_resize(later.valid, size).unsqueeze(1).to(probabilities.dtype)
-        ahead = upsample(later.logits, size).softmax(dim=1)
+        ahead = upsample(later.logits.float(), size).softmax(dim=1)
         probabilities = (votes * probabilities + weight * ahead) / (votes + weight)
     agree_with = warped.argmax(dim=1) if config.temporal_agreement else None
     return make_pseudo_labels(
@@ -87,7 +87,7 @@ def masked_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     """Mean cross-entropy over labelled pixels; zero (keeping the graph) when every pixel is ignored."""
     if not bool((labels != IGNORE_INDEX).any()):
         return logits.sum() * 0.0
-    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
 
 
 def prefixed_state(prefix: str, module: nn.Module) -> dict[str, Tensor]:

@@ -19,6 +19,7 @@ from stpl.atomic import write_text
 from stpl.data.pairs import PairBatch, RandomBatches
 from stpl.engine.checkpoint import load_checkpoint, save_checkpoint
 from stpl.engine.method import Method
+from stpl.engine.precision import Precision
 from stpl.engine.run_files import LAST_CHECKPOINT, METRICS_FILE, SNAPSHOT_DIR
 from stpl.errors import StplError
 from stpl.progress import Progress
@@ -38,6 +39,7 @@ class LoopSettings:
     snapshot_every: int = 0  # keep the weights of every N-th step in snapshots/ (0 = never)
     optimizer: str = "sgd"  # "sgd" (with momentum) or "adamw" (momentum is then Adam's beta1)
     warmup_steps: int = 0  # linear warm-up from lr/warmup_steps to lr before the poly decay takes over
+    amp: str = "off"  # mixed precision of the step: off, bf16 or fp16 (engine/precision.py)
 
 
 def poly_factor(step: int, iterations: int, power: float = 0.9) -> float:
@@ -113,20 +115,25 @@ def train_step(
     step: int,
     label: str = "train",
     checkpoint: Path | None = None,
+    precision: Precision | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """One step: the method's named values (keys "loss_*" summed), backward, the optimiser, the method's after-step
     hook (teacher update). A non-finite loss or gradient raises StplError before anything is applied (`label` and
-    `checkpoint`, the run's last checkpoint, go into its message). Returns the values and the summed loss."""
+    `checkpoint`, the run's last checkpoint, go into its message). `precision`: mixed precision (engine/precision.py);
+    with fp16 an overflowing step is skipped by the gradient scaler instead. Returns the values and the summed loss."""
+    precision = precision or Precision()
     method.train_mode()
-    values = method.step(batch, step)
-    total = torch.stack([value for key, value in values.items() if key.startswith("loss_")]).sum()
+    with precision.autocast():
+        values = method.step(batch, step)
+    total = torch.stack([value.float() for key, value in values.items() if key.startswith("loss_")]).sum()
     if not bool(torch.isfinite(total)):  # a diverged run must not be saved, scored or reported
         raise StplError(divergence_message(label, step + 1, values, checkpoint))
     optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    if not bool(torch.isfinite(gradient_norm(optimizer))):
+    precision.backward(total)
+    precision.unscale(optimizer)
+    if precision.scaler is None and not bool(torch.isfinite(gradient_norm(optimizer))):
         raise StplError(divergence_message(label, step + 1, {"gradients": torch.tensor(math.nan)}, checkpoint))
-    optimizer.step()
+    precision.step(optimizer)
     method.after_step()
     return values, total
 
@@ -141,6 +148,7 @@ def run_loop(
     """Train `method.model` for settings.iterations steps; returns the last logged values."""
     device = next(method.model.parameters()).device
     optimizer = build_optimizer(settings, method.param_groups())
+    precision = Precision(settings.amp, device)
     checkpoint_path = run_dir / LAST_CHECKPOINT
     start = 0
     if checkpoint_path.is_file():
@@ -186,7 +194,7 @@ def run_loop(
                 group["lr"] = group["initial_lr"] * factor
             batch = batches.get(step).to(device)
             # Phases 2 and 3: the method's losses, optimise, the method's hook.
-            values, total = train_step(method, optimizer, batch, step, settings.label, checkpoint_path)
+            values, total = train_step(method, optimizer, batch, step, settings.label, checkpoint_path, precision)
             # Phase 4: log (the only place numbers leave the device) and checkpoint.
             done = step + 1
             if done % settings.log_every == 0 or done == settings.iterations:

@@ -31,4 +31,4 @@ class Supervised(Method):
         output = self.model(batch.current, batch.previous, batch.flow)
         logits = upsample(output.logits, batch.label.shape[-2:])
         weight = None if self.class_weights is None else self.class_weights.to(logits.device)
-        return {"loss_seg": F.cross_entropy(logits, batch.label, weight=weight, ignore_index=IGNORE_INDEX)}
+        return {"loss_seg": F.cross_entropy(logits.float(), batch.label, weight=weight, ignore_index=IGNORE_INDEX)}

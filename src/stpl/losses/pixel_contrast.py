@@ -34,6 +34,8 @@ def pixel_contrastive_loss(
     """
     if form not in ("seed", "infonce"):
         raise ValueError(f"unknown contrastive loss form '{form}' (known: seed, infonce)")
+    anchors = anchors.float()  # similarities / τ overflow half precision easily: the loss is computed in float32
+    keys = None if keys is None else keys.float()
     if keys is None:
         keys, key_labels = anchors, anchor_labels
         anchor_key_identity = torch.eye(len(anchors), dtype=torch.bool, device=anchors.device)

@@ -1,0 +1,59 @@
+"""Mixed precision: a bf16 step on CPU gives the float32 step's losses within bf16's precision, keeps float32
+weights, and whole toy runs finish in bf16; fp16 asks for CUDA."""
+
+import json
+
+import pytest
+import torch
+
+from stpl.cli import main
+from stpl.config import build_config
+from stpl.engine.loop import train_step
+from stpl.engine.precision import Precision
+from stpl.errors import StplError
+from test_baselines import make_method, toy_batch
+
+
+def set_args(settings):
+    return [arg for s in settings for arg in ("--set", s)]
+
+
+@pytest.mark.parametrize("name", ["stpl", "self-training", "tent"])
+def test_a_bf16_step_matches_the_float32_step(name):
+    losses = {}
+    for mode in ("off", "bf16"):
+        torch.manual_seed(0)
+        method = make_method(name)
+        optimizer = torch.optim.SGD(method.param_groups(), lr=0.01)
+        _, total = train_step(method, optimizer, toy_batch(), 0, precision=Precision(mode, "cpu"))
+        losses[mode] = total.item()
+        assert all(p.dtype == torch.float32 for p in method.model.parameters())  # weights stay float32
+        assert total.dtype == torch.float32
+    assert losses["bf16"] == pytest.approx(losses["off"], rel=0.05, abs=0.01)
+    assert losses["bf16"] != losses["off"]  # it did run in another precision
+
+
+def test_autocast_runs_the_network_in_bf16():
+    method = make_method("stpl")
+    batch = toy_batch()
+    with Precision("bf16", "cpu").autocast():
+        assert method.model(batch.current, batch.previous, batch.flow).logits.dtype == torch.bfloat16
+    assert method.model(batch.current, batch.previous, batch.flow).logits.dtype == torch.float32
+
+
+@pytest.mark.parametrize("command", ["train-source", "adapt"])
+def test_whole_toy_runs_in_bf16(command, tmp_path, toy_settings):
+    source = tmp_path / "source"
+    assert main(["train-source", "--out", str(source), *set_args([*toy_settings, "train.amp=bf16"])]) == 0
+    run = source
+    if command == "adapt":
+        run = tmp_path / "adapted"
+        args = ["adapt", "--source-ckpt", str(source / "model.safetensors"), "--out", str(run)]
+        assert main([*args, *set_args([*toy_settings, "adapt.amp=bf16"])]) == 0
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert metrics and all(m["loss"] is not None and m["loss"] > 0 for m in metrics)
+
+
+def test_fp16_needs_cuda():
+    with pytest.raises(StplError, match="fp16 needs device cuda"):
+        build_config(sets=["adapt.amp=fp16"])
