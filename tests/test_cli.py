@@ -213,3 +213,19 @@ def test_eval_without_config_scores_on_the_data_the_checkpoint_was_made_for(tmp_
     assert "settings from" in capsys.readouterr().out
     result = json.loads((out / "eval.json").read_text())
     assert result["config"]["data"]["height"] == 33 and result["num_frames"] == 4  # the toy data, not the defaults
+
+
+def test_a_run_made_before_a_config_key_existed_is_still_reused(tmp_path, source_ckpt, toy_settings, capsys):
+    """Identities stored by older versions lack keys added since: at their defaults, they count as the same run."""
+    from stpl.engine.checkpoint import save_checkpoint
+
+    checkpoint = load_checkpoint(source_ckpt)
+    identity = json.loads(json.dumps(checkpoint.meta["identity"]))
+    del identity["train"]["amp"]  # as a run folder written before train.amp existed
+    run = tmp_path / "older"
+    save_checkpoint(run / "model.safetensors", checkpoint.model, {**checkpoint.meta, "identity": identity})
+    capsys.readouterr()
+    assert main(["train-source", "--out", str(run), *set_args(toy_settings)]) == 0
+    assert "finished run found" in capsys.readouterr().out
+    err = run_failing(["train-source", "--out", str(run), *set_args([*toy_settings, "train.amp=bf16"])], capsys)
+    assert "differs in train.amp" in err

@@ -119,3 +119,24 @@ def test_standardised_warp_error_ignores_a_flicker_but_not_a_shift():
     moved = torch.zeros(1, 2, 16, 20)
     moved[:, 0] = 3.0
     assert standardised_warp_error(image, shifted, moved, (4, 5))[..., :3].max() < 1e-4
+
+
+def test_a_split_without_following_pairs_refuses_the_look_ahead(tmp_path):
+    import pytest
+
+    from stpl.errors import StplError
+
+    frames = np.zeros((4, 9, 13, 3), np.uint8)
+    pairs = np.array([[1, 0], [3, 2]])  # two standalone snippets: nothing follows either pair
+    dataset = PairDataset(frames, pairs, np.zeros((2, 9, 13, 2), np.float32), None, ("a",), list("abcd"), "x")
+    with pytest.raises(StplError, match="nothing to look ahead to"):
+        with_later_neighbours(dataset, FlowConfig(cache_dir=str(tmp_path)))
+
+
+def test_only_methods_whose_teacher_looks_ahead_ask_for_the_following_pairs():
+    from stpl.adapt import METHODS
+
+    ahead = AdaptConfig(teacher_later=True)
+    assert METHODS["stpl"].method.looks_ahead(ahead) and METHODS["self-training"].method.looks_ahead(ahead)
+    assert not METHODS["vst"].method.looks_ahead(ahead) and not METHODS["tent"].method.looks_ahead(ahead)
+    assert not METHODS["stpl"].method.looks_ahead(AdaptConfig())

@@ -57,3 +57,20 @@ def test_whole_toy_runs_in_bf16(command, tmp_path, toy_settings):
 def test_fp16_needs_cuda():
     with pytest.raises(StplError, match="fp16 needs device cuda"):
         build_config(sets=["adapt.amp=fp16"])
+
+
+def test_warping_bf16_features_samples_at_float32_positions():
+    """Beyond x = 64 bf16 cannot hold a position to better than half a cell; the warp computes positions in float32,
+    so a pattern with a 4-cell period, shifted by 0.3 cell, comes out as in float32 (values rounded to bf16 once)."""
+    from stpl.models.warp import warp
+
+    width = 160
+    xs = torch.arange(width, dtype=torch.float32)
+    pattern = torch.sin(xs * torch.pi / 2).view(1, 1, 1, width).expand(1, 1, 4, width).contiguous()
+    flow = torch.zeros(1, 2, 4, width)
+    flow[:, 0] = 0.3
+    exact, _ = warp(pattern, flow)
+    with Precision("bf16", "cpu").autocast():
+        half, _ = warp(pattern.to(torch.bfloat16), flow)
+    assert half.dtype == torch.bfloat16
+    assert (half.float() - exact)[..., 64:-1].abs().max() < 0.02

@@ -128,3 +128,34 @@ def test_the_readme_example_runs(toy_checkpoint, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(example, namespace)
     assert len(namespace["masks"]) == 5 and (tmp_path / "predictions" / "overlay.mp4").is_file()
+
+
+ADAPT_SETS = ["adapt.iterations=3", "adapt.batch_size=2", "adapt.log_every=1", "adapt.anchors_per_class=8"]
+
+
+def test_adapt_on_a_folder_of_own_frames_then_eval_says_there_are_no_labels(toy_checkpoint, tmp_path, capsys):
+    folder = write_folder(tmp_path / "frames", clip(6))
+    out = tmp_path / "adapted"
+    sets = ["data.dataset=frames", f"data.frames.path={folder}", "data.frames.stride=2", *ADAPT_SETS]
+    args = ["adapt", "--source-ckpt", str(toy_checkpoint), "--out", str(out), *set_args(sets)]
+    assert main(args) == 0  # no --config: data size, flow and model from the checkpoint
+    adapted = load_checkpoint(out / "model.safetensors")
+    assert adapted.class_names == load_checkpoint(toy_checkpoint).class_names
+    assert adapted.config["data"]["height"] == 33 and adapted.config["data"]["frames"]["stride"] == 2
+    capsys.readouterr()
+    assert main(["eval", "--ckpt", str(out / "model.safetensors"), "--out", str(tmp_path / "e"), *set_args(sets)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("stpl: error:") and "no labels" in err and "\n" not in err
+
+
+def test_the_adapt_api_takes_arrays_and_gives_a_checkpoint_to_predict_with(toy_checkpoint, tmp_path):
+    frames = clip(4)
+    path = stpl.adapt_video(
+        toy_checkpoint, frames, tmp_path / "adapted", method="tent", settings={"adapt.iterations": 2}
+    )
+    assert path.name == "model.safetensors" and load_checkpoint(path).meta["method"] == "tent"
+    assert len(sorted((tmp_path / "adapted" / "input_frames").glob("*.png"))) == 4
+    masks = stpl.load(path).predict(frames)
+    assert len(masks) == 4 and masks[0].shape == (41, 57)
+    with pytest.raises(StplError, match="uint8 RGB"):
+        stpl.adapt_video(toy_checkpoint, [np.zeros((4, 4))], tmp_path / "bad")

@@ -8,7 +8,7 @@ predictor.predict_video("clip.mp4", out="pred")      # masks, overlays, overlay.
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load"]
+__all__ = ["__version__", "adapt_video", "load"]
 
 
 def load(checkpoint, device: str = "cpu", flow_preset: str | None = None):
@@ -17,3 +17,16 @@ def load(checkpoint, device: str = "cpu", flow_preset: str | None = None):
     from stpl.predict import load as load_predictor
 
     return load_predictor(checkpoint, device=device, flow_preset=flow_preset)
+
+
+def adapt_video(source_checkpoint, frames, out, method: str = "stpl", settings: dict | None = None):
+    """Adapt a source checkpoint to one's own unlabelled video, source-free; returns the adapted checkpoint's path.
+    (Not `stpl.adapt`: that name is the package of the adaptation methods.)
+
+    frames: a folder of images, a video file, or a list of uint8 RGB arrays (written to OUT/input_frames/ first).
+    settings: config values by dotted key, e.g. {"adapt.iterations": 200, "data.frames.stride": 2}; data, flow
+    and model settings otherwise come from the checkpoint.
+    """
+    from stpl.api import adapt_on_frames
+
+    return adapt_on_frames(source_checkpoint, frames, out, method, settings or {})

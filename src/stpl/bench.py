@@ -257,10 +257,10 @@ def run_bench(
             config = method_config(method, seed_config)
             if method in REFERENCE_METHODS:
                 identity = workflows.supervised_identity(config, "adapt")
-                if method == "oracle":  # fine-tuned from this seed's source model
-                    identity["init_checkpoint"] = source_dir.name
             else:
                 identity = workflows.run_identity(config)
+            if method != "oracle-scratch":  # every other run starts from the source model, trained here or reused
+                identity["source_run"] = source_dir.name
             key = run_key({**identity, "eval": config_to_dict(config)["eval"]}, code)  # the score depends on eval too
             run_dir = out_dir / "runs" / method / f"seed{seed}-{key}"
             record_path = run_dir / "record.json"

@@ -10,7 +10,6 @@ from stpl import __version__, bench, workflows
 from stpl.adapt import METHODS
 from stpl.config import Config, build_config, config_to_yaml
 from stpl.data import SPLITS
-from stpl.engine.checkpoint import load_checkpoint
 from stpl.errors import StplError
 
 
@@ -26,19 +25,14 @@ def add_config_options(parser: argparse.ArgumentParser, required: bool = False) 
     )
 
 
-# What a checkpoint's own config supplies to a command run without --config: where its data comes from and how it
-# is read, and the network (its adaptation and evaluation settings stay the defaults unless --set).
-CHECKPOINT_SECTIONS = ("data", "flow", "model")
-
-
 def load_config(args: argparse.Namespace, checkpoint: Path | None = None) -> Config:
     """--config and --set over the defaults; without --config, over the `checkpoint`'s data, flow and model
     settings (so `stpl eval --ckpt C` scores on the data C was made for, not on default-size data)."""
     if args.config is not None or checkpoint is None:
         return build_config(args.config, args.sets)
-    saved = load_checkpoint(require_file(checkpoint, "checkpoint")).config
+    base = workflows.checkpoint_settings(require_file(checkpoint, "checkpoint"))
     print(f"[config] no --config: data, flow and model settings from {checkpoint}", flush=True)
-    return build_config(sets=args.sets, base={key: saved[key] for key in CHECKPOINT_SECTIONS if key in saved})
+    return build_config(sets=args.sets, base=base)
 
 
 def require_file(path: Path, what: str) -> Path:

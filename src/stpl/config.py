@@ -27,7 +27,7 @@ NOT_A_RESULT = {"result": False}  # where or how fast a run goes, or what it pri
 ARCHITECTURE = {"architecture": True}  # the network's shape: taken from a checkpoint, never from the user's config
 TARGET_ONLY = {"target_only": True}  # only chooses target frames: source training never reads it
 
-DATASET_NAMES = ("synthetic", "camvid", "cityscapes_seq", "viper", "synthia_seq")
+DATASET_NAMES = ("synthetic", "camvid", "cityscapes_seq", "viper", "synthia_seq", "frames")
 METHOD_NAMES = ("stpl", "adabn", "tent", "self-training", "ur", "hcl", "tps", "davsn", "vst")
 
 
@@ -102,6 +102,18 @@ class SynthiaSeqConfig:
 
 
 @dataclass
+class FramesConfig:
+    """Unlabelled video of one's own (data/frames.py) as the target: a folder of images or a video file."""
+
+    path: str = ""  # a folder of images (sorted by name: png, jpg, ...) or a video file (OpenCV)
+    stride: int = 1  # read every N-th frame (the frame gap k is then N frames of the input)
+    start: int = 0  # first frame index read
+    end: int = -1  # stop before this frame index (-1 = to the last)
+    # class names: empty = the source checkpoint's (filled in by `stpl adapt`); the frames carry no labels
+    classes: tuple[str, ...] = ()
+
+
+@dataclass
 class DataConfig:
     dataset: Literal[DATASET_NAMES] = "synthetic"
     # The source split's data set when it differs from the target's ("" = data.dataset): viper or synthia_seq
@@ -117,6 +129,7 @@ class DataConfig:
     cityscapes_seq: CityscapesSeqConfig = field(default_factory=CityscapesSeqConfig)  # target of both protocols
     viper: ViperConfig = field(default_factory=ViperConfig)  # source of VIPER -> Cityscapes-Seq
     synthia_seq: SynthiaSeqConfig = field(default_factory=SynthiaSeqConfig)  # source of SYNTHIA-Seq -> Cityscapes-Seq
+    frames: FramesConfig = field(default_factory=FramesConfig)  # one's own unlabelled video (target only)
 
 
 @dataclass

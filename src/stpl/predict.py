@@ -104,7 +104,8 @@ class Predictor:
         blended = (frame.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha).astype(np.uint8)
         present = [i for i in range(len(self.class_names)) if (classes == i).any()]
         row = 18
-        legend = np.full((max(frame.shape[0], row * (len(present) + 1)), 150, 3), 255, np.uint8)
+        # sized for every class, so that each picture of a video has the same size (a video writer drops others)
+        legend = np.full((max(frame.shape[0], row * (len(self.class_names) + 1)), 150, 3), 255, np.uint8)
         for slot, class_id in enumerate(present):
             top = 4 + slot * row
             cv2.rectangle(legend, (4, top), (18, top + 12), tuple(int(c) for c in self.palette[class_id]), -1)

@@ -42,7 +42,11 @@ def _in_use(folder: Path, lock: Path) -> StplError:
 def _acquire(folder: Path, lock: Path) -> int:
     """An open descriptor of `lock` holding its flock; raises StplError when another process holds it."""
     while True:
-        descriptor = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        except FileNotFoundError:  # a refused run removed the (empty) folder just now: make it again
+            folder.mkdir(parents=True, exist_ok=True)
+            continue
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
-from stpl.adapt import TRAINING_FREE, build_method
+from stpl.adapt import METHODS, TRAINING_FREE, build_method
 from stpl.adapt.norm import reestimate_norm_statistics
 from stpl.atomic import write_json, write_text
 from stpl.config import Config, build_config, config_to_dict, config_to_yaml, marked_keys, with_overrides
-from stpl.data import PairDataset, RandomBatches, build_dataset, dataset_classes, reported_classes
+from stpl.data import DATASETS, PairDataset, RandomBatches, build_dataset, dataset_classes, reported_classes
 from stpl.data.neighbours import with_later_neighbours
 from stpl.data.palettes import palette_for
 from stpl.engine.checkpoint import Checkpoint, file_sha1, load_checkpoint, read_meta, save_checkpoint
@@ -88,16 +88,41 @@ def check_out_dir(out_dir: Path) -> None:
         raise StplError(f"--out {out_dir} exists and is not a folder")
 
 
-def differing_keys(first: dict[str, Any], second: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two nested dicts (a key missing on one side differs)."""
+_MISSING = object()
+_DEFAULTS = config_to_dict(Config())
+_TARGET_ONLY = {".".join(path) for path in TARGET_ONLY_KEYS}
+
+
+def _default_at(dotted: str) -> Any:
+    node: Any = _DEFAULTS
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def differing_keys(stored: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between a stored run identity and the current one. A key the stored one
+    lacks counts as its default (config keys added since that run was made), and a target-only key only one side
+    holds does not count (source identities dropped them later): older run folders stay usable."""
     keys = []
-    for key in sorted(set(first) | set(second)):
-        a, b = first.get(key), second.get(key)
+    for key in sorted(set(stored) | set(current)):
+        dotted = f"{prefix}{key}"
+        a, b = stored.get(key, _MISSING), current.get(key, _MISSING)
         if isinstance(a, dict) and isinstance(b, dict):
-            keys += differing_keys(a, b, f"{prefix}{key}.")
+            keys += differing_keys(a, b, f"{dotted}.")
+        elif (a is _MISSING and b == _default_at(dotted)) or (
+            (a is _MISSING or b is _MISSING) and dotted in _TARGET_ONLY
+        ):
+            continue
         elif a != b:
-            keys.append(f"{prefix}{key}")
+            keys.append(dotted)
     return keys
+
+
+def same_identity(stored: dict[str, Any] | None, current: dict[str, Any]) -> bool:
+    return stored is not None and not differing_keys(stored, current)
 
 
 def prepare_run_dir(out_dir: Path, config: Config, identity: dict[str, Any]) -> None:
@@ -106,7 +131,7 @@ def prepare_run_dir(out_dir: Path, config: Config, identity: dict[str, Any]) -> 
     for name in (LAST_CHECKPOINT, FINAL_CHECKPOINT):
         existing = out_dir / name
         held = read_meta(existing).get("identity") if existing.is_file() else identity
-        if held != identity:
+        if not same_identity(held, identity):
             differ = differing_keys(held or {}, identity)
             shown = ", ".join(differ[:6]) + (", ..." if len(differ) > 6 else "")
             raise StplError(
@@ -139,7 +164,7 @@ def run_folder(out_dir: Path) -> Iterator[None]:
 
 def finished(out_dir: Path, identity: dict[str, Any]) -> bool:
     path = out_dir / FINAL_CHECKPOINT
-    return path.is_file() and read_meta(path).get("identity") == identity
+    return path.is_file() and same_identity(read_meta(path).get("identity"), identity)
 
 
 def check_classes(checkpoint: Checkpoint, config: Config, path: Path) -> None:
@@ -165,6 +190,17 @@ def model_from_checkpoint(checkpoint: Checkpoint, config: Config, skip_adaptatio
         raise StplError(f"checkpoint does not fit the model: {mismatch}")
     model.load_state_dict(state)
     return model
+
+
+# What a checkpoint's own config supplies to a command run without --config: where its data comes from and how it
+# is read, and the network (adaptation and evaluation settings stay the defaults unless set).
+CHECKPOINT_SECTIONS = ("data", "flow", "model")
+
+
+def checkpoint_settings(path: Path) -> dict[str, Any]:
+    """The data, flow and model sections of a checkpoint's config, as a base for `build_config`."""
+    saved = load_checkpoint(path).config
+    return {key: saved[key] for key in CHECKPOINT_SECTIONS if key in saved}
 
 
 def model_for_checkpoint(checkpoint: Checkpoint) -> tuple[VideoSegmenter, Config]:
@@ -280,6 +316,8 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
     """Source-free adaptation: reads the source checkpoint and unlabelled target video only."""
     source_checkpoint, out_dir = Path(source_checkpoint), Path(out_dir)
     checkpoint = load_checkpoint(source_checkpoint)
+    if config.data.dataset == "frames" and not config.data.frames.classes:  # own video: the model's classes
+        config = with_overrides(config, {"data": {"frames": {"classes": checkpoint.class_names}}})
     check_classes(checkpoint, config, source_checkpoint)
     config = with_checkpoint_model(config, checkpoint, architecture_only=True)
     identity = run_identity(config, source_checkpoint)
@@ -289,8 +327,9 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
     check_out_dir(out_dir)
     device = setup_runtime(config)
     dataset = load_split(config, "adapt", with_labels=False)  # the only data adaptation opens
-    if config.adapt.teacher_later and config.model.temporal:  # the no-temporal control looks at frame t only
-        dataset = with_later_neighbours(dataset, config.flow)
+    trained = METHODS[config.adapt.method].method
+    if config.model.temporal and trained is not None and trained.looks_ahead(config.adapt):
+        dataset = with_later_neighbours(dataset, config.flow)  # the no-temporal control looks at frame t only
     with run_folder(out_dir):  # one process per run folder
         if finished(out_dir, identity):  # another process finished it while this one was loading data
             return out_dir / FINAL_CHECKPOINT
@@ -337,6 +376,10 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
 def evaluate_checkpoint(checkpoint_path: Path, config: Config, out_dir: Path | None = None) -> dict[str, Any]:
     """Evaluate on the target evaluation split; writes out_dir/eval.json when out_dir is given."""
     checkpoint_path = Path(checkpoint_path)
+    if not DATASETS[config.data.dataset].labelled:
+        raise StplError(
+            f"data set '{config.data.dataset}' has no labels: there is nothing to score (stpl predict writes masks)"
+        )
     checkpoint = load_checkpoint(checkpoint_path)
     check_classes(checkpoint, config, checkpoint_path)
     broken = [
@@ -348,6 +391,12 @@ def evaluate_checkpoint(checkpoint_path: Path, config: Config, out_dir: Path | N
         )
     if out_dir is not None:
         check_out_dir(Path(out_dir))
+        with run_lock(Path(out_dir)):  # a folder another command is writing fails at once, not after the work
+            return _evaluate(checkpoint, checkpoint_path, config, Path(out_dir))
+    return _evaluate(checkpoint, checkpoint_path, config, None)
+
+
+def _evaluate(checkpoint: Checkpoint, checkpoint_path: Path, config: Config, out_dir: Path | None) -> dict[str, Any]:
     model_config = with_checkpoint_model(config, checkpoint, architecture_only=False)
     device = setup_runtime(config)
     model = model_from_checkpoint(checkpoint, model_config, skip_adaptation_modules=False).to(device)
@@ -357,8 +406,7 @@ def evaluate_checkpoint(checkpoint_path: Path, config: Config, out_dir: Path | N
     result["checkpoint"] = str(checkpoint_path)
     result["config"] = config_to_dict(config)
     if out_dir is not None:
-        with run_lock(Path(out_dir)):  # two evaluations into one folder write one after the other, or fail clearly
-            write_json(Path(out_dir) / EVAL_FILE, result)
+        write_json(Path(out_dir) / EVAL_FILE, result)  # atomic: concurrent evaluations leave one whole file
     return result
 
 

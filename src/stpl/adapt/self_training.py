@@ -48,6 +48,10 @@ class SelfTraining(AdaptationMethod):
         """The pseudo-label options this method uses (variants such as VST fix some of them)."""
         return config
 
+    @classmethod
+    def looks_ahead(cls, config: AdaptConfig) -> bool:
+        return cls.settings(config).teacher_later
+
     # -- pseudo-labels --------------------------------------------------------------------------------------
     def teach(self, batch: PairBatch) -> tuple[SegmenterOutput, LaterLook | None]:
         """The teacher's prediction of the batch and, with adapt.teacher_later, its look at frame t+k."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from stpl.config import DATASET_NAMES, Config
 from stpl.constants import IGNORE_INDEX
-from stpl.data import camvid, cityscapes_seq, synthetic, synthia_seq, viper
+from stpl.data import camvid, cityscapes_seq, frames_dataset, synthetic, synthia_seq, viper
 from stpl.data.pairs import PairBatch, PairDataset, RandomBatches
 from stpl.data.synthetic_scene import SYNTHETIC_CLASSES
 from stpl.errors import StplError
@@ -35,11 +35,13 @@ SPLITS = ("source", "adapt", "eval")
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    """A data set: how to build one of its splits, its class names, and whether it can read the peers' flow files."""
+    """A data set: how to build one of its splits, its class names, whether it can read the peers' flow files, and
+    whether it has labels at all (one's own video has none: it can be adapted on and predicted, not scored)."""
 
     build: Callable[[Config, str, bool], PairDataset]
     classes: Callable[[Config], tuple[str, ...]]
     flow_files: bool = True
+    labelled: bool = True
 
 
 # The one list of data sets; config.DATASET_NAMES names them for the schema (checked below).
@@ -49,6 +51,9 @@ DATASETS: dict[str, DatasetEntry] = {
     "cityscapes_seq": DatasetEntry(cityscapes_seq.build_cityscapes_seq, cityscapes_seq.cityscapes_seq_classes),
     "viper": DatasetEntry(viper.build_viper, viper.viper_classes),
     "synthia_seq": DatasetEntry(synthia_seq.build_synthia_seq, synthia_seq.synthia_seq_classes),
+    "frames": DatasetEntry(
+        frames_dataset.build_frames, frames_dataset.frames_classes, flow_files=False, labelled=False
+    ),
 }
 if tuple(DATASETS) != DATASET_NAMES:
     raise ImportError(f"stpl.data.DATASETS {tuple(DATASETS)} and config.DATASET_NAMES {DATASET_NAMES} differ")

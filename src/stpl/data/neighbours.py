@@ -14,6 +14,7 @@ import numpy as np
 
 from stpl.config import FlowConfig
 from stpl.data.pairs import LaterNeighbours, PairDataset
+from stpl.errors import StplError
 from stpl.flow import estimate_pair_flows
 
 
@@ -29,6 +30,11 @@ def with_later_neighbours(dataset: PairDataset, config: FlowConfig) -> PairDatas
     following = following_pairs(dataset.pairs)
     flows = np.zeros_like(dataset.flows)
     have = np.flatnonzero(following >= 0)
+    if len(have) == 0:
+        raise StplError(
+            "adapt.teacher_later: no frame of the adaptation split has a later frame in it (each pair stands alone), "
+            "so there is nothing to look ahead to; turn the option off for this data set"
+        )
     if len(have):
         forward_pairs = np.stack((dataset.pairs[have, 0], dataset.pairs[following[have], 0]), axis=1)
         with tempfile.TemporaryDirectory() as scratch:  # a data set without a cache name must not share one

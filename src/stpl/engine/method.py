@@ -30,6 +30,12 @@ class Method:
     def __init__(self, model: nn.Module):
         self.model = model
 
+    @classmethod
+    def looks_ahead(cls, config: Any) -> bool:
+        """Whether this method, under these (adapt) settings, reads the pairs that follow each batch's pairs
+        (PairBatch.later): the data are only prepared for the methods that do."""
+        return False
+
     def param_groups(self) -> list[dict[str, Any]]:
         raise NotImplementedError
 

@@ -34,8 +34,23 @@ def pixel_contrastive_loss(
     """
     if form not in ("seed", "infonce"):
         raise ValueError(f"unknown contrastive loss form '{form}' (known: seed, infonce)")
-    anchors = anchors.float()  # similarities / τ overflow half precision easily: the loss is computed in float32
-    keys = None if keys is None else keys.float()
+    # Similarities / τ overflow half precision easily: the loss is computed in float32, outside any autocast.
+    with torch.autocast(anchors.device.type, enabled=False):
+        return _contrastive_loss_float32(
+            anchors.float(), anchor_labels, None if keys is None else keys.float(), key_labels, temperature, form,
+            anchor_key_identity,
+        )  # fmt: skip
+
+
+def _contrastive_loss_float32(
+    anchors: Tensor,
+    anchor_labels: Tensor,
+    keys: Tensor | None,
+    key_labels: Tensor | None,
+    temperature: float,
+    form: str,
+    anchor_key_identity: Tensor | None,
+) -> Tensor:
     if keys is None:
         keys, key_labels = anchors, anchor_labels
         anchor_key_identity = torch.eye(len(anchors), dtype=torch.bool, device=anchors.device)

@@ -16,6 +16,16 @@ def warp(source: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
     size, resized here to H,W. Returns the warped map [B,C,H,W] and a bool mask [B,H,W] that is False where
     p + flow(p) falls outside the earlier frame (those values are border-clamped and should be ignored).
     """
+    # Sampling positions need float32 whatever the features' precision: in bf16 a coordinate of 64 or more moves in
+    # steps of half a cell, which at stride 8 is several image pixels. Computed outside autocast, cast back.
+    precise = source.dtype if source.dtype == torch.float64 else torch.float32
+    with torch.autocast(source.device.type, enabled=False):
+        warped, valid = _warp_float32(source.to(precise), flow.to(precise))
+    return warped.to(source.dtype), valid
+
+
+def _warp_float32(source: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
+    """`warp` at float32 (or float64) precision."""
     height, width = source.shape[-2:]
     flow = resize_flow(flow.to(source.dtype), (height, width))
     ys = torch.arange(height, device=source.device, dtype=source.dtype).view(1, height, 1)

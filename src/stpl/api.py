@@ -1,0 +1,50 @@
+"""What `stpl.adapt` does: the `stpl adapt` command on one's own frames, from Python."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from stpl.atomic import atomic_write
+from stpl.config import build_config, with_overrides
+from stpl.errors import StplError
+from stpl.workflows import adapt, checkpoint_settings
+
+
+def _frames_folder(frames: Sequence[np.ndarray], folder: Path) -> Path:
+    for index, frame in enumerate(frames):
+        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise StplError(f"frame {index} is not a uint8 RGB array [H,W,3]")
+        ok, data = cv2.imencode(".png", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise StplError(f"cannot encode frame {index}")
+        atomic_write(folder / f"{index:06d}.png", lambda temporary, data=data: Path(temporary).write_bytes(data))
+    return folder
+
+
+def adapt_on_frames(
+    source_checkpoint: str | Path,
+    frames: str | Path | Sequence[np.ndarray],
+    out: str | Path,
+    method: str,
+    settings: dict[str, Any],
+) -> Path:
+    source_checkpoint, out = Path(source_checkpoint), Path(out)
+    if not source_checkpoint.is_file():
+        raise StplError(f"source checkpoint not found: {source_checkpoint}")
+    if not isinstance(frames, str | Path):
+        frames = _frames_folder(list(frames), out / "input_frames")
+    overrides: dict[str, Any] = {"data": {"dataset": "frames", "frames": {"path": str(frames)}}}
+    overrides["adapt"] = {"method": method}
+    for key, value in settings.items():  # dotted keys -> nested sections
+        node = overrides
+        *sections, name = key.split(".")
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[name] = value
+    base = build_config(base=checkpoint_settings(source_checkpoint))  # as `stpl adapt` without --config
+    return adapt(with_overrides(base, overrides), source_checkpoint, out)
