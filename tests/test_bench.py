@@ -156,3 +156,31 @@ def test_bench_config_file_applies_over_the_benchmark_config(tmp_path, toy_setti
     assert main(args) == 0
     run = json.loads((out / "results.json").read_text())["runs"][0]
     assert run["config"]["adapt"]["norm_source_weight"] == 0.25 and run["config"]["data"]["height"] == 33
+
+
+def test_online_methods_adapt_while_predicting_the_evaluation_split(tmp_path, toy_settings, monkeypatch):
+    import stpl.online
+
+    seen = []  # (index of the predicted pair, the pairs the update before it used)
+    original = stpl.online.OnlineAdapter.update
+
+    def spy(self, batch):
+        seen.append(list(batch.index))
+        assert batch.label is None  # the adaptation never sees labels
+        return original(self, batch)
+
+    monkeypatch.setattr(stpl.online.OnlineAdapter, "update", spy)
+    out = tmp_path / "bench"
+    sets = [*toy_settings, "adapt.online.window=2", "adapt.online.every=1"]
+    args = ["bench", "--benchmark", "synthetic", "--methods", "source-only,tent-online,stpl-online", "--seeds", "0",
+            "--out", str(out), *set_args(sets)]  # fmt: skip
+    assert main(args) == 0
+    runs = {r["method"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+    assert set(runs) == {"source-only", "tent-online", "stpl-online"}
+    assert all(0 <= r["mIoU"] <= 100 for r in runs.values())
+    # 4 evaluation pairs, one update before each, on the window of pairs up to it (never a later one)
+    assert seen[:4] == [[0], [0, 1], [1, 2], [2, 3]]
+    from stpl.engine.checkpoint import load_checkpoint
+
+    source, adapted = (load_checkpoint(runs[m]["checkpoint"]).model for m in ("source-only", "tent-online"))
+    assert any(not (source[k] == adapted[k]).all() for k in source if source[k].is_floating_point())  # it adapted

@@ -159,3 +159,23 @@ def test_the_adapt_api_takes_arrays_and_gives_a_checkpoint_to_predict_with(toy_c
     assert len(masks) == 4 and masks[0].shape == (41, 57)
     with pytest.raises(StplError, match="uint8 RGB"):
         stpl.adapt_video(toy_checkpoint, [np.zeros((4, 4))], tmp_path / "bad")
+
+
+def test_predict_adapting_online_on_own_frames(toy_checkpoint, tmp_path):
+    folder = write_folder(tmp_path / "frames", clip(5))
+    out = tmp_path / "pred"
+    args = ["predict", "--ckpt", str(toy_checkpoint), "--input", str(folder), "--out", str(out), "--adapt", "online",
+            "--method", "tent", "--set", "adapt.online.window=2", "--set", "adapt.lr=0.1"]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads((out / "predict.json").read_text())
+    assert summary["frames"] == 5 and summary["online"]["method"] == "tent" and summary["online"]["window"] == 2
+    assert len(list((out / "masks").glob("*.png"))) == 5
+    # the adapter's updates saw only frames up to the one predicted: windows of 1, 2, 2, 2, 2 pairs
+    from stpl.predict import load_online
+
+    predictor, adapter = load_online(toy_checkpoint, "tent", ["adapt.online.window=2"])
+    sizes = []
+    original = adapter.update
+    adapter.update = lambda batch: sizes.append(len(batch.index)) or original(batch)
+    list(predictor.stream_online(clip(5), adapter))
+    assert sizes == [1, 2, 2, 2, 2]

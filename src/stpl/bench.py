@@ -48,7 +48,9 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "stpl-cross-frame": ("adapt.cross_frame_keys=true",),
 }
 # what `stpl bench --methods` accepts: the source model as it is, every adaptation method, the references, variants
-METHODS = ("source-only", *ADAPT_METHODS, *REFERENCE_METHODS, *VARIANTS)
+# Online test-time adaptation over the evaluation split in order (online.py): name -> the method that adapts
+ONLINE: dict[str, str] = {"stpl-online": "stpl", "tent-online": "tent", "self-training-online": "self-training"}
+METHODS = ("source-only", *ADAPT_METHODS, *REFERENCE_METHODS, *VARIANTS, *ONLINE)
 
 
 def _git(*args: str) -> str:
@@ -120,6 +122,8 @@ def method_config(method: str, config: Config) -> Config:
         return config
     if method in VARIANTS:
         return with_overrides(config, sets=["adapt.method=stpl", *VARIANTS[method]])
+    if method in ONLINE:
+        return with_overrides(config, sets=[f"adapt.method={ONLINE[method]}"])
     return with_overrides(config, sets=[f"adapt.method={method}"])
 
 
@@ -272,8 +276,13 @@ def run_bench(
                     classes = list(record["per_class"])
                     continue
             print(f"[bench] {method} seed {seed}", flush=True)
-            checkpoint, seconds = run_method(method, config, source, run_dir)
-            result = workflows.evaluate_checkpoint(checkpoint, config, run_dir)
+            if method in ONLINE:  # adapted while it predicts the evaluation split: scored in the same pass
+                started = time.perf_counter()
+                result = workflows.online_evaluate(config, source, run_dir)
+                checkpoint, seconds = Path(result["checkpoint"]), time.perf_counter() - started
+            else:
+                checkpoint, seconds = run_method(method, config, source, run_dir)
+                result = workflows.evaluate_checkpoint(checkpoint, config, run_dir)
             record = {
                 "method": method, "seed": seed, "mIoU": result["mIoU"], "per_class": result["per_class"],
                 "adapt_seconds": seconds, "checkpoint": str(checkpoint), "source": str(source),

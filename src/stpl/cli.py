@@ -200,14 +200,25 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--start", type=int, default=0, help="first frame (index) to read")
     parser.add_argument("--end", type=int, help="stop before this frame index")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--adapt", choices=["off", "online"], default="off",
+                        help="online: adapt while predicting, frame t after updates on frames up to t")  # fmt: skip
+    parser.add_argument("--method", choices=[m for m, e in METHODS.items() if e.method], default="tent",
+                        help="the online adaptation method")  # fmt: skip
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="adapt.* settings for --adapt online, e.g. adapt.online.window=4")  # fmt: skip
     parser.set_defaults(run=run_predict)
 
 
 def run_predict(args: argparse.Namespace) -> None:
-    from stpl.predict import load
+    from stpl.predict import load, load_online
 
-    predictor = load(require_file(args.ckpt, "checkpoint"), device=args.device)
-    summary = predictor.predict_video(args.input, args.out, args.stride, args.start, args.end)
+    checkpoint = require_file(args.ckpt, "checkpoint")
+    adapter = None
+    if args.adapt == "online":
+        predictor, adapter = load_online(checkpoint, args.method, args.sets, args.device)
+    else:
+        predictor = load(checkpoint, device=args.device)
+    summary = predictor.predict_video(args.input, args.out, args.stride, args.start, args.end, adapter)
     print(f"{summary['frames']} frames at {summary['frames_per_second']:.1f} frames/s: {args.out}")
 
 

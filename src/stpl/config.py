@@ -254,6 +254,17 @@ class DavsnConfig:
 
 
 @dataclass
+class OnlineConfig:
+    """Online (test-time) adaptation while predicting (online.py): `stpl predict --adapt online`, and the
+    `*-online` methods of `stpl bench`, which adapt over the evaluation split in order."""
+
+    window: int = 8  # the update batch: the last `window` pairs up to and including frame t
+    steps: int = 1  # update steps before each prediction
+    every: int = 1  # update before every N-th frame only (the others are predicted with the current weights)
+    episodic: bool = False  # reset to the starting weights before each update (no memory across windows)
+
+
+@dataclass
 class AdaptConfig:
     """STPL adaptation; every open choice of SPEC §2 is an option here."""
 
@@ -308,6 +319,7 @@ class AdaptConfig:
     hcl: HclConfig = field(default_factory=HclConfig)  # options of method=hcl
     tps: TpsConfig = field(default_factory=TpsConfig)  # options of method=tps
     davsn: DavsnConfig = field(default_factory=DavsnConfig)  # options of method=davsn
+    online: OnlineConfig = field(default_factory=OnlineConfig)  # online adaptation while predicting
 
 
 @dataclass

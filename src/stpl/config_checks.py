@@ -84,6 +84,9 @@ def validate(config: Config) -> None:
     for key, value in {"train.momentum": config.train.momentum, "adapt.momentum": config.adapt.momentum}.items():
         if not 0.0 <= value < 1.0:
             raise StplError(f"config key '{key}' must be in [0, 1), got {value}")
+    online = config.adapt.online
+    if min(online.window, online.steps, online.every) < 1:
+        raise StplError("config keys 'adapt.online.window', 'steps' and 'every' must be at least 1")
     if config.adapt.ur.decoder_lr_scale <= 0:
         raise StplError("config key 'adapt.ur.decoder_lr_scale' must be positive")
     for key, amp in {"train.amp": config.train.amp, "adapt.amp": config.adapt.amp}.items():

@@ -23,13 +23,14 @@ import torch
 
 from stpl.atomic import atomic_write, write_json
 from stpl.data.frames import FrameSource, open_frames
-from stpl.data.pairs import normalize
+from stpl.data.pairs import PairDataset, normalize
 from stpl.data.palettes import palette_for
 from stpl.engine.checkpoint import load_checkpoint
 from stpl.errors import StplError
 from stpl.flow.dis import DISFlow
 from stpl.models import VideoSegmenter
 from stpl.models.segmenter import upsample
+from stpl.online import OnlineAdapter
 from stpl.progress import Progress
 from stpl.runlock import run_lock
 
@@ -91,6 +92,35 @@ class Predictor:
             probs = logits.softmax(dim=0).cpu().numpy() if probabilities else None
             yield FramePrediction(name, classes, probs)
 
+    def stream_online(
+        self, frames: Iterable[np.ndarray | tuple[str, np.ndarray]], adapter: OnlineAdapter
+    ) -> Iterator[FramePrediction]:
+        """Predict frames in order while adapting (online.py): before frame t (every adapt.online.every-th),
+        `adapter` updates on the pairs of the last adapt.online.window frames up to t; nothing later is seen."""
+        window = adapter.options.window
+        recent: list[tuple[str, np.ndarray, np.ndarray]] = []  # (name, resized frame, flow to the one before)
+        for index, item in enumerate(frames):
+            name, frame = item if isinstance(item, tuple) else (f"frame{index:06d}", item)
+            small = self._resize(frame)
+            if self.temporal and recent:
+                flow = self.flow(small, recent[-1][1])
+            else:
+                flow = np.zeros((*self.size, 2), np.float32)
+            recent = [*recent, (name, small, flow)][-(window + 1) :]  # one more: the earliest pair's earlier frame
+            pairs = [(i, i - 1 if self.temporal and i > 0 else i) for i in range(len(recent))]
+            if len(recent) > window:
+                pairs = pairs[1:]  # the oldest frame only serves as an earlier frame
+            dataset = PairDataset(
+                np.stack([r[1] for r in recent]), np.asarray(pairs, dtype=np.int64),
+                np.stack([recent[c][2] if c != p else np.zeros_like(recent[c][2]) for c, p in pairs]),
+                None, self.class_names, [r[0] for r in recent],
+            )  # fmt: skip
+            if index % adapter.options.every == 0:
+                adapter.update(dataset.batch(list(range(len(dataset)))).to(self.device))
+            output = adapter.predict(dataset.batch([len(dataset) - 1]).to(self.device))
+            logits = upsample(output.logits, frame.shape[:2])[0]
+            yield FramePrediction(name, logits.argmax(dim=0).to(torch.uint8).cpu().numpy())
+
     def predict(self, frames: Iterable[np.ndarray], probabilities: bool = False) -> list[np.ndarray] | list[Any]:
         """Class-id maps [H,W] for frames given in order; with `probabilities`, (map, [K,H,W]) pairs."""
         results = list(self.stream(frames, probabilities))
@@ -117,16 +147,25 @@ class Predictor:
         return canvas
 
     def predict_video(
-        self, path: str | Path, out: str | Path, stride: int = 1, start: int = 0, end: int | None = None
+        self,
+        path: str | Path,
+        out: str | Path,
+        stride: int = 1,
+        start: int = 0,
+        end: int | None = None,
+        adapter: OnlineAdapter | None = None,
     ) -> dict[str, Any]:
         """Predict a folder of images or a video file into `out`: masks/*.png (class ids), overlay/*.png,
-        overlay.mp4 (at the input's frame rate) and predict.json (frames, seconds, frames per second)."""
+        overlay.mp4 (at the input's frame rate) and predict.json (frames, seconds, frames per second). With an
+        `adapter`, the model adapts online while it predicts (`stream_online`)."""
         source = open_frames(path, stride, start, end)
         out = Path(out)
         with run_lock(out):  # one writer per output folder
-            return self._predict_into(source, path, out)
+            return self._predict_into(source, path, out, adapter)
 
-    def _predict_into(self, source: FrameSource, path: str | Path, out: Path) -> dict[str, Any]:
+    def _predict_into(
+        self, source: FrameSource, path: str | Path, out: Path, adapter: OnlineAdapter | None
+    ) -> dict[str, Any]:
         (out / "masks").mkdir(parents=True, exist_ok=True)
         (out / "overlay").mkdir(parents=True, exist_ok=True)
         fps = source.fps()
@@ -142,7 +181,10 @@ class Predictor:
                 yield item
 
         try:
-            for prediction in self.stream(remember(source)):
+            predictions = (
+                self.stream(remember(source)) if adapter is None else self.stream_online(remember(source), adapter)
+            )
+            for prediction in predictions:
                 frame = frames_in.pop(0)
                 _write_png(out / "masks" / f"{prediction.name}.png", prediction.classes)
                 picture = self.overlay(frame, prediction.classes)
@@ -161,6 +203,7 @@ class Predictor:
             "input": str(path), "frames": count, "seconds": seconds, "frames_per_second": count / max(seconds, 1e-9),
             "input_fps": fps, "classes": self.class_names, "palette": [list(c) for c in self.palette],
             "temporal": self.temporal,
+            "online": None if adapter is None else {"method": adapter.config.method, **vars(adapter.options)},
         }  # fmt: skip
         write_json(out / "predict.json", summary)
         progress.done(f"{count} frames, {summary['frames_per_second']:.1f} frames/s")
@@ -192,3 +235,22 @@ def load(checkpoint: str | Path, device: str = "cpu", flow_preset: str | None = 
         flow_preset=flow_preset or config.flow.dis_preset,
         palette=checkpoint.meta.get("palette"),
     )
+
+
+def load_online(
+    checkpoint: str | Path, method: str = "tent", sets: list[str] | None = None, device: str = "cpu"
+) -> tuple[Predictor, OnlineAdapter]:
+    """A predictor and the online adapter that updates its model: `method` and adapt.* settings (`sets`, e.g.
+    "adapt.online.window=4") over the checkpoint's own data, flow and model settings."""
+    from stpl.config import build_config
+    from stpl.workflows import checkpoint_settings, model_from_checkpoint, setup_runtime
+
+    path = Path(checkpoint)
+    config = build_config(sets=[f"adapt.method={method}", *(sets or [])], base=checkpoint_settings(path))
+    setup_runtime(config)
+    saved = load_checkpoint(path)
+    model = model_from_checkpoint(saved, config, skip_adaptation_modules=True).to(device)  # as `stpl adapt` builds it
+    size = (config.data.height, config.data.width)
+    predictor = Predictor(model, saved.class_names, size, config.model.temporal, device, config.flow.dis_preset,
+                          saved.meta.get("palette"))  # fmt: skip
+    return predictor, OnlineAdapter(predictor.model, config.adapt, config.seed)

@@ -6,6 +6,7 @@ resuming) and, once finished, model.safetensors. Inputs are checked before anyth
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,14 +23,16 @@ from stpl.data import DATASETS, PairDataset, RandomBatches, build_dataset, datas
 from stpl.data.neighbours import with_later_neighbours
 from stpl.data.palettes import palette_for
 from stpl.engine.checkpoint import Checkpoint, file_sha1, load_checkpoint, read_meta, save_checkpoint
-from stpl.engine.evaluate import evaluate
+from stpl.engine.evaluate import ConfusionMatrix, evaluate, scores
 from stpl.engine.loop import LoopSettings, run_loop
 from stpl.engine.run_files import CONFIG_FILE, EVAL_FILE, FINAL_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE
 from stpl.engine.supervised import Supervised
 from stpl.errors import StplError
 from stpl.losses.class_weights import median_frequency_weights
 from stpl.models import VideoSegmenter, build_model
-from stpl.models.segmenter import ADAPTATION_MODULES
+from stpl.models.segmenter import ADAPTATION_MODULES, upsample
+from stpl.online import OnlineAdapter, online_pass
+from stpl.progress import Progress
 from stpl.runlock import LOCK_NAME, run_lock
 
 ARCHITECTURE_KEYS = marked_keys("architecture")
@@ -408,6 +411,39 @@ def _evaluate(checkpoint: Checkpoint, checkpoint_path: Path, config: Config, out
     if out_dir is not None:
         write_json(Path(out_dir) / EVAL_FILE, result)  # atomic: concurrent evaluations leave one whole file
     return result
+
+
+def online_evaluate(config: Config, source_checkpoint: Path, out_dir: Path) -> dict[str, Any]:
+    """Online test-time adaptation over the evaluation split in order, scored as it goes: frame t is predicted
+    after adapt.online.steps updates on the unlabelled pairs up to frame t (labels are read only to score the
+    predictions). Writes OUT/eval.json (with the online options) and the final weights OUT/model.safetensors."""
+    source_checkpoint, out_dir = Path(source_checkpoint), Path(out_dir)
+    checkpoint = load_checkpoint(source_checkpoint)
+    check_classes(checkpoint, config, source_checkpoint)
+    config = with_checkpoint_model(config, checkpoint, architecture_only=True)
+    device = setup_runtime(config)
+    labelled = load_split(config, config.eval.split, with_labels=True)
+    unlabelled = labelled.without_labels()  # what the adaptation sees
+    check_out_dir(out_dir)
+    with run_folder(out_dir):
+        write_text(out_dir / CONFIG_FILE, config_to_yaml(config))
+        model = model_from_checkpoint(checkpoint, config, skip_adaptation_modules=True).to(device)
+        adapter = OnlineAdapter(model, config.adapt, config.seed)
+        confusion = ConfusionMatrix(labelled.num_classes)
+        progress = Progress("online", len(labelled), every_seconds=10.0)
+        for index, _, output in online_pass(adapter, unlabelled, device):
+            label = torch.from_numpy(labelled.labels[labelled.pairs[index, 0]]).long().to(device)[None]
+            confusion.update(upsample(output.logits, label.shape[-2:]).argmax(dim=1), label)
+            progress.update(index + 1)
+        result = scores(confusion, labelled.class_names, reported_classes(config), len(labelled))
+        online = dataclasses.asdict(config.adapt.online)
+        result.update(split=config.eval.split, online=online, config=config_to_dict(config))
+        meta = {"kind": "online", "method": config.adapt.method, "config": config_to_dict(config),
+                "class_names": checkpoint.class_names, "source_checkpoint": str(source_checkpoint),
+                "online": online, "palette": checkpoint.meta.get("palette")}  # fmt: skip
+        result["checkpoint"] = str(save_final(out_dir, model, meta))
+        write_json(out_dir / EVAL_FILE, result)
+        return result
 
 
 def demo(config: Config, out_dir: Path) -> dict[str, Any]:

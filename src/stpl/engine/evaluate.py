@@ -68,17 +68,23 @@ def evaluate(
         prediction = upsample(logits, batch.label.shape[-2:]).argmax(dim=1)
         confusion.update(prediction, batch.label)
         progress.update(batch.index[-1] + 1)
+    return scores(confusion, dataset.class_names, reported, len(dataset))
+
+
+def scores(
+    confusion: ConfusionMatrix, class_names: Sequence[str], reported: Sequence[str] | None, num_frames: int
+) -> dict[str, Any]:
+    """The result of an evaluation from its confusion matrix: mIoU over `reported` (default all), per-class IoU."""
     per_class = {
-        name: None if value is None else 100.0 * value
-        for name, value in zip(dataset.class_names, confusion.iou(), strict=True)
+        name: None if value is None else 100.0 * value for name, value in zip(class_names, confusion.iou(), strict=True)
     }
-    reported = list(dataset.class_names if reported is None else reported)
+    reported = list(class_names if reported is None else reported)
     averaged = [per_class[name] for name in reported if per_class[name] is not None]
     return {
         "mIoU": sum(averaged) / len(averaged) if averaged else float("nan"),
         "per_class": per_class,
-        "classes": list(dataset.class_names),
+        "classes": list(class_names),
         "reported_classes": reported,
         "pixel_accuracy": 100.0 * confusion.pixel_accuracy(),
-        "num_frames": len(dataset),
+        "num_frames": num_frames,
     }
