@@ -23,6 +23,7 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check src tests scripts
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 lint: setup

@@ -395,3 +395,39 @@ def test_vst_keeps_its_own_temporal_rule_whatever_the_shared_teacher_options():
     method = make_method("vst", "adapt.teacher_later=true", "adapt.temporal_ensemble=true", "adapt.teacher=ema")
     c = method.config
     assert c.teacher == "source" and c.temporal_agreement and not c.temporal_ensemble and not c.teacher_later
+
+
+def test_a_method_written_outside_the_package_is_one_class_and_one_registry_call(toy, tmp_path):
+    """A toy method (entropy of the fused prediction) registered once is accepted by the config,
+    `stpl adapt --method` and `stpl bench --methods`."""
+    from stpl.adapt import register_method
+    from stpl.adapt.base import AdaptationMethod
+    from stpl.adapt.shared import entropy_map
+    from stpl.cli import main
+    from stpl.config import METHOD_NAMES
+    from stpl.engine.checkpoint import load_checkpoint
+
+    class Sharpen(AdaptationMethod):
+        name = "sharpen"
+
+        def __init__(self, model, config, seed=0):
+            super().__init__(model, config)
+
+        def step(self, batch, step):
+            output = self.model(batch.current, batch.previous, batch.flow)
+            return {"loss_entropy": entropy_map(output.logits).mean()}
+
+    settings, source = toy
+    sets = [arg for setting in settings for arg in ("--set", setting)]
+    names_before, methods_before = list(METHOD_NAMES), dict(METHODS)
+    try:
+        register_method("sharpen", Sharpen, "entropy minimisation of the whole network (a test's method)")
+        out = tmp_path / "adapted"
+        assert main(["adapt", "--source-ckpt", str(source), "--out", str(out), "--method", "sharpen", *sets]) == 0
+        assert load_checkpoint(out / "model.safetensors").meta["method"] == "sharpen"
+        bench = ["bench", "--benchmark", "synthetic", "--methods", "sharpen", "--seeds", "0", "--out", str(tmp_path)]
+        assert main([*bench, *sets]) == 0
+    finally:  # the registry is the package's: leave it as it was
+        METHOD_NAMES[:] = names_before
+        METHODS.clear()
+        METHODS.update(methods_before)

@@ -6,7 +6,7 @@ masks = predictor.predict(frames)                    # uint8 RGB frames in order
 predictor.predict_video("clip.mp4", out="pred")      # masks, overlays, overlay.mp4, predict.json
 """
 
-__version__ = "0.1.0"
+from stpl.version import __version__
 
 __all__ = ["__version__", "adapt_video", "load"]
 

@@ -50,7 +50,12 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 # what `stpl bench --methods` accepts: the source model as it is, every adaptation method, the references, variants
 # Online test-time adaptation over the evaluation split in order (online.py): name -> the method that adapts
 ONLINE: dict[str, str] = {"stpl-online": "stpl", "tent-online": "tent", "self-training-online": "self-training"}
-METHODS = ("source-only", *ADAPT_METHODS, *REFERENCE_METHODS, *VARIANTS, *ONLINE)
+
+
+def known_methods() -> tuple[str, ...]:
+    """What `stpl bench --methods` accepts: the source model as it is, every adaptation method (registered ones
+    included), the references, the STPL variants and the online methods."""
+    return ("source-only", *ADAPT_METHODS, *REFERENCE_METHODS, *VARIANTS, *ONLINE)
 
 
 def _git(*args: str) -> str:

@@ -6,11 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from stpl import __version__, bench, workflows
+from stpl import bench, workflows
 from stpl.adapt import METHODS
 from stpl.config import Config, build_config, config_to_yaml
 from stpl.data import SPLITS
 from stpl.errors import StplError
+from stpl.version import __version__
 
 
 def add_config_options(parser: argparse.ArgumentParser, required: bool = False) -> None:
@@ -130,9 +131,8 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("bench", help="a named protocol end to end: methods x seeds -> results.json/.md")
     parser.add_argument("--benchmark", required=True, help=f"one of: {', '.join(bench.BENCHMARKS)}")
     parser.add_argument("--data-root", help="the dataset folder (real-data benchmarks)")
-    parser.add_argument(
-        "--methods", default="source-only,adabn,stpl,oracle", help=f"comma-separated, of: {', '.join(bench.METHODS)}"
-    )
+    known = ", ".join(bench.known_methods())
+    parser.add_argument("--methods", default="source-only,adabn,stpl,oracle", help=f"comma-separated, of: {known}")
     parser.add_argument("--seeds", default="0", help="comma-separated integer seeds")
     parser.add_argument("--out", type=Path, help="output folder (default runs/bench/<benchmark>)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
@@ -145,7 +145,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> None:
-    methods = bench.parse_list(args.methods, bench.METHODS)
+    methods = bench.parse_list(args.methods, bench.known_methods())
     try:
         seeds = [int(seed) for seed in bench.parse_list(args.seeds, what="seed")]
     except ValueError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from stpl.errors import StplError
@@ -10,8 +11,10 @@ if TYPE_CHECKING:  # the schema imports this module, so only for type hints
     from stpl.config import AdaptConfig, Config
 
 
-def validate(config: Config) -> None:
-    """Checks across values that a type alone cannot express."""
+def validate(config: Config, method_names: Sequence[str]) -> None:
+    """Checks across values that a type alone cannot express; `method_names`: the known adaptation methods."""
+    if config.adapt.method not in method_names:
+        raise StplError(f"config key 'adapt.method': {config.adapt.method!r} is not one of {list(method_names)}")
     positive = {
         "data.height": config.data.height,
         "data.width": config.data.width,

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from stpl.adapt import METHODS, TRAINING_FREE, build_method
+from stpl.adapt import METHODS, build_method, training_free
 from stpl.adapt.norm import reestimate_norm_statistics
 from stpl.atomic import write_json, write_text
 from stpl.config import Config, build_config, config_to_dict, config_to_yaml, marked_keys, with_overrides
@@ -339,8 +339,8 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
         prepare_run_dir(out_dir, config, identity)
         model = model_from_checkpoint(checkpoint, config, skip_adaptation_modules=True).to(device)
         resuming = (out_dir / LAST_CHECKPOINT).is_file()
-        training_free = config.adapt.method in TRAINING_FREE
-        if (config.adapt.norm == "reestimate" or training_free) and not resuming:
+        training_free_method = config.adapt.method in training_free()
+        if (config.adapt.norm == "reestimate" or training_free_method) and not resuming:
             # Shuffled: consecutive frames are alike, and batches of them would understate the variance.
             batches = dataset.iterate(config.adapt.batch_size, shuffle_seed=config.seed)
             count = reestimate_norm_statistics(
@@ -356,7 +356,7 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
             "palette": checkpoint.meta.get("palette") or palette_for(checkpoint.class_names),
             "source_checkpoint": str(source_checkpoint),
         }
-        if training_free:  # e.g. AdaBN: the re-estimation above is the whole method
+        if training_free_method:  # e.g. AdaBN: the re-estimation above is the whole method
             return save_final(out_dir, model, {**meta, "step": 0})
         method = build_method(model, config.adapt, config.seed)
         if not resuming:  # a resumed run restores what `prepare` set from its checkpoint

@@ -1,8 +1,9 @@
 """Adaptation methods. Each trained one is a `Method` (adapt/base.py) built from the model, the adapt config and a
 seed; `METHODS` is the one list of them, from which the CLI help and `stpl bench`'s method names are derived.
 
-To add a method: write adapt/<name>.py with a Method subclass (its options, if any, as a dataclass field of
-AdaptConfig in config.py), add its name to config.METHOD_NAMES and an entry to METHODS below.
+To add a method: write a Method subclass (in the package: adapt/<name>.py, its options, if any, as a dataclass field
+of AdaptConfig, its name in config.METHOD_NAMES and an entry in METHODS below; outside it: one call to
+`register_method`). The config, `stpl adapt --method`, `stpl bench --methods` and the CLI help then know it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from stpl.config import METHOD_NAMES, AdaptConfig
 from stpl.engine.method import Method
 from stpl.models.segmenter import VideoSegmenter
 
-__all__ = ["METHODS", "TRAINING_FREE", "MethodEntry", "build_method"]
+__all__ = ["METHODS", "TRAINING_FREE", "MethodEntry", "build_method", "register_method"]
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,25 @@ METHODS: dict[str, MethodEntry] = {
     "davsn": MethodEntry(DAVSN, "DA-VSN*: cross-frame consistency, source-free"),
     "vst": MethodEntry(VST, "VAT-VST*: temporally consistent pseudo-labels of the frozen source model"),
 }
-if tuple(METHODS) != METHOD_NAMES:
-    raise ImportError(f"stpl.adapt.METHODS {tuple(METHODS)} and config.METHOD_NAMES {METHOD_NAMES} differ")
-TRAINING_FREE = tuple(name for name, entry in METHODS.items() if entry.method is None)
+if list(METHODS) != METHOD_NAMES:
+    raise ImportError(f"stpl.adapt.METHODS {list(METHODS)} and config.METHOD_NAMES {METHOD_NAMES} differ")
+
+
+def register_method(name: str, method: type[Method], summary: str) -> None:
+    """Make a trained method known everywhere (config, CLI, bench) under `name`: for methods written outside the
+    package (a plugin, a test). Its options come from the adapt.* keys that exist."""
+    if name in METHODS:
+        raise ValueError(f"an adaptation method named '{name}' exists already")
+    METHODS[name] = MethodEntry(method, summary)
+    METHOD_NAMES.append(name)
+
+
+def training_free() -> tuple[str, ...]:
+    """Methods that only re-estimate normalisation statistics and train nothing."""
+    return tuple(name for name, entry in METHODS.items() if entry.method is None)
+
+
+TRAINING_FREE = training_free()
 
 
 def build_method(model: VideoSegmenter, config: AdaptConfig, seed: int) -> Method:

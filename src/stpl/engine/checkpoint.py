@@ -19,9 +19,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-import stpl
 from stpl.atomic import atomic_write
 from stpl.errors import StplError
+from stpl.version import __version__
 
 METADATA_KEY = "stpl"
 
@@ -47,7 +47,7 @@ class Checkpoint:
 
 
 def versions() -> dict[str, str]:
-    return {"stpl": stpl.__version__, "torch": torch.__version__, "python": platform.python_version()}
+    return {"stpl": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
 def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
