@@ -179,3 +179,46 @@ def test_predict_adapting_online_on_own_frames(toy_checkpoint, tmp_path):
     adapter.update = lambda batch: sizes.append(len(batch.index)) or original(batch)
     list(predictor.stream_online(clip(5), adapter))
     assert sizes == [1, 2, 2, 2, 2]
+
+
+def test_predict_on_an_mp4_equals_the_video_model_on_the_decoded_frames(toy_checkpoint, tmp_path):
+    """What `stpl eval` computes for a pair (frame t, frame t-1, DIS flow at the model size), on the frames as the
+    video decodes them, is what `stpl predict` writes for frame t."""
+    frames = clip(4, 48, 64)
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (64, 48))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    out = tmp_path / "pred"
+    assert main(["predict", "--ckpt", str(toy_checkpoint), "--input", str(video), "--out", str(out)]) == 0
+    decoded = [frame for _, frame in open_frames(video)]
+    predictor = stpl.load(toy_checkpoint)
+    height, width = predictor.size
+    small = [cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in decoded]
+    for t in range(len(decoded)):
+        previous = small[t - 1] if t else small[t]
+        flow = torch.from_numpy(DISFlow("medium")(small[t], previous) if t else np.zeros((height, width, 2), "f4"))
+        with torch.no_grad():
+            logits = predictor.model(
+                normalize(torch.from_numpy(small[t]).permute(2, 0, 1)[None]),
+                normalize(torch.from_numpy(previous).permute(2, 0, 1)[None]),
+                flow.permute(2, 0, 1)[None],
+            ).logits
+        expected = torch.nn.functional.interpolate(logits, size=(48, 64), mode="bilinear", align_corners=False)
+        written = cv2.imread(str(out / "masks" / f"frame{t:06d}.png"), cv2.IMREAD_UNCHANGED)
+        assert (written == expected[0].argmax(dim=0).numpy()).all()
+
+
+def test_online_prediction_is_causal(toy_checkpoint):
+    """Predictions for frames up to t do not change when the frames after t change."""
+    from stpl.predict import load_online
+
+    first = clip(6)
+    second = [*first[:3], *[np.flipud(f).copy() for f in first[3:]]]  # the same first three frames
+    outputs = []
+    for frames in (first, second):
+        predictor, adapter = load_online(toy_checkpoint, "tent", ["adapt.online.window=3", "adapt.lr=0.5"])
+        outputs.append([p.classes for p in predictor.stream_online(frames, adapter)])
+    assert all((a == b).all() for a, b in zip(outputs[0][:3], outputs[1][:3], strict=True))
+    assert any((a != b).any() for a, b in zip(outputs[0][3:], outputs[1][3:], strict=True))  # later ones differ
