@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
 from stpl import bench, workflows
 from stpl.adapt import METHODS
 from stpl.config import Config, build_config, config_to_yaml
@@ -222,9 +224,32 @@ def run_predict(args: argparse.Namespace) -> None:
     print(f"{summary['frames']} frames at {summary['frames_per_second']:.1f} frames/s: {args.out}")
 
 
+def add_speed(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("speed", help="step, inference and flow timings and their ratios -> results.json/.md")
+    add_config_options(parser)
+    parser.add_argument("--out", type=Path, default=Path("results/speed"))
+    parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per figure (median)")
+    parser.add_argument("--frames", type=int, default=20, help="frames per inference timing")
+    parser.set_defaults(run=run_speed)
+
+
+def run_speed(args: argparse.Namespace) -> None:
+    from stpl.speed import run_speed as measure
+    from stpl.speed import speed_table
+
+    if args.repeats < 1 or args.frames < 2:
+        raise StplError("--repeats must be at least 1 and --frames at least 2")
+    config = load_config(args)
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    result = measure(config, args.out, args.repeats, args.frames)
+    print(speed_table(result))
+    print(f"results: {args.out / 'results.json'}, {args.out / 'results.md'}")
+
+
 SUBCOMMANDS = (
     add_train_source, add_adapt, add_eval, add_predict, add_demo, add_flow, add_bench, add_analyze,
-    add_import_accel, add_show_config,
+    add_import_accel, add_show_config, add_speed,
 )  # fmt: skip
 
 

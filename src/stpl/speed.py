@@ -1,0 +1,177 @@
+"""`stpl speed`: what a step, a frame and a flow field cost on this machine, and the ratios that matter.
+
+Step times (median of timed steps after warm-up) of supervised training, self-training, STPL and STPL without
+time on one batch at the model size; inference per frame of a single-frame model, a temporal model that encodes
+both frames, and a temporal model streaming with the earlier frame's encoder output kept; DIS flow pairs per
+second per preset at 480x360; peak memory. The network is the default one with random weights (speed does not
+depend on them) on generated inputs: no data set is read. Writes OUT/results.json and OUT/results.md.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stpl.adapt import build_method
+from stpl.atomic import write_json, write_text
+from stpl.config import Config, with_overrides
+from stpl.data.pairs import PairBatch, normalize
+from stpl.data.palettes import palette_for
+from stpl.engine.loop import LoopSettings, build_optimizer, train_step
+from stpl.engine.supervised import Supervised
+from stpl.flow.dis import PRESETS, DISFlow
+from stpl.models import build_model
+from stpl.predict import Predictor
+from stpl.progress import Progress
+
+NUM_CLASSES = 11
+
+
+def median_seconds(run: Callable[[], None], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def panning_clip(count: int, height: int, width: int) -> list[np.ndarray]:
+    """A textured image panning right by 2 pixels per frame (uint8 RGB)."""
+    smooth = np.random.default_rng(0).integers(0, 255, (height // 4 + 1, (width + 2 * count) // 4 + 1, 3))
+    wide = np.kron(smooth, np.ones((4, 4, 1))).astype(np.uint8)[:height]
+    return [np.ascontiguousarray(wide[:, 2 * t : 2 * t + width]) for t in range(count)]
+
+
+def pair_batch(config: Config, device: torch.device) -> PairBatch:
+    frames = panning_clip(config.adapt.batch_size + 1, config.data.height, config.data.width)
+    images = normalize(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2))
+    flow = torch.zeros(config.adapt.batch_size, 2, config.data.height, config.data.width)
+    flow[:, 0] = -2.0
+    labels = torch.randint(0, NUM_CLASSES, (config.adapt.batch_size, config.data.height, config.data.width))
+    batch = PairBatch(images[1:], images[:-1], flow, labels, list(range(config.adapt.batch_size)))
+    return batch.to(device)
+
+
+def step_seconds(config: Config, method_name: str, batch: PairBatch, repeats: int) -> float:
+    device = batch.current.device
+    torch.manual_seed(0)
+    model = build_model(NUM_CLASSES, **config.model.network_options(load_pretrained=False)).to(device)
+    if method_name == "supervised":
+        method = Supervised(model, config.train.lr, config.train.backbone_lr_scale)
+        train = config.train
+        settings = LoopSettings(iterations=1, momentum=train.momentum, weight_decay=train.weight_decay, log_every=1,
+                                checkpoint_every=1, label="speed", optimizer=train.optimizer)  # fmt: skip
+    else:
+        overrides = {"adapt": {"method": "stpl" if method_name.startswith("stpl") else method_name}}
+        if method_name == "stpl-notemporal":
+            overrides["model"] = {"temporal": False}
+        adapt_config = with_overrides(config, overrides).adapt
+        method = build_method(model, adapt_config, seed=0)
+        settings = LoopSettings(iterations=1, momentum=adapt_config.momentum, weight_decay=adapt_config.weight_decay,
+                                log_every=1, checkpoint_every=1, label="speed")  # fmt: skip
+    if method_name == "stpl-notemporal":  # the control's pairs: frame t with itself, zero flow
+        batch = PairBatch(batch.current, batch.current, torch.zeros_like(batch.flow), batch.label, batch.index)
+    optimizer = build_optimizer(settings, method.param_groups())
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * 1e-3  # small: the timing must not depend on a diverging run
+    step = iter(range(10**6))
+    return median_seconds(lambda: train_step(method, optimizer, batch, next(step)), repeats)
+
+
+def inference_seconds(config: Config, device: torch.device, frames: int, repeats: int) -> dict[str, float]:
+    size = (config.data.height, config.data.width)
+    torch.manual_seed(0)
+    model = build_model(NUM_CLASSES, **config.model.network_options(load_pretrained=False)).to(device).eval()
+    classes = [f"class{i}" for i in range(NUM_CLASSES)]
+    clip = panning_clip(frames, *size)
+    streaming = Predictor(model, classes, size, True, str(device), config.flow.dis_preset, palette_for(classes))
+    single = Predictor(model, classes, size, False, str(device), config.flow.dis_preset, palette_for(classes))
+    flow = DISFlow(config.flow.dis_preset)
+
+    @torch.no_grad()
+    def uncached() -> None:  # both frames through the encoder at every step
+        for previous, current in zip([clip[0], *clip[:-1]], clip, strict=True):
+            field = torch.from_numpy(flow(current, previous)).permute(2, 0, 1)[None].to(device)
+            images = [normalize(torch.from_numpy(f).permute(2, 0, 1)[None]).to(device) for f in (current, previous)]
+            model(images[0], images[1], field)
+
+    return {
+        "single-frame": median_seconds(lambda: single.predict(clip), repeats) / frames,
+        "temporal-uncached": median_seconds(uncached, repeats) / frames,
+        "temporal-cached": median_seconds(lambda: streaming.predict(clip), repeats) / frames,
+    }
+
+
+def flow_pairs_per_second(pairs: int) -> dict[str, float]:
+    clip = panning_clip(pairs + 1, 360, 480)
+    rates = {}
+    for preset in PRESETS:
+        estimator = DISFlow(preset)
+        seconds = median_seconds(lambda e=estimator: [e(clip[t + 1], clip[t]) for t in range(pairs)], 3)
+        rates[preset] = pairs / seconds
+    return rates
+
+
+def run_speed(config: Config, out: Path, repeats: int = 5, frames: int = 20) -> dict[str, Any]:
+    device = torch.device(config.device)
+    batch = pair_batch(config, device)
+    methods = ("supervised", "self-training", "stpl", "stpl-notemporal")
+    progress = Progress("speed", len(methods) + 2, every_seconds=0.0)
+    steps = {}
+    for done, name in enumerate(methods, start=1):
+        steps[name] = step_seconds(config, name, batch, repeats)
+        progress.update(done, f"{name} step {steps[name]:.3f} s")
+    inference = inference_seconds(config, device, frames, max(1, repeats // 2))
+    progress.update(len(methods) + 1, "inference")
+    flow = flow_pairs_per_second(20)
+    progress.done("flow")
+    result = {
+        "device": str(device), "threads": torch.get_num_threads(), "amp": config.adapt.amp,
+        "size": [config.data.height, config.data.width], "batch_size": config.adapt.batch_size,
+        "step_seconds": steps, "inference_seconds_per_frame": inference, "flow_pairs_per_s_480x360": flow,
+        "peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "ratios": {
+            "stpl/supervised": steps["stpl"] / steps["supervised"],
+            "stpl/self-training": steps["stpl"] / steps["self-training"],
+            "stpl/stpl-notemporal": steps["stpl"] / steps["stpl-notemporal"],
+            "temporal-cached/single-frame": inference["temporal-cached"] / inference["single-frame"],
+            "temporal-uncached/single-frame": inference["temporal-uncached"] / inference["single-frame"],
+        },
+        "flow_default_pairs_per_s": flow[config.flow.dis_preset],
+    }  # fmt: skip
+    write_json(out / "results.json", result)
+    write_text(out / "results.md", speed_table(result))
+    return result
+
+
+def speed_table(result: dict[str, Any]) -> str:
+    lines = [
+        f"# stpl speed ({result['device']}, {result['threads']} threads, batch {result['batch_size']} at "
+        f"{result['size'][0]}x{result['size'][1]}, amp {result['amp']})",
+        "",
+        "| what | seconds |",
+        "|---|---|",
+        *(f"| {name} step | {seconds:.3f} |" for name, seconds in result["step_seconds"].items()),
+        *(f"| {name} per frame | {s:.4f} |" for name, s in result["inference_seconds_per_frame"].items()),
+        "",
+        "| ratio | value |",
+        "|---|---|",
+        *(f"| {name} | {value:.2f} |" for name, value in result["ratios"].items()),
+        "",
+        "| DIS preset (480x360) | pairs/s |",
+        "|---|---|",
+        *(f"| {preset} | {rate:.0f} |" for preset, rate in result["flow_pairs_per_s_480x360"].items()),
+        "",
+        f"Peak memory {result['peak_memory_mib']:.0f} MiB.",
+    ]
+    return "\n".join(lines) + "\n"
