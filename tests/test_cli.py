@@ -234,7 +234,8 @@ def test_a_run_made_before_a_config_key_existed_is_still_reused(tmp_path, source
 def test_speed_writes_step_inference_and_flow_figures_with_their_ratios(tmp_path):
     out = tmp_path / "speed"
     sets = ["model.backbone=tiny", "model.pretrained=false", "model.feature_channels=16", "model.projection_dim=8",
-            "data.height=33", "data.width=47", "adapt.batch_size=2", "adapt.anchors_per_class=8", "threads=1"]  # fmt: skip
+            "data.height=33", "data.width=47", "adapt.batch_size=2", "adapt.anchors_per_class=8",
+            "threads=1"]  # fmt: skip
     assert main(["speed", "--out", str(out), "--repeats", "1", "--frames", "3", *set_args(sets)]) == 0
     result = json.loads((out / "results.json").read_text())
     assert set(result["ratios"]) >= {"stpl/supervised", "stpl/self-training", "temporal-cached/single-frame"}
