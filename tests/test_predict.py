@@ -64,7 +64,9 @@ def test_predict_cli_writes_masks_overlays_video_and_summary(toy_checkpoint, tmp
     assert first.shape == (41, 57) and first.dtype == np.uint8 and first.max() < len(classes)  # ids at frame size
     overlay = cv2.imread(str(out / "overlay" / "f000.png"))
     assert overlay.shape[0] >= 41 and overlay.shape[1] == 57 + 150  # the frame plus the legend strip
-    assert (out / "overlay.mp4").stat().st_size > 0
+    video = cv2.VideoCapture(str(out / "overlay.mp4"))  # the overlay video opens and holds every frame
+    assert video.isOpened() and int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+    video.release()
     summary = json.loads((out / "predict.json").read_text())
     assert summary["frames"] == 5 and summary["frames_per_second"] > 0 and len(summary["palette"]) == len(classes)
     # the API gives the same maps as the files
