@@ -12,6 +12,7 @@ from stpl import bench, workflows
 from stpl.adapt import METHODS
 from stpl.config import Config, build_config, config_to_yaml
 from stpl.data import SPLITS
+from stpl.engine import distributed
 from stpl.errors import StplError
 from stpl.version import __version__
 
@@ -272,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stpl: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
     return 0
 
 

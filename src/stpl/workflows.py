@@ -22,6 +22,7 @@ from stpl.config import Config, build_config, config_to_dict, config_to_yaml, ma
 from stpl.data import DATASETS, PairDataset, RandomBatches, build_dataset, dataset_classes, reported_classes
 from stpl.data.neighbours import with_later_neighbours
 from stpl.data.palettes import palette_for
+from stpl.engine import distributed
 from stpl.engine.checkpoint import Checkpoint, file_sha1, load_checkpoint, read_meta, save_checkpoint
 from stpl.engine.evaluate import ConfusionMatrix, evaluate, scores
 from stpl.engine.loop import LoopSettings, run_loop
@@ -44,7 +45,10 @@ def setup_runtime(config: Config) -> torch.device:
     torch.manual_seed(config.seed)
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise StplError(f"device '{config.device}' asked for, but CUDA is not available")
-    return torch.device(config.device)
+    device = torch.device(config.device)
+    if distributed.init_from_environment(device) and device.type == "cuda":  # torchrun: one GPU per process
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 # Settings that change where or how fast a run goes, or what it prints, but not what it computes.
@@ -130,6 +134,8 @@ def same_identity(stored: dict[str, Any] | None, current: dict[str, Any]) -> boo
 
 def prepare_run_dir(out_dir: Path, config: Config, identity: dict[str, Any]) -> None:
     """Create the folder; refuse one that holds a run of another identity (never overwrite it)."""
+    if not distributed.is_main():  # rank 0 prepares it
+        return
     check_out_dir(out_dir)
     for name in (LAST_CHECKPOINT, FINAL_CHECKPOINT):
         existing = out_dir / name
@@ -148,7 +154,11 @@ def prepare_run_dir(out_dir: Path, config: Config, identity: dict[str, Any]) -> 
 @contextmanager
 def run_folder(out_dir: Path) -> Iterator[None]:
     """Hold the folder's lock; a run refused before training started (bad weights file, a checkpoint that does not
-    fit) leaves no folder or config.yaml behind it. Once training has started its logs and checkpoints stay."""
+    fit) leaves no folder or config.yaml behind it. Once training has started its logs and checkpoints stay.
+    With several processes (torchrun) rank 0 alone holds the folder; the others only read from it."""
+    if not distributed.is_main():
+        yield
+        return
     created = not out_dir.exists()
     try:
         with run_lock(out_dir):
@@ -255,7 +265,9 @@ def load_split(config: Config, split: str, with_labels: bool) -> PairDataset:
 
 def save_final(out_dir: Path, model: torch.nn.Module, meta: dict[str, Any]) -> Path:
     path = out_dir / FINAL_CHECKPOINT
-    save_checkpoint(path, model.state_dict(), meta)
+    if distributed.is_main():
+        save_checkpoint(path, model.state_dict(), meta)
+    distributed.barrier()  # every process returns once the file is there
     return path
 
 

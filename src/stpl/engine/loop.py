@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 
 from stpl.atomic import write_text
 from stpl.data.pairs import PairBatch, RandomBatches
+from stpl.engine import distributed
 from stpl.engine.checkpoint import load_checkpoint, save_checkpoint
 from stpl.engine.method import Method
 from stpl.engine.precision import Precision
@@ -124,16 +126,18 @@ def train_step(
     precision = precision or Precision()
     method.train_mode()
     with precision.autocast():
-        values = method.step(batch, step)
+        values = method.step(distributed.shard(batch), step)  # this process's share (all of it alone)
     total = torch.stack([value.float() for key, value in values.items() if key.startswith("loss_")]).sum()
-    if not bool(torch.isfinite(total)):  # a diverged run must not be saved, scored or reported
+    if not distributed.all_finite(total):  # a diverged run must not be saved, scored or reported
         raise StplError(divergence_message(label, step + 1, values, checkpoint))
     optimizer.zero_grad(set_to_none=True)
     precision.backward(total)
+    distributed.average_gradients(optimizer)
     precision.unscale(optimizer)
-    if precision.scaler is None and not bool(torch.isfinite(gradient_norm(optimizer))):
+    if precision.scaler is None and not distributed.all_finite(gradient_norm(optimizer)):
         raise StplError(divergence_message(label, step + 1, {"gradients": torch.tensor(math.nan)}, checkpoint))
     precision.step(optimizer)
+    distributed.average_buffers(method.model)
     method.after_step()
     return values, total
 
@@ -167,11 +171,15 @@ def run_loop(
             return {}
         print(f"[{settings.label}] resuming from step {start} in {run_dir}", flush=True)
 
+    main = distributed.is_main()  # with several processes, rank 0 alone writes logs and checkpoints
+
     def save(step: int) -> None:
         if not weights_finite(method.model):  # the checkpoint on disk stays the last good one
             raise StplError(
                 divergence_message(settings.label, step, {"weights": torch.tensor(math.nan)}, checkpoint_path)
             )
+        if not main:
+            return
         save_checkpoint(
             checkpoint_path,
             method.model.state_dict(),
@@ -182,8 +190,9 @@ def run_loop(
 
     progress = Progress(settings.label, settings.iterations, every_seconds=10.0, initial=start)
     metrics_path = run_dir / METRICS_FILE
-    keep_logged_steps_up_to(metrics_path, start)  # steps after the last checkpoint are run (and logged) again
-    metrics_file = metrics_path.open("a")
+    if main:
+        keep_logged_steps_up_to(metrics_path, start)  # steps after the last checkpoint are run (and logged) again
+    metrics_file = (metrics_path if main else Path(os.devnull)).open("a")
     logged: dict[str, float] = {}
     started = time.perf_counter()  # of this (possibly resumed) session
     try:
@@ -204,10 +213,11 @@ def run_loop(
                 metrics_file.write(json.dumps(logged, allow_nan=False) + "\n")
                 metrics_file.flush()
                 shown = " ".join(f"{k}={v:.3f}" for k, v in numbers.items() if k.startswith("loss") and v is not None)
-                progress.update(done, shown, force=True)
+                if main:
+                    progress.update(done, shown, force=True)
             if done % settings.checkpoint_every == 0 or done == settings.iterations:
                 save(done)
-            if settings.snapshot_every > 0 and done % settings.snapshot_every == 0:
+            if main and settings.snapshot_every > 0 and done % settings.snapshot_every == 0:
                 snapshot = run_dir / SNAPSHOT_DIR / f"step{done:06d}.safetensors"
                 save_checkpoint(snapshot, method.model.state_dict(), {**meta, "step": done})
     finally:

@@ -1,0 +1,80 @@
+"""Data-parallel training with the gloo backend: two processes, each with half of every global batch, follow the
+single-process trajectory on the same global batch, and hold identical weights throughout."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from stpl.data.pairs import PairBatch
+from stpl.engine.loop import train_step
+from test_baselines import make_method, toy_batch
+
+# Every pixel a pseudo-label (threshold 0) and frozen normalisation statistics: the loss is a plain mean over
+# equally many pixels per process, so the mean of the two processes' gradients is the whole batch's gradient.
+SETS = ["adapt.norm=frozen", "adapt.confidence=global", "adapt.threshold=0.0", "adapt.teacher=ema"]
+STEPS = 3
+
+WORKER = """
+import json, sys
+import torch
+import torch.distributed as dist
+sys.path.insert(0, sys.argv[4])
+from test_distributed import SETS, STEPS, global_batch
+from test_baselines import make_method
+from stpl.engine.loop import train_step
+rank, world, init_file, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[5]
+dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+torch.manual_seed(0)
+method = make_method("self-training", *SETS)
+optimizer = torch.optim.SGD(method.param_groups(), lr=0.05, momentum=0.9)
+seen = []
+step_alone = method.step
+method.step = lambda batch, step: seen.append(batch.index) or step_alone(batch, step)
+losses = []
+for step in range(STEPS):
+    _, total = train_step(method, optimizer, global_batch(), step)
+    total = total.detach().clone()
+    dist.all_reduce(total)
+    losses.append(total.item() / world)
+weights = torch.cat([p.detach().flatten() for p in method.model.parameters()])
+teacher = torch.cat([p.detach().flatten() for p in method.teacher.model.parameters()])
+json.dump({"losses": losses, "seen": seen, "weights": weights.tolist()[:2000], "teacher_sum": teacher.double().sum().item()},
+          open(f"{out}/rank{rank}.json", "w"))
+dist.destroy_process_group()
+"""
+
+
+def global_batch() -> PairBatch:
+    """Four pairs: two toy batches."""
+    a, b = toy_batch(0), toy_batch(1)
+    return PairBatch(torch.cat((a.current, b.current)), torch.cat((a.previous, b.previous)),
+                     torch.cat((a.flow, b.flow)), None, [0, 1, 2, 3])  # fmt: skip
+
+
+def test_two_gloo_processes_follow_the_single_process_trajectory(tmp_path):
+    tests = str(Path(__file__).resolve().parent)
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    init_file = tmp_path / "init"
+    workers = [
+        subprocess.Popen([sys.executable, str(script), str(rank), "2", str(init_file), tests, str(tmp_path)])
+        for rank in range(2)
+    ]
+    assert [worker.wait(timeout=300) for worker in workers] == [0, 0]
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    assert ranks[0]["seen"] == [[0, 2]] * STEPS and ranks[1]["seen"] == [[1, 3]] * STEPS  # each its half
+    assert ranks[0]["weights"] == ranks[1]["weights"]  # every rank holds the same model
+    assert ranks[0]["teacher_sum"] == ranks[1]["teacher_sum"]  # and the same EMA teacher
+
+    torch.manual_seed(0)
+    method = make_method("self-training", *SETS)
+    optimizer = torch.optim.SGD(method.param_groups(), lr=0.05, momentum=0.9)
+    single = [train_step(method, optimizer, global_batch(), step)[1].item() for step in range(STEPS)]
+    # Tolerance: float sums in another order (gradients averaged over two halves instead of summed at once).
+    for distributed, alone in zip(ranks[0]["losses"], single, strict=True):
+        assert abs(distributed - alone) <= 1e-4 * max(1.0, abs(alone))
+    weights = torch.cat([p.detach().flatten() for p in method.model.parameters()])[:2000]
+    assert torch.allclose(torch.tensor(ranks[0]["weights"]), weights, atol=1e-5)
