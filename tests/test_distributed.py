@@ -41,8 +41,9 @@ for step in range(STEPS):
     losses.append(total.item() / world)
 weights = torch.cat([p.detach().flatten() for p in method.model.parameters()])
 teacher = torch.cat([p.detach().flatten() for p in method.teacher.model.parameters()])
-json.dump({"losses": losses, "seen": seen, "weights": weights.tolist()[:2000], "teacher_sum": teacher.double().sum().item()},
-          open(f"{out}/rank{rank}.json", "w"))
+result = {"losses": losses, "seen": seen, "weights": weights.tolist()[:2000]}
+result["teacher_sum"] = teacher.double().sum().item()
+json.dump(result, open(f"{out}/rank{rank}.json", "w"))
 dist.destroy_process_group()
 """
 
