@@ -156,7 +156,7 @@ def test_the_adapt_api_takes_arrays_and_gives_a_checkpoint_to_predict_with(toy_c
         toy_checkpoint, frames, tmp_path / "adapted", method="tent", settings={"adapt.iterations": 2}
     )
     assert path.name == "model.safetensors" and load_checkpoint(path).meta["method"] == "tent"
-    assert len(sorted((tmp_path / "adapted" / "input_frames").glob("*.png"))) == 4
+    assert len(sorted((tmp_path / "adapted").glob("input_frames-*/*.png"))) == 4
     masks = stpl.load(path).predict(frames)
     assert len(masks) == 4 and masks[0].shape == (41, 57)
     with pytest.raises(StplError, match="uint8 RGB"):
@@ -224,3 +224,25 @@ def test_online_prediction_is_causal(toy_checkpoint):
         outputs.append([p.classes for p in predictor.stream_online(frames, adapter)])
     assert all((a == b).all() for a, b in zip(outputs[0][:3], outputs[1][:3], strict=True))
     assert any((a != b).any() for a, b in zip(outputs[0][3:], outputs[1][3:], strict=True))  # later ones differ
+
+
+def test_online_settings_are_the_causal_ones(toy_checkpoint):
+    """Online, re-estimated statistics follow the stream, the teacher has no later frame, whole-split thresholds
+    are refused; episodic mode restarts weights, teacher and optimiser before every update."""
+    from stpl.config import AdaptConfig
+    from stpl.online import causal_settings
+    from stpl.predict import load_online
+
+    settings = causal_settings(AdaptConfig(norm="reestimate", teacher_later=True))
+    assert settings.norm == "update" and not settings.teacher_later
+    with pytest.raises(StplError, match="class_median"):
+        causal_settings(AdaptConfig(confidence="class_median"))
+    predictor, adapter = load_online(toy_checkpoint, "self-training", ["adapt.online.episodic=true", "adapt.lr=0.5"])
+    start = {k: v.clone() for k, v in predictor.model.state_dict().items()}
+    list(predictor.stream_online(clip(3), adapter))
+    teacher = adapter.method.teacher.model.state_dict()
+    # after the last reset the teacher was rebuilt from the starting weights and moved by one window only
+    first_key = next(k for k, v in start.items() if v.is_floating_point())
+    assert not torch.equal(predictor.model.state_dict()[first_key], start[first_key])  # it did adapt
+    assert adapter.optimizer.state_dict()["state"] and len(adapter.optimizer.state_dict()["state"]) > 0
+    assert all(torch.allclose(teacher[k], start[k], atol=0.05) for k in start if start[k].is_floating_point())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,12 @@ def adapt_on_frames(
     source_checkpoint, out = Path(source_checkpoint), Path(out)
     if not source_checkpoint.is_file():
         raise StplError(f"source checkpoint not found: {source_checkpoint}")
-    if not isinstance(frames, str | Path):
-        frames = _frames_folder(list(frames), out / "input_frames")
+    if not isinstance(frames, str | Path):  # a folder named by the frames' content: other frames, another folder
+        frames = list(frames)
+        digest = hashlib.blake2b(digest_size=6)
+        for frame in frames:
+            digest.update(np.ascontiguousarray(frame).tobytes() if isinstance(frame, np.ndarray) else b"?")
+        frames = _frames_folder(frames, out / f"input_frames-{digest.hexdigest()}")
     overrides: dict[str, Any] = {"data": {"dataset": "frames", "frames": {"path": str(frames)}}}
     overrides["adapt"] = {"method": method}
     for key, value in settings.items():  # dotted keys -> nested sections

@@ -9,6 +9,7 @@ frames streamed from a folder or video (`stpl predict --adapt online`).
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -24,24 +25,41 @@ from stpl.models import VideoSegmenter
 from stpl.models.segmenter import SegmenterOutput
 
 
+def causal_settings(config: AdaptConfig) -> AdaptConfig:
+    """The adapt settings as an online run can honour them, nothing after frame t being known: statistics that
+    would be re-estimated over the whole split follow the stream instead (norm=update), the teacher has no later
+    frame to look at, and thresholds fixed over the whole split (class_median) are refused."""
+    if config.method == "adabn":
+        raise StplError("online adaptation needs a trained method (adabn has no steps)")
+    if config.confidence == "class_median":
+        raise StplError("adapt.confidence=class_median needs the whole split before adapting; online, use another")
+    norm = "update" if config.norm == "reestimate" else config.norm
+    return dataclasses.replace(config, norm=norm, teacher_later=False)
+
+
 class OnlineAdapter:
     """A model that adapts as it goes: `update(batch)` runs the method's steps on a window, `predict(batch)` the
     fused video prediction in eval mode. The method and its teacher are those of `stpl adapt` (adapt.* settings);
-    the learning rate is constant (no schedule: there is no end of the stream to decay towards)."""
+    the learning rate is constant (no schedule: there is no end of the stream to decay towards). The settings are
+    those `causal_settings` leaves."""
 
     def __init__(self, model: VideoSegmenter, config: AdaptConfig, seed: int = 0):
-        if config.method == "adabn":
-            raise StplError("online adaptation needs a trained method (adabn has no steps)")
+        config = causal_settings(config)
         self.model = model
         self.config = config
         self.options = config.online
-        self.method = build_method(model, config, seed)
+        self.seed = seed
+        self.precision = Precision(config.amp, next(model.parameters()).device)
+        self.start = copy.deepcopy(model.state_dict()) if config.online.episodic else None
+        self._build()
+        self.steps_done = 0
+
+    def _build(self) -> None:
+        """The method (with its teacher and any state of its own) and the optimiser, from the current weights."""
+        self.method = build_method(self.model, self.config, self.seed)
         self.optimizer = build_optimizer(self._loop_settings(), self.method.param_groups())
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"]
-        self.precision = Precision(config.amp, next(model.parameters()).device)
-        self.start = copy.deepcopy(model.state_dict()) if config.online.episodic else None
-        self.steps_done = 0
 
     def _loop_settings(self) -> LoopSettings:
         c = self.config
@@ -49,8 +67,9 @@ class OnlineAdapter:
                             checkpoint_every=1, label="online", amp=c.amp)  # fmt: skip
 
     def update(self, batch: PairBatch) -> dict[str, float]:
-        if self.start is not None:  # episodic: every window starts from the starting model
+        if self.start is not None:  # episodic: every window starts from the starting model, teacher, optimiser
             self.model.load_state_dict(self.start)
+            self._build()
         values: dict[str, torch.Tensor] = {}
         for _ in range(self.options.steps):
             values, _ = train_step(self.method, self.optimizer, batch, self.steps_done, "online", None, self.precision)

@@ -25,22 +25,30 @@ from stpl.config import Config, with_overrides
 from stpl.data.pairs import PairBatch, normalize
 from stpl.data.palettes import palette_for
 from stpl.engine.loop import LoopSettings, build_optimizer, train_step
+from stpl.engine.precision import Precision
 from stpl.engine.supervised import Supervised
 from stpl.flow.dis import PRESETS, DISFlow
 from stpl.models import build_model
+from stpl.models.segmenter import upsample
 from stpl.predict import Predictor
 from stpl.progress import Progress
 
 NUM_CLASSES = 11
 
 
-def median_seconds(run: Callable[[], None], repeats: int, warmup: int = 1) -> float:
+def median_seconds(run: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+    def finish() -> None:  # GPU work is asynchronous: time it to its end
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+
     for _ in range(warmup):
         run()
+    finish()
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
         run()
+        finish()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
@@ -85,7 +93,9 @@ def step_seconds(config: Config, method_name: str, batch: PairBatch, repeats: in
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] * 1e-3  # small: the timing must not depend on a diverging run
     step = iter(range(10**6))
-    return median_seconds(lambda: train_step(method, optimizer, batch, next(step)), repeats)
+    amp = config.train.amp if method_name == "supervised" else config.adapt.amp
+    precision = Precision(amp, device)
+    return median_seconds(lambda: train_step(method, optimizer, batch, next(step), precision=precision), repeats)
 
 
 def inference_seconds(config: Config, device: torch.device, frames: int, repeats: int) -> dict[str, float]:
@@ -103,7 +113,8 @@ def inference_seconds(config: Config, device: torch.device, frames: int, repeats
         for previous, current in zip([clip[0], *clip[:-1]], clip, strict=True):
             field = torch.from_numpy(flow(current, previous)).permute(2, 0, 1)[None].to(device)
             images = [normalize(torch.from_numpy(f).permute(2, 0, 1)[None]).to(device) for f in (current, previous)]
-            model(images[0], images[1], field)
+            logits = model(images[0], images[1], field).logits
+            upsample(logits, size)[0].argmax(dim=0).cpu()  # what the predictor does with its logits too
 
     return {
         "single-frame": median_seconds(lambda: single.predict(clip), repeats) / frames,

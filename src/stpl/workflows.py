@@ -32,7 +32,7 @@ from stpl.errors import StplError
 from stpl.losses.class_weights import median_frequency_weights
 from stpl.models import VideoSegmenter, build_model
 from stpl.models.segmenter import ADAPTATION_MODULES, upsample
-from stpl.online import OnlineAdapter, online_pass
+from stpl.online import OnlineAdapter, causal_settings, online_pass
 from stpl.progress import Progress
 from stpl.runlock import LOCK_NAME, run_lock
 
@@ -433,6 +433,8 @@ def online_evaluate(config: Config, source_checkpoint: Path, out_dir: Path) -> d
     checkpoint = load_checkpoint(source_checkpoint)
     check_classes(checkpoint, config, source_checkpoint)
     config = with_checkpoint_model(config, checkpoint, architecture_only=True)
+    causal = causal_settings(config.adapt)  # what an online run can honour; recorded as the run's config
+    config = with_overrides(config, {"adapt": {"norm": causal.norm, "teacher_later": causal.teacher_later}})
     device = setup_runtime(config)
     labelled = load_split(config, config.eval.split, with_labels=True)
     unlabelled = labelled.without_labels()  # what the adaptation sees
