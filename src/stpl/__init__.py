@@ -23,7 +23,8 @@ def adapt_video(source_checkpoint, frames, out, method: str = "stpl", settings: 
     """Adapt a source checkpoint to one's own unlabelled video, source-free; returns the adapted checkpoint's path.
     (Not `stpl.adapt`: that name is the package of the adaptation methods.)
 
-    frames: a folder of images, a video file, or a list of uint8 RGB arrays (written to OUT/input_frames-<digest>/ first).
+    frames: a folder of images, a video file, or a list of uint8 RGB arrays (written first to
+    OUT/input_frames-<digest>/).
     settings: config values by dotted key, e.g. {"adapt.iterations": 200, "data.frames.stride": 2}; data, flow
     and model settings otherwise come from the checkpoint.
     """
