@@ -52,6 +52,15 @@ def write_folder(folder: Path, frames: list[np.ndarray]) -> Path:
     return folder
 
 
+def write_video(path: Path, frames: list[np.ndarray], codec: str, fps: float) -> Path:
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (width, height))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
 def test_predict_cli_writes_masks_overlays_video_and_summary(toy_checkpoint, tmp_path, capsys):
     frames = clip()
     folder = write_folder(tmp_path / "frames", frames)
@@ -92,12 +101,7 @@ def test_streaming_with_the_cached_earlier_frame_equals_the_plain_video_forward(
 
 
 def test_a_video_file_is_read_with_stride_and_range(tmp_path):
-    frames = clip(8, 48, 64)
-    path = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 12.0, (64, 48))
-    for frame in frames:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
+    path = write_video(tmp_path / "clip.avi", clip(8, 48, 64), "MJPG", 12.0)
     source = open_frames(path, stride=2, start=1, end=7)
     names = [name for name, _ in source]
     assert names == ["frame000001", "frame000003", "frame000005"] and source.count() == 3
@@ -186,12 +190,7 @@ def test_predict_adapting_online_on_own_frames(toy_checkpoint, tmp_path):
 def test_predict_on_an_mp4_equals_the_video_model_on_the_decoded_frames(toy_checkpoint, tmp_path):
     """What `stpl eval` computes for a pair (frame t, frame t-1, DIS flow at the model size), on the frames as the
     video decodes them, is what `stpl predict` writes for frame t."""
-    frames = clip(4, 48, 64)
-    video = tmp_path / "clip.mp4"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (64, 48))
-    for frame in frames:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
+    video = write_video(tmp_path / "clip.mp4", clip(4, 48, 64), "mp4v", 10.0)
     out = tmp_path / "pred"
     assert main(["predict", "--ckpt", str(toy_checkpoint), "--input", str(video), "--out", str(out)]) == 0
     decoded = [frame for _, frame in open_frames(video)]

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from stpl.atomic import atomic_write
-from stpl.config import build_config, with_overrides
+from stpl.config import build_config, nest_key, with_overrides
 from stpl.errors import StplError
 from stpl.workflows import adapt, checkpoint_settings
 
@@ -43,13 +43,9 @@ def adapt_on_frames(
         for frame in frames:
             digest.update(np.ascontiguousarray(frame).tobytes() if isinstance(frame, np.ndarray) else b"?")
         frames = _frames_folder(frames, out / f"input_frames-{digest.hexdigest()}")
-    overrides: dict[str, Any] = {"data": {"dataset": "frames", "frames": {"path": str(frames)}}}
-    overrides["adapt"] = {"method": method}
-    for key, value in settings.items():  # dotted keys -> nested sections
-        node = overrides
-        *sections, name = key.split(".")
-        for section in sections:
-            node = node.setdefault(section, {})
-        node[name] = value
-    base = build_config(base=checkpoint_settings(source_checkpoint))  # as `stpl adapt` without --config
-    return adapt(with_overrides(base, overrides), source_checkpoint, out)
+    config = build_config(base=checkpoint_settings(source_checkpoint))  # as `stpl adapt` without --config
+    own = {"data": {"dataset": "frames", "frames": {"path": str(frames)}}, "adapt": {"method": method}}
+    config = with_overrides(config, own)
+    for key, value in settings.items():
+        config = with_overrides(config, nest_key(key, value))
+    return adapt(config, source_checkpoint, out)

@@ -411,7 +411,8 @@ def _apply(node: Any, overrides: dict[str, Any], prefix: str = "") -> None:
             setattr(node, name, _coerce(value, hints[name], key))
 
 
-def _nest(dotted: str, value: Any) -> dict[str, Any]:
+def nest_key(dotted: str, value: Any) -> dict[str, Any]:
+    """ "adapt.lr", 1e-3 -> {"adapt": {"lr": 1e-3}} (a nested override for `with_overrides`)."""
     out: dict[str, Any] = {}
     node = out
     parts = dotted.split(".")
@@ -433,7 +434,7 @@ def parse_set_option(text: str) -> dict[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
         raise StplError(f"--set {key}: cannot parse value '{raw}': {err}") from None
-    return _nest(key, value)
+    return nest_key(key, value)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
