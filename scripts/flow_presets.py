@@ -15,7 +15,6 @@ import argparse
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -24,19 +23,7 @@ from stpl.config import build_config
 from stpl.constants import IGNORE_INDEX
 from stpl.data import build_dataset
 from stpl.flow.dis import PRESETS, DISFlow
-from stpl.flow.geometry import resize_flow
 from stpl.models.warp import warp_labels
-
-
-def flow_at(estimator: DISFlow, current: np.ndarray, previous: np.ndarray, scale: float) -> np.ndarray:
-    if scale == 1.0:
-        return estimator(current, previous)
-    height, width = current.shape[:2]
-    size = (max(8, round(width * scale)), max(8, round(height * scale)))
-    small = estimator(cv2.resize(current, size, interpolation=cv2.INTER_AREA),
-                      cv2.resize(previous, size, interpolation=cv2.INTER_AREA))  # fmt: skip
-    field = torch.from_numpy(small).permute(2, 0, 1)[None]
-    return resize_flow(field, (height, width))[0].permute(1, 2, 0).numpy()
 
 
 def main() -> None:
@@ -52,8 +39,8 @@ def main() -> None:
     usable = [i for i, (c, p) in enumerate(dataset.pairs) if c != p and (dataset.labels[p] != IGNORE_INDEX).any()]
     chosen = [usable[i] for i in np.linspace(0, len(usable) - 1, min(args.pairs, len(usable))).astype(int)]
     rows = {}
-    for name, estimator, scale in [("zero flow", None, 1.0)] + [
-        (f"{preset} @ {scale:g}", DISFlow(preset), scale) for preset in PRESETS for scale in (1.0, 0.5)
+    for name, estimator in [("zero flow", None)] + [
+        (f"{preset} @ {scale:g}", DISFlow(preset, scale)) for preset in PRESETS for scale in (1.0, 0.5)
     ]:
         agree = total = 0
         seconds = 0.0
@@ -63,7 +50,7 @@ def main() -> None:
             if estimator is None:
                 flow = np.zeros((*dataset.frames.shape[1:3], 2), np.float32)
             else:
-                flow = flow_at(estimator, dataset.frames[current], dataset.frames[previous], scale)
+                flow = estimator(dataset.frames[current], dataset.frames[previous])
             seconds += time.perf_counter() - started
             field = torch.from_numpy(flow).permute(2, 0, 1)[None]
             warped = warp_labels(torch.from_numpy(dataset.labels[previous]).long()[None], field, IGNORE_INDEX)[0]

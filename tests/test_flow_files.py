@@ -55,3 +55,30 @@ def test_another_copy_with_the_same_frame_names_gets_its_own_flow(tmp_path):
     second = estimate_pair_flows(copy(-3), pairs, ["f0", "f1"], "same-name", config)
     assert abs(float(np.median(first[0, 18:30, 28:36, 0])) + 2.0) < 0.5
     assert abs(float(np.median(second[0, 18:30, 28:36, 0])) - 3.0) < 0.5
+
+
+def test_dis_at_half_size_recovers_a_shift_in_full_size_pixels():
+    """A textured square moved 4 px right and 2 px down: the backward flow inside it is (-4, -2) at the data size,
+    whether DIS runs there or at half of it (its field resized back with its vectors doubled)."""
+    from stpl.flow import DISFlow
+
+    texture = np.random.default_rng(1).integers(40, 255, (32, 32, 3), dtype=np.uint8)
+    texture = np.kron(texture[::4, ::4], np.ones((4, 4, 1), np.uint8))  # 4-px blocks survive the halving
+    previous = np.full((72, 96, 3), 20, np.uint8)
+    current = previous.copy()
+    previous[20:52, 30:62] = texture
+    current[22:54, 34:66] = texture
+    for scale in (1.0, 0.5):
+        flow = DISFlow("medium", scale)(current, previous)
+        assert flow.shape == (72, 96, 2) and flow.dtype == np.float32
+        np.testing.assert_allclose(np.median(flow[28:48, 40:60].reshape(-1, 2), axis=0), [-4.0, -2.0], atol=0.5)
+    assert DISFlow("medium", 0.5).name == "dis-medium-x0.5" != DISFlow("medium").name  # their own cache entries
+    with pytest.raises(ValueError, match="scale"):
+        DISFlow("medium", 0.0)
+
+
+def test_flow_scale_outside_zero_to_one_is_refused():
+    from stpl.config import build_config
+
+    with pytest.raises(StplError, match=r"flow\.scale"):
+        build_config(sets=["flow.scale=1.5"])

@@ -2,6 +2,8 @@
 
 import json
 import re
+import shlex
+import shutil
 from pathlib import Path
 
 import cv2
@@ -83,13 +85,14 @@ def test_predict_cli_writes_masks_overlays_video_and_summary(toy_checkpoint, tmp
     assert all((a == cv2.imread(str(m), cv2.IMREAD_UNCHANGED)).all() for a, m in zip(api, masks, strict=True))
 
 
-def test_streaming_with_the_cached_earlier_frame_equals_the_plain_video_forward(toy_checkpoint):
-    predictor = stpl.load(toy_checkpoint)
+@pytest.mark.parametrize("flow_scale", [1.0, 0.5])
+def test_streaming_with_the_cached_earlier_frame_equals_the_plain_video_forward(toy_checkpoint, flow_scale):
+    predictor = stpl.load(toy_checkpoint, flow_scale=flow_scale)
     frames = clip(3)
     streamed = predictor.predict(frames, probabilities=True)
     height, width = predictor.size
     small = [cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames]
-    flow = torch.from_numpy(DISFlow("medium")(small[2], small[1])).permute(2, 0, 1)[None]
+    flow = torch.from_numpy(DISFlow("medium", flow_scale)(small[2], small[1])).permute(2, 0, 1)[None]
 
     def tensor(image):
         return normalize(torch.from_numpy(image).permute(2, 0, 1)[None])
@@ -128,12 +131,33 @@ def test_bad_inputs_are_one_line(toy_checkpoint, tmp_path, capsys):
 
 def test_the_readme_example_runs(toy_checkpoint, tmp_path, monkeypatch):
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    example = re.search(r"## Python API.*?```python\n(.*?)```", readme, re.S).group(1)
+    example = re.search(r"## Use from Python.*?```python\n(.*?)```", readme, re.S).group(1)
     frames = clip()
     namespace = {"checkpoint": toy_checkpoint, "frames": frames, "video": write_folder(tmp_path / "video", frames)}
     monkeypatch.chdir(tmp_path)
     exec(example, namespace)
     assert len(namespace["masks"]) == 5 and (tmp_path / "predictions" / "overlay.mp4").is_file()
+
+
+def test_the_readme_own_video_commands_run_as_printed(toy_checkpoint, tmp_path, monkeypatch):
+    """The three commands of README "Adapt your own video", word for word, in a folder holding the toy model as
+    source/model.safetensors and a generated clip.mp4; only the adaptation gets tiny settings appended."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"## Adapt your own video.*?```bash\n(.*?)```", readme, re.S).group(1)
+    commands = [shlex.split(line) for line in block.strip().splitlines()]
+    assert [c[:2] for c in commands] == [["stpl", "adapt"], ["stpl", "predict"], ["stpl", "predict"]]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "source").mkdir()
+    shutil.copy(toy_checkpoint, tmp_path / "source" / "model.safetensors")
+    write_video(tmp_path / "clip.mp4", clip(6), "mp4v", 10.0)
+    for command in commands:
+        extra = set_args(ADAPT_SETS) if command[1] == "adapt" else []
+        assert main([*command[1:], *extra]) == 0, command
+    for out in ("predictions", "online"):
+        summary = json.loads((tmp_path / out / "predict.json").read_text())
+        assert summary["frames"] == 6 and len(list((tmp_path / out / "masks").glob("*.png"))) == 6
+        assert cv2.VideoCapture(str(tmp_path / out / "overlay.mp4")).read()[0]
+    assert load_checkpoint(tmp_path / "adapted" / "model.safetensors").meta["method"] == "stpl"
 
 
 ADAPT_SETS = ["adapt.iterations=3", "adapt.batch_size=2", "adapt.log_every=1", "adapt.anchors_per_class=8"]

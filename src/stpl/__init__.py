@@ -11,12 +11,12 @@ from stpl.version import __version__
 __all__ = ["__version__", "adapt_video", "load"]
 
 
-def load(checkpoint, device: str = "cpu", flow_preset: str | None = None):
-    """A predictor for a checkpoint (see `stpl.predict.Predictor`); imported on first use so `import stpl` stays
+def load(checkpoint, device: str = "cpu", flow_preset: str | None = None, flow_scale: float | None = None):
+    """A predictor for a checkpoint (see `stpl.predict.load`); imported on first use so `import stpl` stays
     light."""
     from stpl.predict import load as load_predictor
 
-    return load_predictor(checkpoint, device=device, flow_preset=flow_preset)
+    return load_predictor(checkpoint, device=device, flow_preset=flow_preset, flow_scale=flow_scale)
 
 
 def adapt_video(source_checkpoint, frames, out, method: str = "stpl", settings: dict | None = None):

@@ -203,6 +203,9 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--start", type=int, default=0, help="first frame (index) to read")
     parser.add_argument("--end", type=int, help="stop before this frame index")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--flow-scale", type=float,
+                        help="compute flow at this share of the model size (default: the checkpoint's flow.scale; "
+                        "0.5 makes streaming cheaper, docs/speed.md)")  # fmt: skip
     parser.add_argument("--adapt", choices=["off", "online"], default="off",
                         help="online: adapt while predicting, frame t after updates on frames up to t")  # fmt: skip
     parser.add_argument("--method", choices=[m for m, e in METHODS.items() if e.method], default="tent",
@@ -216,11 +219,14 @@ def run_predict(args: argparse.Namespace) -> None:
     from stpl.predict import load, load_online
 
     checkpoint = require_file(args.ckpt, "checkpoint")
+    if args.flow_scale is not None and not 0.0 < args.flow_scale <= 1.0:
+        raise StplError(f"--flow-scale must be in (0, 1], got {args.flow_scale}")
     adapter = None
     if args.adapt == "online":
-        predictor, adapter = load_online(checkpoint, args.method, args.sets, args.device)
+        sets = args.sets if args.flow_scale is None else [*args.sets, f"flow.scale={args.flow_scale}"]
+        predictor, adapter = load_online(checkpoint, args.method, sets, args.device)
     else:
-        predictor = load(checkpoint, device=args.device)
+        predictor = load(checkpoint, device=args.device, flow_scale=args.flow_scale)
     summary = predictor.predict_video(args.input, args.out, args.stride, args.start, args.end, adapter)
     print(f"{summary['frames']} frames at {summary['frames_per_second']:.1f} frames/s: {args.out}")
 

@@ -99,6 +99,8 @@ def validate(config: Config, method_names: Sequence[str]) -> None:
         raise StplError(f"config key 'adapt.temperature' must be positive, got {config.adapt.temperature}")
     if not 0.0 < config.adapt.class_fraction <= 1.0:
         raise StplError("config key 'adapt.class_fraction' must be in (0, 1]")
+    if not 0.0 < config.flow.scale <= 1.0:
+        raise StplError(f"config key 'flow.scale' must be in (0, 1], got {config.flow.scale}")
     if not 0.0 <= config.adapt.norm_source_weight <= 1.0:
         raise StplError("config key 'adapt.norm_source_weight' must be in [0, 1]")
     if not 0.0 <= config.adapt.ema_momentum < 1.0:

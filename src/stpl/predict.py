@@ -54,13 +54,14 @@ class Predictor:
         device: str = "cpu",
         flow_preset: str = "medium",
         palette: list[tuple[int, int, int]] | None = None,
+        flow_scale: float = 1.0,
     ):
         self.model = model.to(device).eval()
         self.class_names = list(class_names)
         self.size = size  # (height, width) the model was trained at
         self.temporal = temporal
         self.device = torch.device(device)
-        self.flow = DISFlow(flow_preset)
+        self.flow = DISFlow(flow_preset, flow_scale)
         self.palette = palette or palette_for(class_names)
 
     def _resize(self, frame: np.ndarray) -> np.ndarray:
@@ -220,8 +221,11 @@ def _write_png(path: Path, image: np.ndarray) -> None:
     atomic_write(path, write)
 
 
-def load(checkpoint: str | Path, device: str = "cpu", flow_preset: str | None = None) -> Predictor:
-    """A `Predictor` for a checkpoint (source or adapted); its model, size and classes come from the file."""
+def load(
+    checkpoint: str | Path, device: str = "cpu", flow_preset: str | None = None, flow_scale: float | None = None
+) -> Predictor:
+    """A `Predictor` for a checkpoint (source or adapted); its model, size, classes and flow settings come from the
+    file unless `flow_preset` / `flow_scale` are given (flow at half size makes streaming cheaper; docs/speed.md)."""
     from stpl.workflows import model_for_checkpoint  # the workflows layer builds models from checkpoints
 
     checkpoint = load_checkpoint(checkpoint)
@@ -234,6 +238,7 @@ def load(checkpoint: str | Path, device: str = "cpu", flow_preset: str | None = 
         device=device,
         flow_preset=flow_preset or config.flow.dis_preset,
         palette=checkpoint.meta.get("palette"),
+        flow_scale=config.flow.scale if flow_scale is None else flow_scale,
     )
 
 
@@ -252,5 +257,5 @@ def load_online(
     model = model_from_checkpoint(saved, config, skip_adaptation_modules=True).to(device)  # as `stpl adapt` builds it
     size = (config.data.height, config.data.width)
     predictor = Predictor(model, saved.class_names, size, config.model.temporal, device, config.flow.dis_preset,
-                          saved.meta.get("palette"))  # fmt: skip
+                          saved.meta.get("palette"), config.flow.scale)  # fmt: skip
     return predictor, OnlineAdapter(predictor.model, config.adapt, config.seed)

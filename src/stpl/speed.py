@@ -2,9 +2,10 @@
 
 Step times (median of timed steps after warm-up) of supervised training, self-training, STPL and STPL without
 time on one batch at the model size; inference per frame of a single-frame model, a temporal model that encodes
-both frames, and a temporal model streaming with the earlier frame's encoder output kept; DIS flow pairs per
-second per preset at 480x360; peak memory. The network is the default one with random weights (speed does not
-depend on them) on generated inputs: no data set is read. Writes OUT/results.json and OUT/results.md.
+both frames, and a temporal model streaming with the earlier frame's encoder output kept (flow at the config's
+scale, and at half of it); DIS flow pairs per second per preset at 480x360; peak memory. The network is the
+default one with random weights (speed does not depend on them) on generated inputs: no data set is read.
+Writes OUT/results.json and OUT/results.md.
 """
 
 from __future__ import annotations
@@ -36,21 +37,30 @@ from stpl.progress import Progress
 NUM_CLASSES = 11
 
 
-def median_seconds(run: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
-    def finish() -> None:  # GPU work is asynchronous: time it to its end
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.synchronize()
+def _finish() -> None:  # GPU work is asynchronous: time it to its end
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
+
+def median_seconds(run: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+    return interleaved_median_seconds({"run": run}, repeats, warmup)["run"]
+
+
+def interleaved_median_seconds(runs: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds of each run, timed in turns (a, b, c, a, b, c, ...) so that a slow spell of a shared machine
+    falls on all of them alike and their ratios stay fair."""
     for _ in range(warmup):
-        run()
-    finish()
-    times = []
+        for run in runs.values():
+            run()
+    _finish()
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        finish()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run()
+            _finish()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def panning_clip(count: int, height: int, width: int) -> list[np.ndarray]:
@@ -70,7 +80,8 @@ def pair_batch(config: Config, device: torch.device) -> PairBatch:
     return batch.to(device)
 
 
-def step_seconds(config: Config, method_name: str, batch: PairBatch, repeats: int) -> float:
+def step_runner(config: Config, method_name: str, batch: PairBatch) -> Callable[[], Any]:
+    """One training step of `method_name` on `batch` per call (a fresh network, a tiny learning rate)."""
     device = batch.current.device
     torch.manual_seed(0)
     model = build_model(NUM_CLASSES, **config.model.network_options(load_pretrained=False)).to(device)
@@ -95,7 +106,7 @@ def step_seconds(config: Config, method_name: str, batch: PairBatch, repeats: in
     step = iter(range(10**6))
     amp = config.train.amp if method_name == "supervised" else config.adapt.amp
     precision = Precision(amp, device)
-    return median_seconds(lambda: train_step(method, optimizer, batch, next(step), precision=precision), repeats)
+    return lambda: train_step(method, optimizer, batch, next(step), precision=precision)
 
 
 def inference_seconds(config: Config, device: torch.device, frames: int, repeats: int) -> dict[str, float]:
@@ -104,9 +115,11 @@ def inference_seconds(config: Config, device: torch.device, frames: int, repeats
     model = build_model(NUM_CLASSES, **config.model.network_options(load_pretrained=False)).to(device).eval()
     classes = [f"class{i}" for i in range(NUM_CLASSES)]
     clip = panning_clip(frames, *size)
-    streaming = Predictor(model, classes, size, True, str(device), config.flow.dis_preset, palette_for(classes))
-    single = Predictor(model, classes, size, False, str(device), config.flow.dis_preset, palette_for(classes))
-    flow = DISFlow(config.flow.dis_preset)
+    preset, palette = config.flow.dis_preset, palette_for(classes)
+    streaming = Predictor(model, classes, size, True, str(device), preset, palette, config.flow.scale)
+    streaming_half_flow = Predictor(model, classes, size, True, str(device), preset, palette, config.flow.scale / 2)
+    single = Predictor(model, classes, size, False, str(device), preset, palette)
+    flow = DISFlow(preset, config.flow.scale)
 
     @torch.no_grad()
     def uncached() -> None:  # both frames through the encoder at every step
@@ -116,11 +129,13 @@ def inference_seconds(config: Config, device: torch.device, frames: int, repeats
             logits = model(images[0], images[1], field).logits
             upsample(logits, size)[0].argmax(dim=0).cpu()  # what the predictor does with its logits too
 
-    return {
-        "single-frame": median_seconds(lambda: single.predict(clip), repeats) / frames,
-        "temporal-uncached": median_seconds(uncached, repeats) / frames,
-        "temporal-cached": median_seconds(lambda: streaming.predict(clip), repeats) / frames,
+    runs = {
+        "single-frame": lambda: single.predict(clip),
+        "temporal-uncached": uncached,
+        "temporal-cached": lambda: streaming.predict(clip),
+        "temporal-cached-half-flow": lambda: streaming_half_flow.predict(clip),
     }
+    return {name: seconds / frames for name, seconds in interleaved_median_seconds(runs, repeats).items()}
 
 
 def flow_pairs_per_second(pairs: int) -> dict[str, float]:
@@ -137,13 +152,11 @@ def run_speed(config: Config, out: Path, repeats: int = 5, frames: int = 20) -> 
     device = torch.device(config.device)
     batch = pair_batch(config, device)
     methods = ("supervised", "self-training", "stpl", "stpl-notemporal")
-    progress = Progress("speed", len(methods) + 2, every_seconds=0.0)
-    steps = {}
-    for done, name in enumerate(methods, start=1):
-        steps[name] = step_seconds(config, name, batch, repeats)
-        progress.update(done, f"{name} step {steps[name]:.3f} s")
-    inference = inference_seconds(config, device, frames, max(1, repeats // 2))
-    progress.update(len(methods) + 1, "inference")
+    progress = Progress("speed", 3, every_seconds=0.0)
+    steps = interleaved_median_seconds({name: step_runner(config, name, batch) for name in methods}, repeats)
+    progress.update(1, ", ".join(f"{name} step {seconds:.3f} s" for name, seconds in steps.items()))
+    inference = inference_seconds(config, device, frames, repeats)
+    progress.update(2, "inference")
     flow = flow_pairs_per_second(20)
     progress.done("flow")
     result = {
@@ -157,6 +170,9 @@ def run_speed(config: Config, out: Path, repeats: int = 5, frames: int = 20) -> 
             "stpl/stpl-notemporal": steps["stpl"] / steps["stpl-notemporal"],
             "temporal-cached/single-frame": inference["temporal-cached"] / inference["single-frame"],
             "temporal-uncached/single-frame": inference["temporal-uncached"] / inference["single-frame"],
+            "temporal-cached-half-flow/single-frame": (
+                inference["temporal-cached-half-flow"] / inference["single-frame"]
+            ),
         },
         "flow_default_pairs_per_s": flow[config.flow.dis_preset],
     }  # fmt: skip

@@ -40,7 +40,7 @@ def estimate_pair_flows(
     """
     cache = FlowCache(config.cache_dir)
     height, width = frames.shape[1:3]
-    estimator_name = DISFlow(config.dis_preset).name
+    estimator_name = DISFlow(config.dis_preset, config.scale).name
     flows = np.empty((len(pairs), height, width, 2), dtype=np.float32)
     digests: dict[int, str] = {}
 
@@ -67,7 +67,7 @@ def estimate_pair_flows(
 
     def compute(row: int) -> int:
         if not hasattr(local, "estimator"):
-            local.estimator = DISFlow(config.dis_preset)  # one DIS object per thread
+            local.estimator = DISFlow(config.dis_preset, config.scale)  # one DIS object per thread
         current, previous = pairs[row]
         flow = local.estimator(frames[current], frames[previous])
         cache.put(keys[row], flow)
