@@ -124,6 +124,13 @@ class DataConfig:
     frame_gap: int = 1  # k: the earlier frame is t - k (in the dataset's frame steps)
     # threads decoding the video data sets' frames (OpenCV releases the GIL)
     read_workers: int = field(default=2, metadata=NOT_A_RESULT)
+    # memory: each split's frames, labels and flow held as arrays; disk: frames and labels in an unlinked scratch
+    # file under storage_dir and flow in the flow cache, read per batch (memory bounded by the batch, not the
+    # split; data/storage.py). Results are identical.
+    storage: Literal["memory", "disk"] = field(default="memory", metadata=NOT_A_RESULT)
+    storage_dir: str = field(default="~/.cache/stpl/scratch", metadata=NOT_A_RESULT)
+    # processes preparing training batches ahead of the step (torch DataLoader; 0 = in the training process)
+    loader_workers: int = field(default=0, metadata=NOT_A_RESULT)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     camvid: CamVidConfig = field(default_factory=CamVidConfig)
     cityscapes_seq: CityscapesSeqConfig = field(default_factory=CityscapesSeqConfig)  # target of both protocols

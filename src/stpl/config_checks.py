@@ -43,6 +43,7 @@ def validate(config: Config, method_names: Sequence[str]) -> None:
         if value < 1:
             raise StplError(f"config key '{key}' must be at least 1, got {value}")
     not_negative = {
+        "data.loader_workers": config.data.loader_workers,
         "train.iterations": config.train.iterations,
         "train.oracle_iterations": config.train.oracle_iterations,
         "train.warmup_steps": config.train.warmup_steps,

@@ -199,6 +199,7 @@ def train_supervised(
             optimizer=train.optimizer,
             warmup_steps=train.warmup_steps,
             amp=train.amp,
+            loader_workers=config.data.loader_workers,
         )
         run_loop(method, batches, settings, out_dir, meta)
         return save_final(out_dir, model, {**meta, "step": iterations})
@@ -260,6 +261,7 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
             label="adapt",
             snapshot_every=config.adapt.snapshot_every,
             amp=config.adapt.amp,
+            loader_workers=config.data.loader_workers,
         )
         run_loop(method, batches, settings, out_dir, meta)
         return save_final(out_dir, model, {**meta, "step": config.adapt.iterations})

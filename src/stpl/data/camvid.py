@@ -18,6 +18,7 @@ from stpl.config import CamVidConfig, Config
 from stpl.constants import IGNORE_INDEX
 from stpl.data.corruptions import corrupt
 from stpl.data.pairs import PairDataset, label_size
+from stpl.data.storage import RowSink, storage_directory
 from stpl.data.video_common import check_label_size
 from stpl.errors import StplError
 from stpl.flow import estimate_pair_flows
@@ -185,23 +186,34 @@ def build_camvid(config: Config, split: str, with_labels: bool) -> PairDataset:
         raise StplError(
             f"no frames selected for split '{split}' (check data.camvid.source_sequences and source_exclude)"
         )
-    frames = np.stack([read_image(item.image, size) for item in items])
+    if config.flow.method != "dis":
+        raise StplError(f"flow.method '{config.flow.method}' is not available for camvid (use dis)")
     corruption = camvid.target_corruption if split != "source" else "none"
-    if corruption != "none":  # a fixed function of each frame, so every run and the flow cache see the same pixels
-        frames = np.stack([corrupt(frame, item.name, corruption) for frame, item in zip(frames, items, strict=True)])
+    scratch = storage_directory(config.data.storage, config.data.storage_dir)
+    frames_sink = RowSink(scratch)
+    for item in items:
+        frame = read_image(item.image, size)
+        if corruption != "none":  # a fixed function of each frame, so every run and the flow cache see the same pixels
+            frame = corrupt(frame, item.name, corruption)
+        frames_sink.add(frame[None])
+    frames = frames_sink.finish()
     labels = None
     if with_labels:
         size_of_labels = label_size(config, split)
-        labels = np.full((len(items), *size_of_labels), IGNORE_INDEX, dtype=np.uint8)  # earlier-only: void
-        for current, _ in pairs:
-            label_path = items[current].label
-            if label_path is None:
-                raise StplError(f"frame {items[current].image} has no label in the list files")
-            labels[current] = read_label(label_path, size_of_labels, image=items[current].image)
-    if config.flow.method != "dis":
-        raise StplError(f"flow.method '{config.flow.method}' is not available for camvid (use dis)")
+        currents = {current for current, _ in pairs}
+        labels_sink = RowSink(scratch)
+        for index, item in enumerate(items):
+            if index not in currents:  # an earlier frame only: void
+                labels_sink.add(np.full((1, *size_of_labels), IGNORE_INDEX, dtype=np.uint8))
+                continue
+            if item.label is None:
+                raise StplError(f"frame {item.image} has no label in the list files")
+            labels_sink.add(read_label(item.label, size_of_labels, image=item.image)[None])
+        labels = labels_sink.finish()
     pairs_array = np.asarray(pairs, dtype=np.int64)
     names = [item.name for item in items]
     dataset_id = "camvid" if corruption == "none" else f"camvid-{corruption}"
-    flows = estimate_pair_flows(frames, pairs_array, names, dataset_id, config.flow, f"flow {split}")
+    flows = estimate_pair_flows(
+        frames, pairs_array, names, dataset_id, config.flow, f"flow {split}", in_memory=scratch is None
+    )
     return PairDataset(frames, pairs_array, flows, labels, CAMVID_CLASSES, names, dataset_id)

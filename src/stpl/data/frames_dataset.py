@@ -11,6 +11,7 @@ import numpy as np
 from stpl.config import Config
 from stpl.data.frames import open_frames
 from stpl.data.pairs import PairDataset
+from stpl.data.storage import RowSink, storage_directory
 from stpl.errors import StplError
 from stpl.flow import estimate_pair_flows
 
@@ -37,15 +38,18 @@ def build_frames(config: Config, split: str, with_labels: bool) -> PairDataset:
     end = None if settings.end < 0 else settings.end
     source = open_frames(settings.path, settings.stride, settings.start, end)
     size = (config.data.height, config.data.width)
-    names, frames = [], []
+    scratch = storage_directory(config.data.storage, config.data.storage_dir)
+    names, frames = [], RowSink(scratch)
     for name, frame in source:
         names.append(name)
-        frames.append(cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA))
-    if len(frames) < 2:
-        raise StplError(f"data set 'frames' needs at least 2 frames, {len(frames)} selected from {settings.path}")
+        frames.add(cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)[None])
+    if len(names) < 2:
+        raise StplError(f"data set 'frames' needs at least 2 frames, {len(names)} selected from {settings.path}")
     gap = config.data.frame_gap
-    pairs = np.asarray([(t, max(t - gap, 0)) for t in range(len(frames))], dtype=np.int64)
-    frames_array = np.stack(frames)
+    pairs = np.asarray([(t, max(t - gap, 0)) for t in range(len(names))], dtype=np.int64)
+    frames_array = frames.finish()
     dataset_id = "frames"  # the cache keys also hold each frame's pixel digest, so any two videos stay apart
-    flows = estimate_pair_flows(frames_array, pairs, names, dataset_id, config.flow, f"flow {split}")
+    flows = estimate_pair_flows(
+        frames_array, pairs, names, dataset_id, config.flow, f"flow {split}", in_memory=scratch is None
+    )
     return PairDataset(frames_array, pairs, flows, None, frames_classes(config), names, dataset_id)

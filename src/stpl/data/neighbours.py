@@ -14,6 +14,7 @@ import numpy as np
 
 from stpl.config import FlowConfig
 from stpl.data.pairs import LaterNeighbours, PairDataset
+from stpl.data.storage import SelectedRows
 from stpl.errors import StplError
 from stpl.flow import estimate_pair_flows
 
@@ -28,19 +29,26 @@ def following_pairs(pairs: np.ndarray) -> np.ndarray:
 def with_later_neighbours(dataset: PairDataset, config: FlowConfig) -> PairDataset:
     """`dataset` carrying, for each pair, its following pair and the forward flow t -> t+k (zero where none)."""
     following = following_pairs(dataset.pairs)
-    flows = np.zeros_like(dataset.flows)
     have = np.flatnonzero(following >= 0)
     if len(have) == 0:
         raise StplError(
             "adapt.teacher_later: no frame of the adaptation split has a later frame in it (each pair stands alone), "
             "so there is nothing to look ahead to; turn the option off for this data set"
         )
-    if len(have):
-        forward_pairs = np.stack((dataset.pairs[have, 0], dataset.pairs[following[have], 0]), axis=1)
-        with tempfile.TemporaryDirectory() as scratch:  # a data set without a cache name must not share one
-            flow_config = config if dataset.flow_id else dataclasses.replace(config, cache_dir=scratch)
-            flows[have] = estimate_pair_flows(
-                dataset.frames, forward_pairs, dataset.names, dataset.flow_id, flow_config, "flow t->t+k"
-            )
+    forward_pairs = np.stack((dataset.pairs[have, 0], dataset.pairs[following[have], 0]), axis=1)
+    # A data set without a cache name must not share the cache, so its flow goes to a scratch one and is kept.
+    in_memory = isinstance(dataset.flows, np.ndarray) or not dataset.flow_id
+    with tempfile.TemporaryDirectory() as scratch:
+        flow_config = config if dataset.flow_id else dataclasses.replace(config, cache_dir=scratch)
+        forward = estimate_pair_flows(
+            dataset.frames, forward_pairs, dataset.names, dataset.flow_id, flow_config, "flow t->t+k", in_memory
+        )
+    if in_memory:
+        flows = np.zeros(dataset.flows.shape, np.float32)
+        flows[have] = forward
+    else:  # read per batch from the flow cache, zero where no later frame exists
+        source_row = np.full(len(following), -1, dtype=np.int64)
+        source_row[have] = np.arange(len(have))
+        flows = SelectedRows(forward, source_row, tuple(dataset.flows.shape[1:]))
     print(f"[adapt] look ahead: {len(have)} of {len(following)} pairs have a later frame", flush=True)
     return dataset.with_later(LaterNeighbours(following, flows))

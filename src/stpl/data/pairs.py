@@ -1,13 +1,14 @@
 """Typed frame pairs: the unit every model, method and metric works on.
 
 A pair is frame t, its earlier frame t-k, the backward flow from t to t-k, and (when allowed) frame t's label.
-Datasets hold pairs in memory as uint8/int16 arrays; batches are converted to float tensors on the model's device.
+Datasets hold frames, labels and flow as numpy arrays, or on disk read per batch (data.storage, data/storage.py);
+batches are converted to float tensors on the model's device.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +18,7 @@ from torch import Tensor
 from stpl.config import Config
 from stpl.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from stpl.data.geometric import draw_scale_crop, scale_crop
+from stpl.data.storage import RowArray, zeros_like
 
 
 @dataclass
@@ -32,19 +34,26 @@ class PairBatch:
     forward_flow: Tensor | None = None
     has_later: Tensor | None = None
 
+    def pin_memory(self) -> PairBatch:
+        """Page-locked copies (what a DataLoader with pin_memory calls), for asynchronous copies to a GPU."""
+        return self._map(lambda tensor: tensor.pin_memory())
+
     def to(self, device: torch.device | str) -> PairBatch:
-        def move(tensor: Tensor | None) -> Tensor | None:
-            return None if tensor is None else tensor.to(device, non_blocking=True)
+        return self._map(lambda tensor: tensor.to(device, non_blocking=True))
+
+    def _map(self, function: Callable[[Tensor], Tensor]) -> PairBatch:
+        def apply(tensor: Tensor | None) -> Tensor | None:
+            return None if tensor is None else function(tensor)
 
         return PairBatch(
-            self.current.to(device, non_blocking=True),
-            self.previous.to(device, non_blocking=True),
-            self.flow.to(device, non_blocking=True),
-            move(self.label),
+            function(self.current),
+            function(self.previous),
+            function(self.flow),
+            apply(self.label),
             self.index,
-            None if self.later is None else self.later.to(device),
-            move(self.forward_flow),
-            move(self.has_later),
+            None if self.later is None else self.later._map(function),
+            apply(self.forward_flow),
+            apply(self.has_later),
         )
 
 
@@ -53,11 +62,11 @@ class LaterNeighbours:
     """For each pair (t, t-k) of a data set, the pair (t+k, t) that follows it and the forward flow t -> t+k."""
 
     pair_index: np.ndarray  # [P] int64; -1 where frame t is the last of its clip in the split
-    flows: np.ndarray  # [P,H,W,2] float32 forward flow in pixels; zero where there is no later frame
+    flows: RowArray  # [P,H,W,2] float32 forward flow in pixels; zero where there is no later frame
 
 
 class PairDataset:
-    """In-memory frame pairs of one split.
+    """Frame pairs of one split.
 
     frames: [N,H,W,3] uint8; pairs: [P,2] indices (current, previous) into frames; flows: [P,H,W,2] float32;
     labels: [N,H,W] uint8 or None (withheld); names: one identifier per frame for logs and caches;
@@ -67,10 +76,10 @@ class PairDataset:
 
     def __init__(
         self,
-        frames: np.ndarray,
+        frames: RowArray,
         pairs: np.ndarray,
-        flows: np.ndarray,
-        labels: np.ndarray | None,
+        flows: RowArray,
+        labels: RowArray | None,
         class_names: Sequence[str],
         names: Sequence[str],
         flow_id: str = "",
@@ -108,7 +117,7 @@ class PairDataset:
     def without_time(self) -> PairDataset:
         """The no-temporal control: every pair becomes (frame t, frame t) with zero flow, and no look ahead."""
         pairs = np.stack((self.pairs[:, 0], self.pairs[:, 0]), axis=1)
-        flows = np.zeros_like(self.flows)
+        flows = zeros_like(self.flows)
         return PairDataset(self.frames, pairs, flows, self.labels, self.class_names, self.names, self.flow_id)
 
     def with_later(self, later: LaterNeighbours) -> PairDataset:

@@ -19,6 +19,7 @@ import torch
 from stpl.config import Config
 from stpl.constants import IGNORE_INDEX
 from stpl.data.pairs import PairDataset, label_size
+from stpl.data.storage import RowSink, storage_directory
 from stpl.errors import StplError
 from stpl.flow import estimate_pair_flows, read_flow_file
 from stpl.flow.geometry import resize_flow
@@ -200,28 +201,38 @@ def build_pair_dataset(
             elif frame.label is not None:  # a frame met first as an earlier frame keeps its label path
                 frames_in_order[frame_index[frame.name]] = frame
         index_pairs.append((frame_index[pair.current.name], frame_index[pair.earlier.name]))
+    scratch = storage_directory(config.data.storage, config.data.storage_dir)
     with ThreadPoolExecutor(max_workers=max(1, config.data.read_workers)) as pool:
-        frames = np.stack(list(pool.map(lambda f: read_rgb(f.image, size, bottom_fraction), frames_in_order)))
+        frames_sink = RowSink(scratch)
+        for frame in pool.map(lambda f: read_rgb(f.image, size, bottom_fraction), frames_in_order):
+            frames_sink.add(frame[None])
+        frames = frames_sink.finish()
         labels = None
         if with_labels:
             size_of_labels = label_size(config, split)
-            labels = np.full((len(frames_in_order), *size_of_labels), IGNORE_INDEX, dtype=np.uint8)  # earlier: void
-            current = sorted({c for c, _ in index_pairs})
+            currents = {c for c, _ in index_pairs}
 
             def read_checked(index: int) -> np.ndarray:
                 frame = frames_in_order[index]
+                if index not in currents:  # an earlier frame only: void
+                    return np.full(size_of_labels, IGNORE_INDEX, dtype=np.uint8)
                 label = read_label(frame.label)
                 check_label_size(label, frame.label, frame.image, bottom_fraction)
                 return resize_label(label, size_of_labels)
 
-            read = pool.map(read_checked, current)
-            for i, label in zip(current, read, strict=True):
-                labels[i] = label
+            labels_sink = RowSink(scratch)
+            for label in pool.map(read_checked, range(len(frames_in_order))):
+                labels_sink.add(label[None])
+            labels = labels_sink.finish()
     pairs_array = np.asarray(index_pairs, dtype=np.int64)
     names = [f.name for f in frames_in_order]
     if method == "files":
-        flows = np.stack([read_flow(p.flow_file, size, flow_key) for p in pairs])
+        flows_sink = RowSink(scratch)
+        for pair in pairs:
+            flows_sink.add(read_flow(pair.flow_file, size, flow_key).astype(np.float32)[None])
+        flows = flows_sink.finish()
     else:
-        flows = estimate_pair_flows(frames, pairs_array, names, dataset_id, config.flow, f"flow {split}")
-    flows = flows.astype(np.float32, copy=False)
+        flows = estimate_pair_flows(
+            frames, pairs_array, names, dataset_id, config.flow, f"flow {split}", in_memory=scratch is None
+        )
     return PairDataset(frames, pairs_array, flows, labels, class_names, names, dataset_id)

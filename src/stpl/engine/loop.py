@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from stpl.atomic import write_text
+from stpl.data.loader import batches_in_order
 from stpl.data.pairs import PairBatch, RandomBatches
 from stpl.engine import distributed
 from stpl.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -42,6 +43,7 @@ class LoopSettings:
     optimizer: str = "sgd"  # "sgd" (with momentum) or "adamw" (momentum is then Adam's beta1)
     warmup_steps: int = 0  # linear warm-up from lr/warmup_steps to lr before the poly decay takes over
     amp: str = "off"  # mixed precision of the step: off, bf16 or fp16 (engine/precision.py)
+    loader_workers: int = 0  # processes preparing batches ahead (data/loader.py; 0 = in this process)
 
 
 def poly_factor(step: int, iterations: int, power: float = 0.9) -> float:
@@ -196,12 +198,15 @@ def run_loop(
     logged: dict[str, float] = {}
     started = time.perf_counter()  # of this (possibly resumed) session
     try:
-        for step in range(start, settings.iterations):
+        stream = batches_in_order(
+            batches, start, settings.iterations, settings.loader_workers, pin_memory=device.type == "cuda"
+        )
+        for step, prepared in zip(range(start, settings.iterations), stream, strict=True):
             # Phase 1: schedule and data.
             factor = lr_factor(step, settings.iterations, settings.warmup_steps)
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * factor
-            batch = batches.get(step).to(device)
+            batch = prepared.to(device)
             # Phases 2 and 3: the method's losses, optimise, the method's hook.
             values, total = train_step(method, optimizer, batch, step, settings.label, checkpoint_path, precision)
             # Phase 4: log (the only place numbers leave the device) and checkpoint.

@@ -10,11 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from stpl.config import FlowConfig
+from stpl.errors import StplError
 from stpl.flow.cache import FlowCache, decode_flow, encode_flow, frame_digest, read_flow_file, write_flow_file
 from stpl.flow.dis import DISFlow
 from stpl.progress import Progress
 
 __all__ = [
+    "CachedFlows",
     "DISFlow",
     "FlowCache",
     "decode_flow",
@@ -25,23 +27,53 @@ __all__ = [
 ]
 
 
+class CachedFlows:
+    """Flow fields [P,H,W,2] float32 left in the flow cache and read per request (data.storage "disk")."""
+
+    def __init__(self, cache: FlowCache, keys: Sequence[str], size: tuple[int, int]):
+        self._cache = cache
+        self._keys = list(keys)
+        self.shape = (len(self._keys), *size, 2)
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            return self._read(self._keys[index])
+        rows = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index).reshape(-1)
+        out = np.empty((len(rows), *self.shape[1:]), self.dtype)
+        for position, row in enumerate(rows.tolist()):
+            out[position] = self._read(self._keys[row])
+        return out
+
+    def _read(self, key: str) -> np.ndarray:
+        flow = self._cache.get(key)
+        if flow is None:
+            raise StplError(f"flow cache entry {self._cache.path(key)} vanished during the run (data.storage=disk)")
+        return flow
+
+
 def estimate_pair_flows(
-    frames: np.ndarray,
+    frames: np.ndarray,  # or a disk-stored split's rows (stpl.data.storage): shape and row reads
     pairs: np.ndarray,
     names: Sequence[str],
     dataset_id: str,
     config: FlowConfig,
     label: str = "flow",
-) -> np.ndarray:
+    in_memory: bool = True,
+) -> np.ndarray | CachedFlows:
     """DIS flow [P,H,W,2] for each (current, previous) index pair, read from the cache where present.
 
     Missing pairs are computed by `config.workers` threads (OpenCV releases the GIL) and written to the cache as
-    they finish, so an interrupted run keeps what it computed.
+    they finish, so an interrupted run keeps what it computed. in_memory False: the fields stay in the cache and
+    come back as a `CachedFlows` view read per batch (memory independent of the number of pairs).
     """
     cache = FlowCache(config.cache_dir)
     height, width = frames.shape[1:3]
     estimator_name = DISFlow(config.dis_preset, config.scale).name
-    flows = np.empty((len(pairs), height, width, 2), dtype=np.float32)
+    flows = np.empty((len(pairs) if in_memory else 1, height, width, 2), dtype=np.float32)
     digests: dict[int, str] = {}
 
     def digest(index: int) -> str:
@@ -55,14 +87,19 @@ def estimate_pair_flows(
     ]
     missing = []
     for row, key in enumerate(keys):
+        if not in_memory:
+            if not cache.path(key).is_file():
+                missing.append(row)
+            continue
         cached = cache.get(key)
         if cached is None:
             missing.append(row)
         else:
             flows[row] = cached
+    result = flows if in_memory else CachedFlows(cache, keys, (height, width))
     if not missing:
         print(f"[{label}] {len(pairs)} pairs from the cache in {cache.directory}", flush=True)
-        return flows
+        return result
     local = threading.local()
 
     def compute(row: int) -> int:
@@ -71,8 +108,8 @@ def estimate_pair_flows(
         current, previous = pairs[row]
         flow = local.estimator(frames[current], frames[previous])
         cache.put(keys[row], flow)
-        # Keep what the cache will return later, so a first run and a cached run see identical flow.
-        flows[row] = decode_flow(encode_flow(flow))
+        if in_memory:  # keep what the cache will return later, so a first run and a cached run see identical flow
+            flows[row] = decode_flow(encode_flow(flow))
         return row
 
     progress = Progress(label, len(missing), every_seconds=5.0)
@@ -85,4 +122,4 @@ def estimate_pair_flows(
         f"{len(missing)} pairs computed ({rate:.0f} pairs/s), {len(pairs) - len(missing)} from the cache in "
         f"{cache.directory}"
     )
-    return flows
+    return result

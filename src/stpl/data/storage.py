@@ -1,0 +1,165 @@
+"""Where a split's frames, labels and flow live: in memory (numpy arrays) or on disk, read per batch.
+
+`data.storage: disk` bounds memory by the batch instead of the split: frames and labels are written, as they are
+decoded or generated, to a scratch file of fixed-size rows that is unlinked as soon as it is open (nothing is left
+behind when a run stops, however it stops), and each batch reads its rows back with `pread`; DIS flow stays in the
+flow cache (int16 files) and is read per batch. The arrays here answer the few operations `PairDataset` and its
+users need (`shape`, `len`, iteration, integer and index-array reads), so the rest of the code does not know which
+storage it has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+class RowArray(Protocol):
+    """What a split's frames, labels and flows must offer: a numpy array does."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index, /) -> np.ndarray: ...
+
+
+def _row_indices(index: int | slice | Sequence[int] | np.ndarray, count: int) -> tuple[np.ndarray, bool]:
+    """Index -> (row numbers, whether one row was asked for as a scalar)."""
+    if isinstance(index, (int, np.integer)):
+        row = int(index) + (count if index < 0 else 0)
+        if not 0 <= row < count:
+            raise IndexError(f"row {index} out of range for {count} rows")
+        return np.asarray([row]), True
+    if isinstance(index, slice):
+        return np.arange(count)[index], False
+    rows = np.asarray(index, dtype=np.int64).reshape(-1)
+    if len(rows) and (rows.min() < -count or rows.max() >= count):
+        raise IndexError(f"rows out of range for {count} rows")
+    return np.where(rows < 0, rows + count, rows), False
+
+
+class DiskRows:
+    """Rows of one shape and dtype in an unlinked scratch file (owning its descriptor), read with `pread` (no
+    memory map: rows read once do not stay resident). Forked DataLoader workers share the open file, which pread
+    never moves."""
+
+    def __init__(self, descriptor: int, count: int, row_shape: tuple[int, ...], dtype: np.dtype):
+        self._descriptor = descriptor
+        self.dtype = np.dtype(dtype)
+        self.shape = (count, *row_shape)
+        self._row_bytes = int(np.prod(row_shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        rows, scalar = _row_indices(index, len(self))
+        out = np.empty((len(rows), *self.shape[1:]), self.dtype)
+        for position, row in enumerate(rows.tolist()):
+            buffer = memoryview(out[position]).cast("B")
+            if os.preadv(self._descriptor, [buffer], row * self._row_bytes) != self._row_bytes:
+                raise OSError(f"short read of row {row} from the scratch file of a disk-stored split")
+        return out[0] if scalar else out
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for row in range(len(self)):
+            yield self[row]
+
+    def __del__(self) -> None:
+        descriptor = getattr(self, "_descriptor", None)
+        if descriptor is not None:
+            with contextlib.suppress(OSError):
+                os.close(descriptor)
+
+    def __reduce__(self):
+        raise TypeError("a disk-stored split reads through an open scratch file: use fork (the Linux default)")
+
+
+class RowSink:
+    """Collects rows as they come: `add(rows)` any number of times, then `finish()` gives the array.
+
+    directory None: rows are kept in memory and stacked (a numpy array). A directory: rows go straight to a scratch
+    file there (see `DiskRows`), so the whole split is never in memory at once."""
+
+    def __init__(self, directory: Path | None):
+        self._parts: list[np.ndarray] = []
+        self._descriptor: int | None = None
+        self._count = 0
+        self._row_shape: tuple[int, ...] | None = None
+        self._dtype: np.dtype | None = None
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._descriptor, path = tempfile.mkstemp(dir=directory, prefix="rows-", suffix=".bin")
+            os.unlink(path)  # the open descriptor keeps the data; nothing stays behind, however the run stops
+
+    def add(self, rows: np.ndarray | Iterable[np.ndarray]) -> None:
+        block = np.asarray(rows) if isinstance(rows, np.ndarray) else np.stack(list(rows))
+        if self._row_shape is None:
+            self._row_shape, self._dtype = block.shape[1:], block.dtype
+        elif block.shape[1:] != self._row_shape or block.dtype != self._dtype:
+            raise ValueError(f"rows {block.dtype} {block.shape[1:]} after {self._dtype} {self._row_shape}")
+        if self._descriptor is None:
+            self._parts.append(block)
+        else:
+            data = memoryview(np.ascontiguousarray(block)).cast("B")
+            offset = self._count * data.nbytes // len(block)
+            while data:  # a large write may be partial
+                written = os.pwrite(self._descriptor, data, offset)
+                data, offset = data[written:], offset + written
+        self._count += len(block)
+
+    def finish(self) -> np.ndarray | DiskRows:
+        if self._row_shape is None:
+            raise ValueError("no rows were added")
+        if self._descriptor is None:
+            return np.concatenate(self._parts) if len(self._parts) > 1 else self._parts[0]
+        return DiskRows(self._descriptor, self._count, self._row_shape, self._dtype)
+
+
+class SelectedRows:
+    """Rows of `source` chosen per row (`source_row[i]` of `source`, or zeros where it is -1), read on demand:
+    zero flow for the no-temporal control, forward flow only where a later frame exists."""
+
+    def __init__(self, source: RowArray | None, source_row: np.ndarray, row_shape: tuple[int, ...], dtype=np.float32):
+        self._source = source
+        self._source_row = np.asarray(source_row, dtype=np.int64)
+        self.dtype = np.dtype(dtype)
+        self.shape = (len(self._source_row), *row_shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        rows, scalar = _row_indices(index, len(self))
+        out = np.zeros((len(rows), *self.shape[1:]), self.dtype)
+        chosen = self._source_row[rows]
+        have = np.flatnonzero(chosen >= 0)
+        if len(have):
+            out[have] = self._source[chosen[have]]
+        return out[0] if scalar else out
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for row in range(len(self)):
+            yield self[row]
+
+
+def zeros_like(rows: RowArray) -> np.ndarray | SelectedRows:
+    """Zeros of `rows`' shape: a numpy array in memory, nothing stored for a disk-stored split."""
+    if isinstance(rows, np.ndarray):
+        return np.zeros_like(rows)
+    return SelectedRows(None, np.full(len(rows), -1), tuple(rows.shape[1:]), rows.dtype)
+
+
+def storage_directory(storage: str, directory: str) -> Path | None:
+    """The scratch folder for data.storage "disk", None for "memory"."""
+    if storage == "memory":
+        return None
+    return Path(os.path.expanduser(directory))
