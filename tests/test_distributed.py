@@ -6,29 +6,39 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from stpl.data.pairs import PairBatch
 from stpl.engine.loop import train_step
+from stpl.engine.sync_norm import synced_norms
 from test_baselines import make_method, toy_batch
 
 # Every pixel a pseudo-label (threshold 0) and frozen normalisation statistics: the loss is a plain mean over
 # equally many pixels per process, so the mean of the two processes' gradients is the whole batch's gradient.
 SETS = ["adapt.norm=frozen", "adapt.confidence=global", "adapt.threshold=0.0", "adapt.teacher=ema"]
+# Batch statistics in the student (norm "update"): equal to one process only when normalised over the global batch.
+SYNCED_SETS = [*SETS, "adapt.norm=update"]
 STEPS = 3
+
+
+def make_distributed_method(synced: bool):
+    torch.manual_seed(0)
+    method = make_method("self-training", *(SYNCED_SETS if synced else SETS))
+    if synced:
+        synced_norms(method.model)
+    return method
 
 WORKER = """
 import json, sys
 import torch
 import torch.distributed as dist
 sys.path.insert(0, sys.argv[4])
-from test_distributed import SETS, STEPS, global_batch
-from test_baselines import make_method
+from test_distributed import STEPS, global_batch, make_distributed_method
 from stpl.engine.loop import train_step
 rank, world, init_file, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[5]
 dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-torch.manual_seed(0)
-method = make_method("self-training", *SETS)
+method = make_distributed_method(sys.argv[6] == "synced")
 optimizer = torch.optim.SGD(method.param_groups(), lr=0.05, momentum=0.9)
 seen = []
 step_alone = method.step
@@ -55,13 +65,15 @@ def global_batch() -> PairBatch:
                      torch.cat((a.flow, b.flow)), None, [0, 1, 2, 3])  # fmt: skip
 
 
-def test_two_gloo_processes_follow_the_single_process_trajectory(tmp_path):
+@pytest.mark.parametrize("norm", ["frozen", "synced"])
+def test_two_gloo_processes_follow_the_single_process_trajectory(tmp_path, norm):
+    """frozen: statistics stored; synced: batch statistics over the global batch (sync_norm)."""
     tests = str(Path(__file__).resolve().parent)
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     init_file = tmp_path / "init"
     workers = [
-        subprocess.Popen([sys.executable, str(script), str(rank), "2", str(init_file), tests, str(tmp_path)])
+        subprocess.Popen([sys.executable, str(script), str(rank), "2", str(init_file), tests, str(tmp_path), norm])
         for rank in range(2)
     ]
     assert [worker.wait(timeout=300) for worker in workers] == [0, 0]
@@ -70,8 +82,7 @@ def test_two_gloo_processes_follow_the_single_process_trajectory(tmp_path):
     assert ranks[0]["weights"] == ranks[1]["weights"]  # every rank holds the same model
     assert ranks[0]["teacher_sum"] == ranks[1]["teacher_sum"]  # and the same EMA teacher
 
-    torch.manual_seed(0)
-    method = make_method("self-training", *SETS)
+    method = make_distributed_method(norm == "synced")
     optimizer = torch.optim.SGD(method.param_groups(), lr=0.05, momentum=0.9)
     single = [train_step(method, optimizer, global_batch(), step)[1].item() for step in range(STEPS)]
     # Tolerance: float sums in another order (gradients averaged over two halves instead of summed at once).
@@ -79,3 +90,34 @@ def test_two_gloo_processes_follow_the_single_process_trajectory(tmp_path):
         assert abs(distributed - alone) <= 1e-4 * max(1.0, abs(alone))
     weights = torch.cat([p.detach().flatten() for p in method.model.parameters()])[:2000]
     assert torch.allclose(torch.tensor(ranks[0]["weights"]), weights, atol=1e-5)
+
+
+REFUSAL_WORKER = """
+import sys
+import torch.distributed as dist
+from pathlib import Path
+from stpl.config import build_config
+from stpl.engine.run_folder import prepare_run_dir
+from stpl.errors import StplError
+rank, init_file, out, result = int(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
+dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+try:
+    prepare_run_dir(out, build_config(), {"seed": 0})
+    message = "accepted"
+except StplError as error:
+    message = str(error)
+(result / f"rank{rank}.txt").write_text(message)
+dist.destroy_process_group()
+"""
+
+
+def test_a_run_folder_refused_by_rank_0_stops_every_process_with_its_message(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(REFUSAL_WORKER)
+    not_a_folder = tmp_path / "taken"
+    not_a_folder.write_text("a file where the run folder should be")
+    arguments = [str(tmp_path / "init"), str(not_a_folder), str(tmp_path)]
+    workers = [subprocess.Popen([sys.executable, str(script), str(rank), *arguments]) for rank in range(2)]
+    assert [worker.wait(timeout=120) for worker in workers] == [0, 0]  # neither waits for the other in vain
+    messages = [(tmp_path / f"rank{rank}.txt").read_text() for rank in range(2)]
+    assert messages[0] == messages[1] != "accepted" and "taken" in messages[0]

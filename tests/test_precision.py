@@ -74,3 +74,23 @@ def test_warping_bf16_features_samples_at_float32_positions():
         half, _ = warp(pattern.to(torch.bfloat16), flow)
     assert half.dtype == torch.bfloat16
     assert (half.float() - exact)[..., 64:-1].abs().max() < 0.02
+
+
+def test_the_fp16_loss_scale_survives_a_checkpoint():
+    """An overflowing step halves the scale (65536 -> 32768) and restarts its growth count; a fresh Precision
+    given the saved state carries on from there (the gradient scaler also runs on CPU, which is all this needs)."""
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    precision = Precision("fp16", "cpu")
+    assert precision.state()["amp.scale"].item() == 65536.0
+    precision.backward(model(torch.ones(2, 3)).sum() * float("inf"))
+    precision.unscale(optimizer)
+    precision.step(optimizer)
+    saved = precision.state()
+    assert saved["amp.scale"].item() == 32768.0 and saved["amp.growth_tracker"].item() == 0
+    resumed = Precision("fp16", "cpu")
+    resumed.load_state(saved)
+    assert resumed.scaler.get_scale() == 32768.0
+    off = Precision("off")
+    off.load_state(saved)
+    assert off.state() == {}

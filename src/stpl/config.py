@@ -348,6 +348,9 @@ class Config:
     seed: int = 0
     device: str = field(default="cpu", metadata=NOT_A_RESULT)
     threads: int = field(default=0, metadata=NOT_A_RESULT)  # torch intra-op threads; 0 = leave torch's default
+    # With several processes (torchrun): batch normalisation over the global batch instead of each process's share
+    # (engine/sync_norm.py), so N processes train as one; no effect with one process
+    sync_norm: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

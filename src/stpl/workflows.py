@@ -34,6 +34,7 @@ from stpl.engine.run_folder import (
     supervised_identity,
 )
 from stpl.engine.supervised import Supervised
+from stpl.engine.sync_norm import synced_norms
 from stpl.errors import StplError
 from stpl.losses.class_weights import median_frequency_weights
 from stpl.models import VideoSegmenter, build_model
@@ -176,6 +177,8 @@ def train_supervised(
             model = model_from_checkpoint(checkpoint, config, skip_adaptation_modules=False).to(device)
         else:
             model = build_model(dataset.num_classes, **config.model.network_options()).to(device)
+        if config.sync_norm:
+            model = synced_norms(model)
         train = config.train
         weights = None
         if train.class_weight_power > 0:
@@ -228,6 +231,8 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
             return out_dir / FINAL_CHECKPOINT
         prepare_run_dir(out_dir, config, identity)
         model = model_from_checkpoint(checkpoint, config, skip_adaptation_modules=True).to(device)
+        if config.sync_norm:
+            model = synced_norms(model)
         resuming = (out_dir / LAST_CHECKPOINT).is_file()
         training_free_method = config.adapt.method in training_free()
         if (config.adapt.norm == "reestimate" or training_free_method) and not resuming:

@@ -9,6 +9,7 @@ environment nothing here does anything: one process is world size 1.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -41,6 +42,15 @@ def is_main() -> bool:
 def barrier() -> None:
     if rank_and_size()[1] > 1:
         dist.barrier()
+
+
+def from_main(value: Any) -> Any:
+    """Rank 0's `value` on every rank (a decision only rank 0 can make, e.g. refusing a run folder)."""
+    if rank_and_size()[1] == 1:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
 
 
 def shard(batch: PairBatch) -> PairBatch:

@@ -161,6 +161,7 @@ def run_loop(
         state = load_checkpoint(checkpoint_path)
         method.model.load_state_dict(state.model)
         method.load_extra_state(state.extra)
+        precision.load_state(state.extra)
         if RNG_KEY in state.extra:
             torch.set_rng_state(state.extra[RNG_KEY])  # dropout and sampling continue as if never stopped
         if CUDA_RNG_KEY in state.extra and device.type == "cuda":
@@ -187,7 +188,7 @@ def run_loop(
             method.model.state_dict(),
             {**meta, "step": step, "iterations": settings.iterations},
             optimizer.state_dict(),
-            {**method.extra_state(), **rng_state(device)},
+            {**method.extra_state(), **rng_state(device), **precision.state()},
         )
 
     progress = Progress(settings.label, settings.iterations, every_seconds=10.0, initial=start)

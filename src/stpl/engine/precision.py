@@ -10,6 +10,8 @@ from collections.abc import Iterator
 import torch
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+SCALE_KEY = "amp.scale"  # checkpoint entries of the fp16 gradient scaler
+GROWTH_KEY = "amp.growth_tracker"
 
 
 class Precision:
@@ -43,3 +45,27 @@ class Precision:
             return
         self.scaler.step(optimizer)  # skipped when the scaled gradients overflowed
         self.scaler.update()
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The fp16 loss scale and its growth counter, for the checkpoint (a resumed run must not restart at
+        65536 and overflow its way back down); empty for off and bf16."""
+        saved = self.scaler.state_dict() if self.scaler is not None else {}
+        if not saved:
+            return {}
+        return {
+            SCALE_KEY: torch.tensor([saved["scale"]], dtype=torch.float64),
+            GROWTH_KEY: torch.tensor([saved["_growth_tracker"]], dtype=torch.int64),
+        }
+
+    def load_state(self, extra: dict[str, torch.Tensor]) -> None:
+        if self.scaler is None or SCALE_KEY not in extra:
+            return
+        self.scaler.load_state_dict(
+            {
+                "scale": float(extra[SCALE_KEY].item()),
+                "growth_factor": self.scaler.get_growth_factor(),
+                "backoff_factor": self.scaler.get_backoff_factor(),
+                "growth_interval": self.scaler.get_growth_interval(),
+                "_growth_tracker": int(extra[GROWTH_KEY].item()),
+            }
+        )

@@ -99,9 +99,23 @@ def same_identity(stored: dict[str, Any] | None, current: dict[str, Any]) -> boo
 
 
 def prepare_run_dir(out_dir: Path, config: Config, identity: dict[str, Any]) -> None:
-    """Create the folder; refuse one that holds a run of another identity (never overwrite it)."""
-    if not distributed.is_main():  # rank 0 prepares it
-        return
+    """Create the folder; refuse one that holds a run of another identity (never overwrite it). Rank 0 decides
+    and every process gets its answer, so that with torchrun all of them stop with the same message (the others
+    would otherwise wait at their first collective for as long as the timeout)."""
+    refusal = None
+    if distributed.is_main():
+        try:
+            _check_run_dir(out_dir, identity)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            write_text(out_dir / CONFIG_FILE, config_to_yaml(config))
+        except StplError as error:
+            refusal = str(error)
+    refusal = distributed.from_main(refusal)
+    if refusal is not None:
+        raise StplError(refusal)
+
+
+def _check_run_dir(out_dir: Path, identity: dict[str, Any]) -> None:
     check_out_dir(out_dir)
     for name in (LAST_CHECKPOINT, FINAL_CHECKPOINT):
         existing = out_dir / name
@@ -113,8 +127,6 @@ def prepare_run_dir(out_dir: Path, config: Config, identity: dict[str, Any]) -> 
                 f"{out_dir} holds a run of another config or source model (differs in {shown}); choose another "
                 "--out or remove it"
             )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text(out_dir / CONFIG_FILE, config_to_yaml(config))
 
 
 @contextmanager
