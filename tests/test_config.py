@@ -64,3 +64,13 @@ def test_set_values_are_parsed_as_yaml():
     assert parse_set_option("a.b=[1, 2]") == {"a": {"b": [1, 2]}}
     assert parse_set_option("a=true") == {"a": True}
     assert parse_set_option("a=path/to/x") == {"a": "path/to/x"}
+
+
+def test_a_choice_that_yaml_reads_as_a_boolean_is_the_choice(tmp_path):
+    """YAML 1.1 reads `off` as false: `--set adapt.amp=off` and `amp: off` in a file still mean the choice "off"."""
+    assert build_config(sets=["adapt.amp=bf16", "adapt.amp=off"]).adapt.amp == "off"
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  amp: off\n")
+    assert build_config(path).train.amp == "off"
+    with pytest.raises(StplError, match="not one of"):
+        build_config(sets=["adapt.amp=true"])

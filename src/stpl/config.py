@@ -375,6 +375,9 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     origin = typing.get_origin(annotation)
     if origin is Literal:
         choices = typing.get_args(annotation)
+        if isinstance(value, bool):  # YAML 1.1 reads off/on/no/yes as booleans: give back the choice that was meant
+            meant = [c for c in choices if isinstance(c, str) and yaml.safe_load(c) is value]
+            value = meant[0] if len(meant) == 1 else value
         if value not in choices:
             raise StplError(f"config key '{key}': {value!r} is not one of {list(choices)}")
         return value
