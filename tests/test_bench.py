@@ -180,6 +180,13 @@ def test_online_methods_adapt_while_predicting_the_evaluation_split(tmp_path, to
     assert all(0 <= r["mIoU"] <= 100 for r in runs.values())
     # 4 evaluation pairs, one update before each, on the window of pairs up to it (never a later one)
     assert seen[:4] == [[0], [0, 1], [1, 2], [2, 3]]
+    # the cost of adapting while predicting, per evaluation frame, in the summary and the table
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    assert runs["tent-online"]["eval_frames"] == 4
+    cost = summary["tent-online"]["seconds_per_frame"]
+    assert cost == pytest.approx(runs["tent-online"]["adapt_seconds"] / 4) and cost > 0
+    assert "seconds_per_frame" not in summary["source-only"]
+    assert f"({cost:.2f} s/frame)" in (out / "results.md").read_text()
     from stpl.engine.checkpoint import load_checkpoint
 
     source, adapted = (load_checkpoint(runs[m]["checkpoint"]).model for m in ("source-only", "tent-online"))

@@ -161,7 +161,11 @@ def summarise(runs: list[dict[str, Any]], classes: list[str]) -> dict[str, Any]:
             "n": len(values),
             "per_class": per_class,
             "reference": method in REFERENCE_METHODS,
+            "adapt_seconds_mean": mean_std([run.get("adapt_seconds", 0.0) for run in chosen])[0],
         }
+        if method in ONLINE:  # adapting while predicting: what each evaluation frame costs, updates included
+            costs = [run["adapt_seconds"] / run["eval_frames"] for run in chosen if run.get("eval_frames")]
+            summary[method]["seconds_per_frame"] = mean_std(costs)[0]
     return summary
 
 
@@ -181,16 +185,22 @@ def markdown_table(benchmark: str, commit: str, summary: dict[str, Any], classes
     lines = [
         f"# {benchmark}",
         "",
-        f"commit `{commit}`; mean ± std over seeds; final model of each run on the target {split} split.",
+        f"commit `{commit}`; mean ± std over seeds; final model of each run on the target {split} split; "
+        "time: training or adaptation seconds per run (online methods: their whole pass, and per evaluation frame).",
         "",
-        "| method | n | mIoU | " + " | ".join(classes) + " |",
-        "|---|---|---|" + "---|" * len(classes),
+        "| method | n | mIoU | time | " + " | ".join(classes) + " |",
+        "|---|---|---|---|" + "---|" * len(classes),
     ]
     for method, row in summary.items():
         name = f"{method} (reference)" if row["reference"] else method
         mean = cell((row["mIoU_mean"], row["mIoU_std"]))
+        time_cell = f"{row.get('adapt_seconds_mean') or 0.0:.0f} s"
+        if row.get("seconds_per_frame") is not None:
+            time_cell += f" ({row['seconds_per_frame']:.2f} s/frame)"
         lines.append(
-            f"| {name} | {row['n']} | {mean} | " + " | ".join(cell(row["per_class"][c]) for c in classes) + " |"
+            f"| {name} | {row['n']} | {mean} | {time_cell} | "
+            + " | ".join(cell(row["per_class"][c]) for c in classes)
+            + " |"
         )
     return "\n".join(lines) + "\n"
 
@@ -290,7 +300,8 @@ def run_bench(
                 result = workflows.evaluate_checkpoint(checkpoint, config, run_dir)
             record = {
                 "method": method, "seed": seed, "mIoU": result["mIoU"], "per_class": result["per_class"],
-                "adapt_seconds": seconds, "checkpoint": str(checkpoint), "source": str(source),
+                "adapt_seconds": seconds, "eval_frames": result.get("num_frames"),
+                "checkpoint": str(checkpoint), "source": str(source),
                 "commit": commit, "code": code,
                 "key": key, "config": config_to_dict(config),
             }  # fmt: skip
