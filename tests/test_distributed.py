@@ -121,3 +121,57 @@ def test_a_run_folder_refused_by_rank_0_stops_every_process_with_its_message(tmp
     assert [worker.wait(timeout=120) for worker in workers] == [0, 0]  # neither waits for the other in vain
     messages = [(tmp_path / f"rank{rank}.txt").read_text() for rank in range(2)]
     assert messages[0] == messages[1] != "accepted" and "taken" in messages[0]
+
+
+GATHER_WORKER = """
+import json, sys
+import torch
+import torch.distributed as dist
+sys.path.insert(0, sys.argv[4])
+from test_distributed import contrast_inputs
+from stpl.adapt.stpl import contrast_with_keys
+rank, init_file, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+anchors, labels = contrast_inputs()[rank]
+anchors.requires_grad_(True)
+loss = contrast_with_keys(anchors, labels, None, None, 0.5, "seed", gather=True)
+loss.backward()
+json.dump({"loss": loss.item(), "grad": anchors.grad.tolist()}, open(f"{out}/rank{rank}.json", "w"))
+dist.destroy_process_group()
+"""
+
+
+def contrast_inputs():
+    """Two processes' anchors: 3 and 4 unit embeddings of classes {0, 1} (unequal counts on purpose)."""
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.nn.functional.normalize(torch.randn(7, 5, generator=generator), dim=1)
+    labels = torch.tensor([0, 1, 0, 1, 1, 0, 0])
+    return [(rows[:3].clone(), labels[:3]), (rows[3:].clone(), labels[3:])]
+
+
+def test_gathered_keys_give_each_process_the_global_contrast_and_its_gradient(tmp_path):
+    """Each process's loss is its anchors against all 7 keys; each process's gradient is that of the sum of both
+    losses with respect to its own anchors (the backward of the gather sends it there)."""
+    from stpl.losses.pixel_contrast import pixel_contrastive_loss
+
+    script = tmp_path / "worker.py"
+    script.write_text(GATHER_WORKER)
+    tests = str(Path(__file__).resolve().parent)
+    arguments = [str(tmp_path / "init"), str(tmp_path), tests]
+    workers = [subprocess.Popen([sys.executable, str(script), str(rank), *arguments]) for rank in range(2)]
+    assert [worker.wait(timeout=120) for worker in workers] == [0, 0]
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+
+    (a0, l0), (a1, l1) = contrast_inputs()
+    a0.requires_grad_(True)
+    a1.requires_grad_(True)
+    keys, key_labels = torch.cat((a0, a1)), torch.cat((l0, l1))
+    losses = []
+    for offset, (anchors, labels) in ((0, (a0, l0)), (3, (a1, l1))):
+        identity = torch.zeros(len(anchors), 7, dtype=torch.bool)
+        identity[:, offset : offset + len(anchors)].fill_diagonal_(True)
+        losses.append(pixel_contrastive_loss(anchors, labels, keys, key_labels, 0.5, "seed", identity))
+    (losses[0] + losses[1]).backward()
+    for rank, anchors in enumerate((a0, a1)):
+        assert abs(ranks[rank]["loss"] - losses[rank].item()) < 1e-5
+        torch.testing.assert_close(torch.tensor(ranks[rank]["grad"]), anchors.grad, atol=1e-5, rtol=1e-4)

@@ -312,6 +312,9 @@ class AdaptConfig:
     temperature: float = 0.1
     anchors_per_class: int = 64  # M: sampled anchors per pseudo-class per batch
     cross_frame_keys: bool = False  # add the warped earlier frame's embeddings to the keys
+    # With several processes (torchrun): every process's sampled pixels serve as keys for all (the contrast of the
+    # global batch); anchors stay each process's own
+    gather_keys: bool = False
     lambda_contrast: float = 0.1
     lambda_pl: float = 1.0
     # L2-SP: λ/2 · ||θ - θ_source||² keeps the adapted weights near the starting model's (stpl, self-training)

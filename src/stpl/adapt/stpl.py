@@ -21,6 +21,7 @@ from stpl.adapt.shared import masked_cross_entropy, nearest_resize
 from stpl.adapt.student_view import strong_view
 from stpl.constants import IGNORE_INDEX
 from stpl.data.pairs import PairBatch
+from stpl.engine import distributed
 from stpl.losses.pixel_contrast import pixel_contrastive_loss, sample_per_class
 from stpl.models.segmenter import SegmenterOutput, upsample
 
@@ -37,22 +38,18 @@ class STPL(SelfTraining):
         chosen = sample_per_class(flat_labels, self.config.anchors_per_class, self.generator)
         anchors = embeddings.permute(0, 2, 3, 1).reshape(-1, dim)[chosen]
         anchor_labels = flat_labels[chosen]
-        if not self.config.cross_frame_keys:
-            return pixel_contrastive_loss(
-                anchors, anchor_labels, temperature=self.config.temperature, form=self.config.loss_form
-            )
-        # Cross-frame keys: the earlier frame's own embedding at the same physical points (read through the
-        # flow), labelled like its anchor, so each anchor's past self is one of its positives.
-        past = self.model.embed(student.warped_features, student.warped_features)
-        past = past.permute(0, 2, 3, 1).reshape(-1, dim)[chosen]
-        inside = student.valid.reshape(-1)[chosen]
-        keys = torch.cat((anchors, past[inside]))
-        key_labels = torch.cat((anchor_labels, anchor_labels[inside]))
-        identity = torch.zeros(len(anchors), len(keys), dtype=torch.bool, device=anchors.device)
-        identity[:, : len(anchors)].fill_diagonal_(True)
-        return pixel_contrastive_loss(
-            anchors, anchor_labels, keys, key_labels, self.config.temperature, self.config.loss_form, identity
-        )
+        past = past_labels = None
+        if self.config.cross_frame_keys:
+            # Cross-frame keys: the earlier frame's own embedding at the same physical points (read through the
+            # flow), labelled like its anchor, so each anchor's past self is one of its positives.
+            warped = self.model.embed(student.warped_features, student.warped_features)
+            inside = student.valid.reshape(-1)[chosen]
+            past = warped.permute(0, 2, 3, 1).reshape(-1, dim)[chosen][inside]
+            past_labels = anchor_labels[inside]
+        return contrast_with_keys(
+            anchors, anchor_labels, past, past_labels, self.config.temperature, self.config.loss_form,
+            gather=self.config.gather_keys,
+        )  # fmt: skip
 
     # -- step -----------------------------------------------------------------------------------------------
     def step(self, batch: PairBatch, step: int) -> dict[str, Tensor]:
@@ -75,3 +72,30 @@ class STPL(SelfTraining):
                 feature_labels = self.pseudo_labels(teacher, feature_size, later)
             out["loss_contrast"] = c.lambda_contrast * self.contrastive_loss(student, feature_labels)
         return {**out, **self.anchor_loss()}
+
+
+def contrast_with_keys(
+    anchors: Tensor,
+    anchor_labels: Tensor,
+    extra_keys: Tensor | None,
+    extra_labels: Tensor | None,
+    temperature: float,
+    form: str,
+    gather: bool = False,
+) -> Tensor:
+    """The pixel contrast of `anchors` against the keys: the anchors themselves (each excluded from its own
+    positives) plus `extra_keys` (e.g. their past selves). gather: with several processes, every process's keys
+    (the contrast of the global batch: more negatives, rare classes met across processes); gradients reach each
+    process's own embeddings."""
+    keys, key_labels = anchors, anchor_labels
+    if extra_keys is not None:
+        keys, key_labels = torch.cat((anchors, extra_keys)), torch.cat((anchor_labels, extra_labels))
+    offset = 0
+    if gather:
+        keys, offset = distributed.gather_rows(keys, with_gradient=True)
+        key_labels, _ = distributed.gather_rows(key_labels)
+    if extra_keys is None and not gather:
+        return pixel_contrastive_loss(anchors, anchor_labels, temperature=temperature, form=form)
+    identity = torch.zeros(len(anchors), len(keys), dtype=torch.bool, device=anchors.device)
+    identity[:, offset : offset + len(anchors)].fill_diagonal_(True)
+    return pixel_contrastive_loss(anchors, anchor_labels, keys, key_labels, temperature, form, identity)

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional as distributed_functional
 from torch import nn
 
 from stpl.data.pairs import PairBatch
@@ -51,6 +52,26 @@ def from_main(value: Any) -> Any:
     holder = [value]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def gather_rows(rows: torch.Tensor, with_gradient: bool = False) -> tuple[torch.Tensor, int]:
+    """Every rank's rows [n_r, ...] concatenated in rank order, and where this rank's own rows start. Ranks may
+    hold different numbers of rows. with_gradient: backward hands each rank the gradient of its own rows, summed
+    over every rank's loss (as if one process had computed all the losses)."""
+    rank, size = rank_and_size()
+    if size == 1:
+        return rows, 0
+    count = torch.tensor([len(rows)], device=rows.device)
+    counts = [torch.zeros_like(count) for _ in range(size)]
+    dist.all_gather(counts, count)
+    sizes = [int(c.item()) for c in counts]
+    padded = torch.cat((rows, rows.new_zeros((max(sizes) - len(rows), *rows.shape[1:]))))
+    if with_gradient:
+        parts = distributed_functional.all_gather(padded)
+    else:
+        parts = [torch.empty_like(padded) for _ in range(size)]
+        dist.all_gather(parts, padded)
+    return torch.cat([part[:n] for part, n in zip(parts, sizes, strict=True)]), sum(sizes[:rank])
 
 
 def shard(batch: PairBatch) -> PairBatch:
