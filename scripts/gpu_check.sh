@@ -6,9 +6,10 @@ set -euo pipefail
 OUT=${1:-runs/gpu-check}
 DEVICE=${DEVICE:-cuda}
 STPL=${STPL:-stpl}
+PYTHON=${PYTHON:-$(dirname "$(command -v "$STPL")")/python}  # the environment stpl runs in
 SPEED_ARGS=${SPEED_ARGS:-}
 if [ "$DEVICE" = cuda ]; then
-  python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device visible to torch ' + torch.__version__)"
+  "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device visible to torch ' + torch.__version__)"
   AMPS="off bf16 fp16"
 else
   AMPS="off bf16"

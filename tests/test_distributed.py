@@ -1,6 +1,7 @@
 """Data-parallel training with the gloo backend: two processes, each with half of every global batch, follow the
 single-process trajectory on the same global batch, and hold identical weights throughout."""
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -97,12 +98,13 @@ import sys
 import torch.distributed as dist
 from pathlib import Path
 from stpl.config import build_config
-from stpl.engine.run_folder import prepare_run_dir
+from stpl.engine.run_folder import prepare_run_dir, run_folder
 from stpl.errors import StplError
 rank, init_file, out, result = int(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
 dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
 try:
-    prepare_run_dir(out, build_config(), {"seed": 0})
+    with run_folder(out):
+        prepare_run_dir(out, build_config(), {"seed": 0})
     message = "accepted"
 except StplError as error:
     message = str(error)
@@ -111,16 +113,23 @@ dist.destroy_process_group()
 """
 
 
-def test_a_run_folder_refused_by_rank_0_stops_every_process_with_its_message(tmp_path):
+@pytest.mark.parametrize("why", ["another run", "locked"])
+def test_a_run_folder_refused_by_rank_0_stops_every_process_with_its_message(tmp_path, why):
+    from stpl.engine.checkpoint import save_checkpoint
+    from stpl.runlock import run_lock
+
     script = tmp_path / "worker.py"
     script.write_text(REFUSAL_WORKER)
-    not_a_folder = tmp_path / "taken"
-    not_a_folder.write_text("a file where the run folder should be")
-    arguments = [str(tmp_path / "init"), str(not_a_folder), str(tmp_path)]
-    workers = [subprocess.Popen([sys.executable, str(script), str(rank), *arguments]) for rank in range(2)]
-    assert [worker.wait(timeout=120) for worker in workers] == [0, 0]  # neither waits for the other in vain
+    folder = tmp_path / "taken"
+    if why == "another run":  # a finished run of another identity
+        save_checkpoint(folder / "model.safetensors", {"w": torch.zeros(1)}, {"identity": {"seed": 1}})
+    arguments = [str(tmp_path / "init"), str(folder), str(tmp_path)]
+    with run_lock(folder) if why == "locked" else contextlib.nullcontext():  # another run holds it
+        workers = [subprocess.Popen([sys.executable, str(script), str(rank), *arguments]) for rank in range(2)]
+        assert [worker.wait(timeout=120) for worker in workers] == [0, 0]  # neither waits for the other in vain
     messages = [(tmp_path / f"rank{rank}.txt").read_text() for rank in range(2)]
-    assert messages[0] == messages[1] != "accepted" and "taken" in messages[0]
+    assert messages[0] != "accepted" and "taken" in messages[0]
+    assert messages[1] == f"rank 0 refused: {messages[0]}"
 
 
 GATHER_WORKER = """

@@ -1,5 +1,8 @@
 """Disk-stored splits (data.storage=disk) and batches prepared by worker processes: the same numbers as in memory."""
 
+import gc
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -70,6 +73,23 @@ def test_the_look_ahead_of_a_disk_stored_split_equals_the_in_memory_one(tmp_path
     rows = list(range(len(memory)))
     np.testing.assert_array_equal(disk.later.flows[rows], memory.later.flows)
     torch.testing.assert_close(disk.batch(rows).later.current, memory.batch(rows).later.current)
+
+
+def test_no_scratch_file_stays_open_after_its_split_or_a_failed_build(tmp_path, toy_settings):
+    def open_descriptors() -> int:
+        gc.collect()
+        return len(os.listdir("/proc/self/fd"))
+
+    config = build_config(sets=[*toy_settings, "data.storage=disk", f"data.storage_dir={tmp_path}"])
+    before = open_descriptors()
+    dataset = build_dataset(config, "adapt", with_labels=False)  # frames on disk; no labels, no exact flow
+    assert open_descriptors() == before + 1
+    del dataset
+    assert open_descriptors() == before
+    half_built = RowSink(tmp_path)
+    half_built.add(np.zeros((2, 3), np.uint8))  # then the build stops (a missing label, too few frames)
+    del half_built
+    assert open_descriptors() == before
 
 
 def test_worker_processes_prepare_the_same_batches_in_step_order(tmp_path, toy_settings):

@@ -3,7 +3,7 @@
 Step times (median of timed steps after warm-up) of supervised training, self-training, STPL and STPL without
 time on one batch at the model size; inference per frame of a single-frame model, a temporal model that encodes
 both frames, and a temporal model streaming with the earlier frame's encoder output kept (flow at the config's
-scale, and at half of it); DIS flow pairs per second per preset at 480x360; peak memory. The network is the
+scale, and at half the model size); DIS flow pairs per second per preset at 480x360; peak memory. The network is the
 default one with random weights (speed does not depend on them) on generated inputs: no data set is read.
 Writes OUT/results.json and OUT/results.md.
 """
@@ -117,7 +117,7 @@ def inference_seconds(config: Config, device: torch.device, frames: int, repeats
     clip = panning_clip(frames, *size)
     preset, palette = config.flow.dis_preset, palette_for(classes)
     streaming = Predictor(model, classes, size, True, str(device), preset, palette, config.flow.scale)
-    streaming_half_flow = Predictor(model, classes, size, True, str(device), preset, palette, config.flow.scale / 2)
+    streaming_half_flow = Predictor(model, classes, size, True, str(device), preset, palette, 0.5)
     single = Predictor(model, classes, size, False, str(device), preset, palette)
     flow = DISFlow(preset, config.flow.scale)
 

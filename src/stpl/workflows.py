@@ -329,11 +329,13 @@ def online_evaluate(config: Config, source_checkpoint: Path, out_dir: Path) -> d
         adapter = OnlineAdapter(model, config.adapt, config.seed)
         confusion = ConfusionMatrix(labelled.num_classes)
         progress = Progress("online", len(labelled), every_seconds=10.0)
+        started = time.perf_counter()
         for index, _, output in online_pass(adapter, unlabelled, device):
             label = torch.from_numpy(labelled.labels[labelled.pairs[index, 0]]).long().to(device)[None]
             confusion.update(upsample(output.logits, label.shape[-2:]).argmax(dim=1), label)
             progress.update(index + 1)
         result = scores(confusion, labelled.class_names, reported_classes(config), len(labelled))
+        result["pass_seconds"] = time.perf_counter() - started  # updates and predictions, no loading
         online = dataclasses.asdict(config.adapt.online)
         result.update(split=config.eval.split, online=online, config=config_to_dict(config))
         meta = {"kind": "online", "method": config.adapt.method, "config": config_to_dict(config),

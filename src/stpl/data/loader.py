@@ -6,7 +6,7 @@ give the very batches the training process would have made itself, and a resumed
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 
 from torch.utils.data import DataLoader, Dataset
 
@@ -26,7 +26,7 @@ class _Steps(Dataset):
 
 def batches_in_order(
     batches: RandomBatches, start: int, stop: int, workers: int = 0, pin_memory: bool = False
-) -> Iterator[PairBatch]:
+) -> Generator[PairBatch, None, None]:
     """The batches of steps start..stop-1; `workers` > 0 prepares them in that many forked processes, two batches
     ahead each; `pin_memory` page-locks them for a faster copy to a GPU."""
     if workers == 0:
@@ -43,4 +43,4 @@ def batches_in_order(
         multiprocessing_context="fork",  # disk-stored splits read through descriptors the workers inherit
         prefetch_factor=2,
     )
-    yield from loader
+    yield from loader  # closing this generator early drops the loader's iterator, which stops its workers

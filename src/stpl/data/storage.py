@@ -90,15 +90,13 @@ class RowSink:
     file there (see `DiskRows`), so the whole split is never in memory at once."""
 
     def __init__(self, directory: Path | None):
+        self._directory = directory
         self._parts: list[np.ndarray] = []
-        self._descriptor: int | None = None
+        self._descriptor: int | None = None  # the scratch file, opened at the first rows
+        self._finished = False
         self._count = 0
         self._row_shape: tuple[int, ...] | None = None
         self._dtype: np.dtype | None = None
-        if directory is not None:
-            directory.mkdir(parents=True, exist_ok=True)
-            self._descriptor, path = tempfile.mkstemp(dir=directory, prefix="rows-", suffix=".bin")
-            os.unlink(path)  # the open descriptor keeps the data; nothing stays behind, however the run stops
 
     def add(self, rows: np.ndarray | Iterable[np.ndarray]) -> None:
         block = np.asarray(rows) if isinstance(rows, np.ndarray) else np.stack(list(rows))
@@ -106,9 +104,15 @@ class RowSink:
             self._row_shape, self._dtype = block.shape[1:], block.dtype
         elif block.shape[1:] != self._row_shape or block.dtype != self._dtype:
             raise ValueError(f"rows {block.dtype} {block.shape[1:]} after {self._dtype} {self._row_shape}")
-        if self._descriptor is None:
+        if len(block) == 0:
+            return
+        if self._directory is None:
             self._parts.append(block)
         else:
+            if self._descriptor is None:
+                self._directory.mkdir(parents=True, exist_ok=True)
+                self._descriptor, path = tempfile.mkstemp(dir=self._directory, prefix="rows-", suffix=".bin")
+                os.unlink(path)  # the open descriptor keeps the data; nothing stays behind, however the run stops
             data = memoryview(np.ascontiguousarray(block)).cast("B")
             offset = self._count * data.nbytes // len(block)
             while data:  # a large write may be partial
@@ -121,7 +125,15 @@ class RowSink:
             raise ValueError("no rows were added")
         if self._descriptor is None:
             return np.concatenate(self._parts) if len(self._parts) > 1 else self._parts[0]
+        self._finished = True  # the descriptor now belongs to the DiskRows
         return DiskRows(self._descriptor, self._count, self._row_shape, self._dtype)
+
+    def __del__(self) -> None:
+        # A build that stopped half-way (a missing label, too few frames) gives its scratch space back.
+        descriptor = getattr(self, "_descriptor", None)
+        if descriptor is not None and not getattr(self, "_finished", True):
+            with contextlib.suppress(OSError):
+                os.close(descriptor)
 
 
 class SelectedRows:

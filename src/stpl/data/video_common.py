@@ -7,10 +7,12 @@ nearest neighbour (IGNORE_INDEX = void); only current frames' labels are read, a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -23,6 +25,9 @@ from stpl.data.storage import RowSink, storage_directory
 from stpl.errors import StplError
 from stpl.flow import estimate_pair_flows, read_flow_file
 from stpl.flow.geometry import resize_flow
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -158,6 +163,18 @@ def flow_folder(config: Config, value: str, key: str) -> Path | None:
     return require_dir(Path(value).expanduser(), "flow", key)
 
 
+def bounded_map(pool: Executor, function: Callable[[T], R], items: Iterable[T], ahead: int) -> Iterator[R]:
+    """`pool.map` in order with at most `ahead` tasks submitted and not yet consumed, so that a slow read does
+    not let finished frames pile up in memory (data.storage=disk promises memory bounded by the batch)."""
+    pending: deque[Future[R]] = deque()
+    for item in items:
+        pending.append(pool.submit(function, item))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
 def build_pair_dataset(
     config: Config,
     pairs: Sequence[FramePair],
@@ -204,7 +221,8 @@ def build_pair_dataset(
     scratch = storage_directory(config.data.storage, config.data.storage_dir)
     with ThreadPoolExecutor(max_workers=max(1, config.data.read_workers)) as pool:
         frames_sink = RowSink(scratch)
-        for frame in pool.map(lambda f: read_rgb(f.image, size, bottom_fraction), frames_in_order):
+        ahead = 4 * max(1, config.data.read_workers)
+        for frame in bounded_map(pool, lambda f: read_rgb(f.image, size, bottom_fraction), frames_in_order, ahead):
             frames_sink.add(frame[None])
         frames = frames_sink.finish()
         labels = None
@@ -221,7 +239,7 @@ def build_pair_dataset(
                 return resize_label(label, size_of_labels)
 
             labels_sink = RowSink(scratch)
-            for label in pool.map(read_checked, range(len(frames_in_order))):
+            for label in bounded_map(pool, read_checked, range(len(frames_in_order)), ahead):
                 labels_sink.add(label[None])
             labels = labels_sink.finish()
     pairs_array = np.asarray(index_pairs, dtype=np.int64)

@@ -198,10 +198,10 @@ def run_loop(
     metrics_file = (metrics_path if main else Path(os.devnull)).open("a")
     logged: dict[str, float] = {}
     started = time.perf_counter()  # of this (possibly resumed) session
+    stream = batches_in_order(
+        batches, start, settings.iterations, settings.loader_workers, pin_memory=device.type == "cuda"
+    )
     try:
-        stream = batches_in_order(
-            batches, start, settings.iterations, settings.loader_workers, pin_memory=device.type == "cuda"
-        )
         for step, prepared in zip(range(start, settings.iterations), stream, strict=True):
             # Phase 1: schedule and data.
             factor = lr_factor(step, settings.iterations, settings.warmup_steps)
@@ -228,4 +228,5 @@ def run_loop(
                 save_checkpoint(snapshot, method.model.state_dict(), {**meta, "step": done})
     finally:
         metrics_file.close()
+        stream.close()  # stops the loader's worker processes at once, whatever ended the loop
     return logged

@@ -4,6 +4,7 @@ trains writes through these, so a folder is never overwritten by a run of anothe
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -102,17 +103,22 @@ def prepare_run_dir(out_dir: Path, config: Config, identity: dict[str, Any]) -> 
     """Create the folder; refuse one that holds a run of another identity (never overwrite it). Rank 0 decides
     and every process gets its answer, so that with torchrun all of them stop with the same message (the others
     would otherwise wait at their first collective for as long as the timeout)."""
-    refusal = None
-    if distributed.is_main():
-        try:
-            _check_run_dir(out_dir, identity)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            write_text(out_dir / CONFIG_FILE, config_to_yaml(config))
-        except StplError as error:
-            refusal = str(error)
-    refusal = distributed.from_main(refusal)
+    if not distributed.is_main():
+        _refused_by_main(distributed.from_main(None))
+        return
+    try:
+        _check_run_dir(out_dir, identity)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text(out_dir / CONFIG_FILE, config_to_yaml(config))
+    except Exception as error:
+        distributed.from_main(str(error))  # the others stop too, with this message
+        raise
+    distributed.from_main(None)
+
+
+def _refused_by_main(refusal: str | None) -> None:
     if refusal is not None:
-        raise StplError(refusal)
+        raise StplError(f"rank 0 refused: {refusal}")
 
 
 def _check_run_dir(out_dir: Path, identity: dict[str, Any]) -> None:
@@ -135,11 +141,18 @@ def run_folder(out_dir: Path) -> Iterator[None]:
     fit) leaves no folder or config.yaml behind it. Once training has started its logs and checkpoints stay.
     With several processes (torchrun) rank 0 alone holds the folder; the others only read from it."""
     if not distributed.is_main():
+        _refused_by_main(distributed.from_main(None))  # whether rank 0 got the lock
         yield
         return
     created = not out_dir.exists()
     try:
-        with run_lock(out_dir):
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(run_lock(out_dir))
+            except Exception as error:
+                distributed.from_main(str(error))
+                raise
+            distributed.from_main(None)
             fresh = not any(path.name != LOCK_NAME for path in out_dir.iterdir())
             try:
                 yield
