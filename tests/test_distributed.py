@@ -184,3 +184,38 @@ def test_gathered_keys_give_each_process_the_global_contrast_and_its_gradient(tm
     for rank, anchors in enumerate((a0, a1)):
         assert abs(ranks[rank]["loss"] - losses[rank].item()) < 1e-5
         torch.testing.assert_close(torch.tensor(ranks[rank]["grad"]), anchors.grad, atol=1e-5, rtol=1e-4)
+
+
+SYNCED_NORM_WORKER = """
+import sys
+import torch
+import torch.distributed as dist
+from stpl.engine.sync_norm import synced_norms
+rank, init_file, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+torch.manual_seed(0)
+whole = torch.randn(4, 3, 200, 200) * 3 + 5
+norm = synced_norms(torch.nn.Sequential(torch.nn.BatchNorm2d(3))).train()
+output = norm(whole[2 * rank : 2 * rank + 2].half())  # half precision, 80,000 pixels a channel on each process
+torch.save({"output": output, "running_var": norm[0].running_var}, f"{out}/rank{rank}.pt")
+dist.destroy_process_group()
+"""
+
+
+def test_synced_norm_of_half_precision_shares_equals_batch_norm_of_the_whole_batch(tmp_path):
+    """Counts past half precision's range (65,504) and values far from zero: the statistics are combined in
+    float32, so the two processes' halves come out as one BatchNorm2d over the whole batch would give them."""
+    script = tmp_path / "worker.py"
+    script.write_text(SYNCED_NORM_WORKER)
+    arguments = [str(tmp_path / "init"), str(tmp_path)]
+    workers = [subprocess.Popen([sys.executable, str(script), str(rank), *arguments]) for rank in range(2)]
+    assert [worker.wait(timeout=120) for worker in workers] == [0, 0]
+    torch.manual_seed(0)
+    whole = torch.randn(4, 3, 200, 200) * 3 + 5
+    reference = torch.nn.BatchNorm2d(3).train()
+    expected = reference(whole.half().float())
+    for rank in range(2):
+        saved = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert saved["output"].dtype == torch.float16 and torch.isfinite(saved["output"]).all()
+        torch.testing.assert_close(saved["output"].float(), expected[2 * rank : 2 * rank + 2], atol=4e-3, rtol=4e-3)
+        torch.testing.assert_close(saved["running_var"], reference.running_var, atol=1e-4, rtol=1e-4)
