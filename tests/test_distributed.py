@@ -30,6 +30,7 @@ def make_distributed_method(synced: bool):
         synced_norms(method.model)
     return method
 
+
 WORKER = """
 import json, sys
 import torch
