@@ -189,7 +189,7 @@ def build_camvid(config: Config, split: str, with_labels: bool) -> PairDataset:
     if config.flow.method != "dis":
         raise StplError(f"flow.method '{config.flow.method}' is not available for camvid (use dis)")
     corruption = camvid.target_corruption if split != "source" else "none"
-    scratch = storage_directory(config.data.storage, config.data.storage_dir)
+    scratch = storage_directory(config.data)
     frames_sink = RowSink(scratch)
     for item in items:
         frame = read_image(item.image, size)

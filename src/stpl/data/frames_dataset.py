@@ -38,7 +38,7 @@ def build_frames(config: Config, split: str, with_labels: bool) -> PairDataset:
     end = None if settings.end < 0 else settings.end
     source = open_frames(settings.path, settings.stride, settings.start, end)
     size = (config.data.height, config.data.width)
-    scratch = storage_directory(config.data.storage, config.data.storage_dir)
+    scratch = storage_directory(config.data)
     names, frames = [], RowSink(scratch)
     for name, frame in source:
         names.append(name)

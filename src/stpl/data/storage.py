@@ -13,11 +13,14 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from stpl.config import DataConfig
+from stpl.lazy_rows import LazyRows
 
 
 class RowArray(Protocol):
@@ -31,47 +34,21 @@ class RowArray(Protocol):
     def __getitem__(self, index, /) -> np.ndarray: ...
 
 
-def _row_indices(index: int | slice | Sequence[int] | np.ndarray, count: int) -> tuple[np.ndarray, bool]:
-    """Index -> (row numbers, whether one row was asked for as a scalar)."""
-    if isinstance(index, (int, np.integer)):
-        row = int(index) + (count if index < 0 else 0)
-        if not 0 <= row < count:
-            raise IndexError(f"row {index} out of range for {count} rows")
-        return np.asarray([row]), True
-    if isinstance(index, slice):
-        return np.arange(count)[index], False
-    rows = np.asarray(index, dtype=np.int64).reshape(-1)
-    if len(rows) and (rows.min() < -count or rows.max() >= count):
-        raise IndexError(f"rows out of range for {count} rows")
-    return np.where(rows < 0, rows + count, rows), False
-
-
-class DiskRows:
+class DiskRows(LazyRows):
     """Rows of one shape and dtype in an unlinked scratch file (owning its descriptor), read with `pread` (no
     memory map: rows read once do not stay resident). Forked DataLoader workers share the open file, which pread
     never moves."""
 
     def __init__(self, descriptor: int, count: int, row_shape: tuple[int, ...], dtype: np.dtype):
+        super().__init__(count, row_shape, dtype)
         self._descriptor = descriptor
-        self.dtype = np.dtype(dtype)
-        self.shape = (count, *row_shape)
         self._row_bytes = int(np.prod(row_shape, dtype=np.int64)) * self.dtype.itemsize
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, index) -> np.ndarray:
-        rows, scalar = _row_indices(index, len(self))
-        out = np.empty((len(rows), *self.shape[1:]), self.dtype)
+    def _read_into(self, rows: np.ndarray, out: np.ndarray) -> None:
         for position, row in enumerate(rows.tolist()):
             buffer = memoryview(out[position]).cast("B")
             if os.preadv(self._descriptor, [buffer], row * self._row_bytes) != self._row_bytes:
                 raise OSError(f"short read of row {row} from the scratch file of a disk-stored split")
-        return out[0] if scalar else out
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for row in range(len(self)):
-            yield self[row]
 
     def __del__(self) -> None:
         descriptor = getattr(self, "_descriptor", None)
@@ -136,31 +113,21 @@ class RowSink:
                 os.close(descriptor)
 
 
-class SelectedRows:
+class SelectedRows(LazyRows):
     """Rows of `source` chosen per row (`source_row[i]` of `source`, or zeros where it is -1), read on demand:
     zero flow for the no-temporal control, forward flow only where a later frame exists."""
 
     def __init__(self, source: RowArray | None, source_row: np.ndarray, row_shape: tuple[int, ...], dtype=np.float32):
+        super().__init__(len(source_row), row_shape, dtype)
         self._source = source
         self._source_row = np.asarray(source_row, dtype=np.int64)
-        self.dtype = np.dtype(dtype)
-        self.shape = (len(self._source_row), *row_shape)
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, index) -> np.ndarray:
-        rows, scalar = _row_indices(index, len(self))
-        out = np.zeros((len(rows), *self.shape[1:]), self.dtype)
+    def _read_into(self, rows: np.ndarray, out: np.ndarray) -> None:
+        out.fill(0)
         chosen = self._source_row[rows]
         have = np.flatnonzero(chosen >= 0)
         if len(have):
             out[have] = self._source[chosen[have]]
-        return out[0] if scalar else out
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for row in range(len(self)):
-            yield self[row]
 
 
 def zeros_like(rows: RowArray) -> np.ndarray | SelectedRows:
@@ -170,8 +137,8 @@ def zeros_like(rows: RowArray) -> np.ndarray | SelectedRows:
     return SelectedRows(None, np.full(len(rows), -1), tuple(rows.shape[1:]), rows.dtype)
 
 
-def storage_directory(storage: str, directory: str) -> Path | None:
+def storage_directory(data: DataConfig) -> Path | None:
     """The scratch folder for data.storage "disk", None for "memory"."""
-    if storage == "memory":
+    if data.storage == "memory":
         return None
-    return Path(os.path.expanduser(directory))
+    return Path(os.path.expanduser(data.storage_dir))

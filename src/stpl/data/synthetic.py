@@ -32,7 +32,7 @@ def build_synthetic(config: Config, split: str, with_labels: bool) -> PairDatase
     gap, num_frames = config.data.frame_gap, config.data.synthetic.num_frames
     nuisance = config.data.synthetic.temporal_nuisance
     exact_flow = config.flow.method == "exact"
-    scratch = storage_directory(config.data.storage, config.data.storage_dir)
+    scratch = storage_directory(config.data)
     frames, labels, true_flows = RowSink(scratch), RowSink(scratch), RowSink(scratch)
     pairs, names = [], []
     for seed in clip_seeds(config, split):  # clip by clip: a disk-stored split is never whole in memory

@@ -218,7 +218,7 @@ def build_pair_dataset(
             elif frame.label is not None:  # a frame met first as an earlier frame keeps its label path
                 frames_in_order[frame_index[frame.name]] = frame
         index_pairs.append((frame_index[pair.current.name], frame_index[pair.earlier.name]))
-    scratch = storage_directory(config.data.storage, config.data.storage_dir)
+    scratch = storage_directory(config.data)
     with ThreadPoolExecutor(max_workers=max(1, config.data.read_workers)) as pool:
         frames_sink = RowSink(scratch)
         ahead = 4 * max(1, config.data.read_workers)

@@ -13,6 +13,7 @@ from stpl.config import FlowConfig
 from stpl.errors import StplError
 from stpl.flow.cache import FlowCache, decode_flow, encode_flow, frame_digest, read_flow_file, write_flow_file
 from stpl.flow.dis import DISFlow
+from stpl.lazy_rows import LazyRows
 from stpl.progress import Progress
 
 __all__ = [
@@ -27,32 +28,21 @@ __all__ = [
 ]
 
 
-class CachedFlows:
+class CachedFlows(LazyRows):
     """Flow fields [P,H,W,2] float32 left in the flow cache and read per request (data.storage "disk")."""
 
     def __init__(self, cache: FlowCache, keys: Sequence[str], size: tuple[int, int]):
+        super().__init__(len(keys), (*size, 2), np.float32)
         self._cache = cache
         self._keys = list(keys)
-        self.shape = (len(self._keys), *size, 2)
-        self.dtype = np.dtype(np.float32)
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, index) -> np.ndarray:
-        if isinstance(index, (int, np.integer)):
-            return self._read(self._keys[index])
-        rows = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index).reshape(-1)
-        out = np.empty((len(rows), *self.shape[1:]), self.dtype)
+    def _read_into(self, rows: np.ndarray, out: np.ndarray) -> None:
         for position, row in enumerate(rows.tolist()):
-            out[position] = self._read(self._keys[row])
-        return out
-
-    def _read(self, key: str) -> np.ndarray:
-        flow = self._cache.get(key)
-        if flow is None:
-            raise StplError(f"flow cache entry {self._cache.path(key)} vanished during the run (data.storage=disk)")
-        return flow
+            flow = self._cache.get(self._keys[row])
+            if flow is None:
+                path = self._cache.path(self._keys[row])
+                raise StplError(f"flow cache entry {path} vanished during the run (data.storage=disk)")
+            out[position] = flow
 
 
 def estimate_pair_flows(
@@ -73,7 +63,7 @@ def estimate_pair_flows(
     cache = FlowCache(config.cache_dir)
     height, width = frames.shape[1:3]
     estimator_name = DISFlow(config.dis_preset, config.scale).name
-    flows = np.empty((len(pairs) if in_memory else 1, height, width, 2), dtype=np.float32)
+    flows = np.empty((len(pairs), height, width, 2), dtype=np.float32) if in_memory else None
     digests: dict[int, str] = {}
 
     def digest(index: int) -> str:
