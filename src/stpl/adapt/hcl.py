@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from stpl.adapt.base import AdaptationMethod
-from stpl.adapt.photometric import photometric_augment
 from stpl.adapt.shared import (
     entropy_map,
     generator_state,
@@ -40,6 +39,7 @@ from stpl.adapt.shared import (
 from stpl.adapt.teachers import Teacher
 from stpl.config import AdaptConfig
 from stpl.data.pairs import PairBatch
+from stpl.data.photometric import photometric_augment
 from stpl.models.segmenter import VideoSegmenter, upsample
 
 

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stpl.adapt.photometric import photometric_augment
 from stpl.config import AdaptConfig
 from stpl.constants import IGNORE_INDEX
 from stpl.data.geometric import draw_scale_crop, scale_crop
 from stpl.data.pairs import PairBatch
+from stpl.data.photometric import photometric_augment
 
 
 def cutout_boxes(generator: torch.Generator, count: int, size: tuple[int, int], area: float) -> list[tuple[int, ...]]:

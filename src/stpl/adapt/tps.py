@@ -25,12 +25,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from stpl.adapt.base import AdaptationMethod
-from stpl.adapt.photometric import photometric_augment
 from stpl.adapt.shared import generator_state, load_generator_state, masked_cross_entropy, nearest_resize
 from stpl.adapt.teachers import Teacher
 from stpl.config import AdaptConfig
 from stpl.constants import IGNORE_INDEX
 from stpl.data.pairs import PairBatch
+from stpl.data.photometric import photometric_augment
 from stpl.models.segmenter import SegmenterOutput, VideoSegmenter, upsample
 
 

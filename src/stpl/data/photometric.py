@@ -1,7 +1,8 @@
 """Photometric augmentation of a pair batch, the same for both frames of a pair so the flow stays valid.
 
-Used for the student's view in self-training: a teacher's confident pixels are trivially matched by a student
-that sees the same clean input, so the student gets a perturbed view (colour, contrast, blur, noise) instead.
+Used for the student's view in self-training (a teacher's confident pixels are trivially matched by a student
+that sees the same clean input) and, optionally, in supervised training (`train.photometric`), so that the source
+model does not tie its classes to one camera's colour and brightness.
 """
 
 from __future__ import annotations
