@@ -131,3 +131,27 @@ def test_warm_up_longer_than_a_short_run_is_cut_to_half_of_it():
     factors = [lr_factor(step, 4, warmup_steps=20) for step in range(4)]
     peak = (1 - 2 / 4) ** 0.9
     assert factors == pytest.approx([peak / 2, peak, peak, (1 - 3 / 4) ** 0.9])
+
+
+def test_photometric_training_noise_changes_the_pixels_only_and_repeats_by_step(toy_settings):
+    from stpl.data import RandomBatches, build_dataset
+
+    dataset = build_dataset(build_config(sets=toy_settings), "source", with_labels=True)
+    plain = RandomBatches(dataset, 3, seed=5, hflip=True, scale_range=(0.75, 1.5))
+    noisy = RandomBatches(dataset, 3, seed=5, hflip=True, scale_range=(0.75, 1.5), photometric=1.0)
+    for step in (0, 3):
+        expected, got = plain.get(step), noisy.get(step)
+        assert got.index == expected.index
+        torch.testing.assert_close(got.flow, expected.flow)
+        torch.testing.assert_close(got.label, expected.label)
+        for name in ("current", "previous"):
+            change = (getattr(got, name) - getattr(expected, name)).abs().mean()
+            assert change > 0.05, name
+        again = noisy.get(step)  # a resumed run sees the same noise
+        torch.testing.assert_close(again.current, got.current)
+        torch.testing.assert_close(again.previous, got.previous)
+
+
+def test_negative_photometric_strength_is_refused():
+    with pytest.raises(StplError, match=r"train\.photometric"):
+        build_config(sets=[*TOY_SETTINGS, "train.photometric=-1"])

@@ -218,6 +218,9 @@ class TrainConfig:
     # cross-entropy class weights (median frequency of the training labels / frequency) ** power; 0 = unweighted,
     # 0.5 = the square root (losses/class_weights.py)
     class_weight_power: float = 0.5
+    # strength of random brightness, contrast, saturation, colour gain, blur and noise on each training pair
+    # (data/photometric.py; 1 = brightness ±0.2, contrast ×[0.6, 1.4], ...); 0 = off
+    photometric: float = 0.0
     log_every: int = field(default=25, metadata=NOT_A_RESULT)
     checkpoint_every: int = field(default=100, metadata=NOT_A_RESULT)
 

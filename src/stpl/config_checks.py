@@ -48,6 +48,7 @@ def validate(config: Config, method_names: Sequence[str]) -> None:
         "train.oracle_iterations": config.train.oracle_iterations,
         "train.warmup_steps": config.train.warmup_steps,
         "train.class_weight_power": config.train.class_weight_power,
+        "train.photometric": config.train.photometric,
         "adapt.lambda_anchor": config.adapt.lambda_anchor,
         "adapt.iterations": config.adapt.iterations,
         "adapt.snapshot_every": config.adapt.snapshot_every,

@@ -186,8 +186,9 @@ def train_supervised(
             print(f"[{kind}] class weights " + " ".join(f"{w:.2f}" for w in weights.tolist()), flush=True)
         method = Supervised(model, train.lr, train.backbone_lr_scale, weights)
         batches = RandomBatches(
-            dataset, train.batch_size, config.seed, hflip=train.hflip, scale_range=train.scale_range
-        )
+            dataset, train.batch_size, config.seed, hflip=train.hflip, scale_range=train.scale_range,
+            photometric=train.photometric,
+        )  # fmt: skip
         meta = {"kind": kind, "config": config_to_dict(config), "identity": identity,
                 "class_names": list(dataset.class_names), "palette": palette_for(dataset.class_names)}  # fmt: skip
         oracle = split == "adapt"  # supervised training on the target adaptation labels

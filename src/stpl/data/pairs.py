@@ -18,6 +18,7 @@ from torch import Tensor
 from stpl.config import Config
 from stpl.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from stpl.data.geometric import draw_scale_crop, scale_crop
+from stpl.data.photometric import photometric_augment
 from stpl.data.storage import RowArray, zeros_like
 
 
@@ -202,7 +203,8 @@ class RandomBatches:
 
     Optional augmentation, drawn per pair from (seed, step): a horizontal flip, and a random scale in
     `scale_range` followed by a crop back to the data size (data/geometric.py), both applied alike to frame t,
-    frame t-k, the flow and the label.
+    frame t-k, the flow and the label; and photometric noise of strength `photometric` (data/photometric.py),
+    alike for both frames.
     """
 
     def __init__(
@@ -212,6 +214,7 @@ class RandomBatches:
         seed: int,
         hflip: bool = False,
         scale_range: tuple[float, ...] = (),
+        photometric: float = 0.0,
     ):
         if len(dataset) == 0:
             raise ValueError("cannot sample batches from an empty dataset")
@@ -220,6 +223,7 @@ class RandomBatches:
         self.seed = seed
         self.hflip = hflip
         self.scale_range = scale_range
+        self.photometric = photometric
 
     def get(self, step: int) -> PairBatch:
         """The batch for a given step: a pure function of (seed, step), so a resumed run sees the same data."""
@@ -243,4 +247,11 @@ class RandomBatches:
                 batch.current, batch.previous, batch.flow, batch.label, draws, IGNORE_INDEX
             )
             batch = PairBatch(current, previous, flow, label, batch.index)
+        if self.photometric > 0:
+            if batch.later is not None:
+                raise ValueError("photometric augmentation does not reach a temporal teacher's look ahead")
+            generator = torch.Generator().manual_seed(
+                int(np.random.default_rng([self.seed, epoch, position, 3]).integers(2**62))
+            )
+            batch = photometric_augment(batch, generator, self.photometric)
         return batch

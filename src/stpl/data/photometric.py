@@ -7,12 +7,17 @@ model does not tie its classes to one camera's colour and brightness.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from stpl.constants import IMAGENET_MEAN, IMAGENET_STD
-from stpl.data.pairs import PairBatch
+
+if TYPE_CHECKING:  # data/pairs.py applies this augmentation to its batches; no import cycle at run time
+    from stpl.data.pairs import PairBatch
 
 
 def _to_unit(images: Tensor) -> Tensor:
@@ -70,4 +75,8 @@ def photometric_augment(batch: PairBatch, generator: torch.Generator, strength: 
         noise = torch.randn(unit.shape, generator=noise_generator).to(device=device, dtype=dtype)
         return _from_unit((unit + noise_level * noise).clamp(0.0, 1.0))
 
-    return PairBatch(apply(batch.current, 0), apply(batch.previous, 1), batch.flow, batch.label, batch.index)
+    # A temporal teacher's look ahead is dropped: the views this makes are a student's or a supervised model's.
+    return dataclasses.replace(
+        batch, current=apply(batch.current, 0), previous=apply(batch.previous, 1),
+        later=None, forward_flow=None, has_later=None,
+    )  # fmt: skip
