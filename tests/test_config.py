@@ -1,6 +1,7 @@
 import pytest
 
-from stpl.config import Config, build_config, config_to_dict, config_to_yaml, parse_set_option
+from stpl.config import Config, build_config, config_to_dict, config_to_yaml
+from stpl.config_overrides import parse_set_option
 from stpl.errors import StplError
 
 

@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 
 from stpl.atomic import atomic_write
-from stpl.config import build_config, nest_key, with_overrides
+from stpl.config import build_config, with_overrides
+from stpl.config_overrides import nest_key
 from stpl.errors import StplError
 from stpl.workflows import adapt, checkpoint_settings
 

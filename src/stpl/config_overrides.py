@@ -1,0 +1,131 @@
+"""Typed overrides onto a tree of config dataclasses: YAML files and ``--set key=value`` texts, checked field by field.
+
+Knows nothing of stpl's schema (config.py): any nested dataclass works. Every value is converted to its field's
+type or refused with a message naming the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from stpl.errors import StplError
+
+
+def _number_from_text(text: str, key: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise StplError(f"config key '{key}': expected a number, got {text!r}") from None
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Return `value` converted to the field type `annotation`, or raise naming `key`."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        choices = typing.get_args(annotation)
+        if isinstance(value, bool):  # YAML 1.1 reads off/on/no/yes as booleans: give back the choice that was meant
+            meant = [c for c in choices if isinstance(c, str) and yaml.safe_load(c) is value]
+            value = meant[0] if len(meant) == 1 else value
+        if value not in choices:
+            raise StplError(f"config key '{key}': {value!r} is not one of {list(choices)}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, list | tuple):
+            raise StplError(f"config key '{key}': expected a list, got {value!r}")
+        (item_type, *_) = typing.get_args(annotation)
+        return tuple(_coerce(v, item_type, key) for v in value)
+    if origin in (types.UnionType, typing.Union):
+        raise StplError(f"config key '{key}': union types are not supported in the schema")
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise StplError(f"config key '{key}': expected true/false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise StplError(f"config key '{key}': expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 and 1e30 (no dot) as strings
+            value = _number_from_text(value, key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise StplError(f"config key '{key}': expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise StplError(f"config key '{key}': expected a finite number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise StplError(f"config key '{key}': expected a string, got {value!r}")
+        return value
+    raise StplError(f"config key '{key}': unsupported schema type {annotation!r}")
+
+
+def apply_overrides(node: Any, overrides: dict[str, Any], prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(node))
+    for name, value in overrides.items():
+        key = f"{prefix}{name}"
+        if name not in hints:
+            known = ", ".join(sorted(hints))
+            raise StplError(f"unknown config key '{key}' (known here: {known})")
+        current = getattr(node, name)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise StplError(f"config key '{key}': expected a mapping of sub-keys, got {value!r}")
+            apply_overrides(current, value, prefix=f"{key}.")
+        else:
+            setattr(node, name, _coerce(value, hints[name], key))
+
+
+def nest_key(dotted: str, value: Any) -> dict[str, Any]:
+    """ "adapt.lr", 1e-3 -> {"adapt": {"lr": 1e-3}} (a nested override for `with_overrides`)."""
+    out: dict[str, Any] = {}
+    node = out
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def parse_set_option(text: str) -> dict[str, Any]:
+    """Turn one ``--set a.b=value`` into a nested dict; the value is parsed as YAML (so 0.1, true, [1,2])."""
+    if "=" not in text:
+        raise StplError(f"--set expects key=value, got '{text}'")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise StplError(f"--set has an empty key in '{text}'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise StplError(f"--set {key}: cannot parse value '{raw}': {err}") from None
+    return nest_key(key, value)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise StplError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise StplError(f"config file {path} is not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise StplError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def merged_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        both_sections = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = merged_overrides(merged[key], value) if both_sections else value
+    return merged
