@@ -13,8 +13,9 @@ import numpy as np
 from stpl.atomic import atomic_write
 from stpl.config import build_config, with_overrides
 from stpl.config_overrides import nest_key
+from stpl.engine.checkpoint_model import checkpoint_settings
 from stpl.errors import StplError
-from stpl.workflows import adapt, checkpoint_settings
+from stpl.workflows import adapt
 
 
 def _frames_folder(frames: Sequence[np.ndarray], folder: Path) -> Path:

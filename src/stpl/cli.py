@@ -13,6 +13,7 @@ from stpl.adapt import METHODS
 from stpl.config import Config, build_config, config_to_yaml
 from stpl.data import SPLITS
 from stpl.engine import distributed
+from stpl.engine.checkpoint_model import checkpoint_settings
 from stpl.errors import StplError
 from stpl.version import __version__
 
@@ -34,7 +35,7 @@ def load_config(args: argparse.Namespace, checkpoint: Path | None = None) -> Con
     settings (so `stpl eval --ckpt C` scores on the data C was made for, not on default-size data)."""
     if args.config is not None or checkpoint is None:
         return build_config(args.config, args.sets)
-    base = workflows.checkpoint_settings(require_file(checkpoint, "checkpoint"))
+    base = checkpoint_settings(require_file(checkpoint, "checkpoint"))
     print(f"[config] no --config: data, flow and model settings from {checkpoint}", flush=True)
     return build_config(sets=args.sets, base=base)
 

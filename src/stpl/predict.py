@@ -226,7 +226,7 @@ def load(
 ) -> Predictor:
     """A `Predictor` for a checkpoint (source or adapted); its model, size, classes and flow settings come from the
     file unless `flow_preset` / `flow_scale` are given (flow at half size makes streaming cheaper; docs/speed.md)."""
-    from stpl.workflows import model_for_checkpoint  # the workflows layer builds models from checkpoints
+    from stpl.engine.checkpoint_model import model_for_checkpoint
 
     checkpoint = load_checkpoint(checkpoint)
     model, config = model_for_checkpoint(checkpoint)
@@ -248,7 +248,8 @@ def load_online(
     """A predictor and the online adapter that updates its model: `method` and adapt.* settings (`sets`, e.g.
     "adapt.online.window=4") over the checkpoint's own data, flow and model settings."""
     from stpl.config import build_config
-    from stpl.workflows import checkpoint_settings, model_from_checkpoint, setup_runtime
+    from stpl.engine.checkpoint_model import checkpoint_settings, model_from_checkpoint
+    from stpl.workflows import setup_runtime
 
     path = Path(checkpoint)
     config = build_config(sets=[f"adapt.method={method}", *(sets or [])], base=checkpoint_settings(path))

@@ -16,12 +16,13 @@ import torch
 from stpl.adapt import METHODS, build_method, training_free
 from stpl.adapt.norm import reestimate_norm_statistics
 from stpl.atomic import write_json, write_text
-from stpl.config import Config, build_config, config_to_dict, config_to_yaml, marked_keys, with_overrides
+from stpl.config import Config, build_config, config_to_dict, config_to_yaml, with_overrides
 from stpl.data import DATASETS, PairDataset, RandomBatches, build_dataset, dataset_classes, reported_classes
 from stpl.data.neighbours import with_later_neighbours
 from stpl.data.palettes import palette_for
 from stpl.engine import distributed
 from stpl.engine.checkpoint import Checkpoint, file_sha1, load_checkpoint, save_checkpoint
+from stpl.engine.checkpoint_model import check_classes, model_from_checkpoint, with_checkpoint_model
 from stpl.engine.evaluate import ConfusionMatrix, evaluate, scores
 from stpl.engine.loop import LoopSettings, run_loop
 from stpl.engine.run_files import CONFIG_FILE, EVAL_FILE, FINAL_CHECKPOINT, LAST_CHECKPOINT
@@ -37,13 +38,11 @@ from stpl.engine.supervised import Supervised
 from stpl.engine.sync_norm import synced_norms
 from stpl.errors import StplError
 from stpl.losses.class_weights import median_frequency_weights
-from stpl.models import VideoSegmenter, build_model
-from stpl.models.segmenter import ADAPTATION_MODULES, upsample
+from stpl.models import build_model
+from stpl.models.segmenter import upsample
 from stpl.online import OnlineAdapter, causal_settings, online_pass
 from stpl.progress import Progress
 from stpl.runlock import run_lock
-
-ARCHITECTURE_KEYS = marked_keys("architecture")
 
 
 def setup_runtime(config: Config) -> torch.device:
@@ -56,84 +55,6 @@ def setup_runtime(config: Config) -> torch.device:
     if distributed.init_from_environment(device) and device.type == "cuda":  # torchrun: one GPU per process
         device = torch.device("cuda", torch.cuda.current_device())
     return device
-
-
-def check_classes(checkpoint: Checkpoint, config: Config, path: Path) -> None:
-    classes = list(dataset_classes(config))
-    if len(checkpoint.class_names) != len(classes):
-        raise StplError(
-            f"{path} predicts {len(checkpoint.class_names)} classes but dataset '{config.data.dataset}' "
-            f"has {len(classes)}"
-        )
-    if list(checkpoint.class_names) != classes:
-        raise StplError(f"{path} predicts classes {checkpoint.class_names}, dataset '{config.data.dataset}' {classes}")
-
-
-def model_from_checkpoint(checkpoint: Checkpoint, config: Config, skip_adaptation_modules: bool) -> VideoSegmenter:
-    """Rebuild the checkpoint's architecture; fusion and projection follow `config` when they are skipped."""
-    model = build_model(len(checkpoint.class_names), **config.model.network_options(load_pretrained=False))
-    state = checkpoint.model
-    if skip_adaptation_modules:
-        own = {k: v for k, v in model.state_dict().items() if k.startswith(ADAPTATION_MODULES)}
-        state = {**{k: v for k, v in state.items() if not k.startswith(ADAPTATION_MODULES)}, **own}
-    mismatch = state_mismatch(model.state_dict(), state)
-    if mismatch:
-        raise StplError(f"checkpoint does not fit the model: {mismatch}")
-    model.load_state_dict(state)
-    return model
-
-
-# What a checkpoint's own config supplies to a command run without --config: where its data comes from and how it
-# is read, and the network (adaptation and evaluation settings stay the defaults unless set).
-CHECKPOINT_SECTIONS = ("data", "flow", "model")
-
-
-def checkpoint_settings(path: Path) -> dict[str, Any]:
-    """The data, flow and model sections of a checkpoint's config, as a base for `build_config`."""
-    saved = load_checkpoint(path).config
-    return {key: saved[key] for key in CHECKPOINT_SECTIONS if key in saved}
-
-
-def model_for_checkpoint(checkpoint: Checkpoint) -> tuple[VideoSegmenter, Config]:
-    """The checkpoint's own model in eval mode and its config (prediction needs nothing else)."""
-    config = build_config(base=checkpoint.config)
-    return model_from_checkpoint(checkpoint, config, skip_adaptation_modules=False).eval(), config
-
-
-def state_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str:
-    """ "" when `found` fits `expected` name for name and shape for shape; else one line saying how it does not."""
-
-    def examples(names: list[str]) -> str:
-        return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
-
-    missing = [name for name in expected if name not in found]
-    unexpected = [name for name in found if name not in expected]
-    shapes = [
-        f"{name} {list(found[name].shape)} in the file, {list(value.shape)} in the model"
-        for name, value in expected.items()
-        if name in found and found[name].shape != value.shape
-    ]
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} tensors missing ({examples(missing)})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} not in the model ({examples(unexpected)})")
-    if shapes:
-        parts.append(f"{len(shapes)} of another shape ({examples(shapes)})")
-    return "; ".join(parts)
-
-
-def with_checkpoint_model(config: Config, checkpoint: Checkpoint, architecture_only: bool) -> Config:
-    """The user's config with the checkpoint's model settings: its architecture only (adaptation, where the fusion,
-    the temporal input and the other adaptation-time options stay the user's), or its whole model section
-    (evaluation). Keys newer than the checkpoint keep the user's values."""
-    saved = checkpoint.config["model"]
-    if architecture_only:
-        model = {path[-1]: saved[path[-1]] for path in ARCHITECTURE_KEYS if path[-1] in saved}
-        model["pretrained"] = False  # the checkpoint supplies every backbone weight
-    else:
-        model = saved
-    return with_overrides(config, {"model": model})
 
 
 def load_split(config: Config, split: str, with_labels: bool) -> PairDataset:
