@@ -85,7 +85,9 @@ def test_adapt_then_eval(tmp_path, source_ckpt, toy_settings, extra, opened_spli
         main(["eval", "--ckpt", str(out / "model.safetensors"), "--out", str(eval_dir), *set_args(toy_settings)]) == 0
     )
     result = json.loads((eval_dir / "eval.json").read_text())
-    assert set(result) >= {"mIoU", "per_class", "classes", "num_frames", "checkpoint", "config"}
+    assert set(result) >= {"mIoU", "per_class", "classes", "num_frames", "checkpoint", "config", "checkpoint_sha1"}
+    assert result["checkpoint_config"] == load_checkpoint(out / "model.safetensors").config  # the adapted run's own
+    assert result["checkpoint_config"]["adapt"]["iterations"] == 3
     assert 0.0 <= result["mIoU"] <= 100.0
     assert result["num_frames"] == 4  # 2 clips x (3 frames - gap 1)
     assert list(result["per_class"]) == result["classes"]

@@ -225,6 +225,9 @@ def _evaluate(checkpoint: Checkpoint, checkpoint_path: Path, config: Config, out
     result = evaluate(model, dataset, config.eval.batch_size, reported_classes(config))
     result["split"] = config.eval.split
     result["checkpoint"] = str(checkpoint_path)
+    # what made the scored model, so the file identifies it without the (often deleted) run folder
+    result["checkpoint_sha1"] = file_sha1(checkpoint_path)
+    result["checkpoint_config"] = checkpoint.config
     result["config"] = config_to_dict(config)
     if out_dir is not None:
         write_json(Path(out_dir) / EVAL_FILE, result)  # atomic: concurrent evaluations leave one whole file
