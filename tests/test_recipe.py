@@ -152,6 +152,7 @@ def test_photometric_training_noise_changes_the_pixels_only_and_repeats_by_step(
         torch.testing.assert_close(again.previous, got.previous)
 
 
-def test_negative_photometric_strength_is_refused():
+@pytest.mark.parametrize("strength", [-1, 2.5])
+def test_photometric_strength_outside_0_to_2_is_refused(strength):
     with pytest.raises(StplError, match=r"train\.photometric"):
-        build_config(sets=[*TOY_SETTINGS, "train.photometric=-1"])
+        build_config(sets=[*TOY_SETTINGS, f"train.photometric={strength}"])

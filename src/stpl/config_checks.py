@@ -117,6 +117,12 @@ def validate(config: Config, method_names: Sequence[str]) -> None:
     student_scales = config.adapt.student_scale_range
     if student_scales and (len(student_scales) != 2 or not 0.0 < student_scales[0] <= student_scales[1]):
         raise StplError("config key 'adapt.student_scale_range' must be [] or [low, high] with 0 < low <= high")
+    strengths = {"train.photometric": config.train.photometric,
+                 "adapt.student_augmentation": config.adapt.student_augmentation,
+                 "adapt.tps.augmentation": config.adapt.tps.augmentation}  # fmt: skip
+    for key, strength in strengths.items():  # above 2 the saturation factor 1 - 0.5 * strength turns negative
+        if strength > 2.0:
+            raise StplError(f"config key '{key}' must be in [0, 2] (data/photometric.py), got {strength}")
     if not 0.0 <= config.adapt.student_cutout < 1.0:
         raise StplError("config key 'adapt.student_cutout' must be in [0, 1)")
     _validate_baselines(config.adapt)

@@ -22,10 +22,12 @@ import numpy as np
 import torch
 
 from stpl.atomic import atomic_write, write_json
+from stpl.config import build_config
 from stpl.data.frames import FrameSource, open_frames
 from stpl.data.pairs import PairDataset, normalize
 from stpl.data.palettes import palette_for
 from stpl.engine.checkpoint import load_checkpoint
+from stpl.engine.checkpoint_model import checkpoint_settings, model_for_checkpoint, model_from_checkpoint
 from stpl.errors import StplError
 from stpl.flow.dis import DISFlow
 from stpl.models import VideoSegmenter
@@ -33,6 +35,7 @@ from stpl.models.segmenter import upsample
 from stpl.online import OnlineAdapter
 from stpl.progress import Progress
 from stpl.runlock import run_lock
+from stpl.workflows import setup_runtime
 
 
 @dataclass
@@ -226,8 +229,6 @@ def load(
 ) -> Predictor:
     """A `Predictor` for a checkpoint (source or adapted); its model, size, classes and flow settings come from the
     file unless `flow_preset` / `flow_scale` are given (flow at half size makes streaming cheaper; docs/speed.md)."""
-    from stpl.engine.checkpoint_model import model_for_checkpoint
-
     checkpoint = load_checkpoint(checkpoint)
     model, config = model_for_checkpoint(checkpoint)
     return Predictor(
@@ -247,10 +248,6 @@ def load_online(
 ) -> tuple[Predictor, OnlineAdapter]:
     """A predictor and the online adapter that updates its model: `method` and adapt.* settings (`sets`, e.g.
     "adapt.online.window=4") over the checkpoint's own data, flow and model settings."""
-    from stpl.config import build_config
-    from stpl.engine.checkpoint_model import checkpoint_settings, model_from_checkpoint
-    from stpl.workflows import setup_runtime
-
     path = Path(checkpoint)
     config = build_config(sets=[f"adapt.method={method}", *(sets or [])], base=checkpoint_settings(path))
     setup_runtime(config)
