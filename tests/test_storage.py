@@ -38,6 +38,9 @@ def test_rows_written_to_disk_read_back_as_numpy_would_and_leave_no_file(tmp_pat
     in_memory = RowSink(None)
     in_memory.add(rows)
     assert isinstance(in_memory.finish(), np.ndarray)
+    nothing = RowSink(tmp_path)
+    nothing.add(rows[:0])
+    assert nothing.finish().shape == (0, *rows.shape[1:])  # no scratch file for no rows
     zeros = zeros_like(stored)
     assert zeros.shape == rows.shape and not zeros[[0, 6]].any()
     chosen = SelectedRows(stored, np.array([-1, 6, 0]), rows.shape[1:], np.uint8)

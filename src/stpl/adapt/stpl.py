@@ -87,6 +87,8 @@ def contrast_with_keys(
     positives) plus `extra_keys` (e.g. their past selves). gather: with several processes, every process's keys
     (the contrast of the global batch: more negatives, rare classes met across processes); gradients reach each
     process's own embeddings."""
+    if extra_keys is None and not gather:
+        return pixel_contrastive_loss(anchors, anchor_labels, temperature=temperature, form=form)
     keys, key_labels = anchors, anchor_labels
     if extra_keys is not None:
         keys, key_labels = torch.cat((anchors, extra_keys)), torch.cat((anchor_labels, extra_labels))
@@ -94,8 +96,6 @@ def contrast_with_keys(
     if gather:
         keys, offset = distributed.gather_rows(keys, with_gradient=True)
         key_labels, _ = distributed.gather_rows(key_labels)
-    if extra_keys is None and not gather:
-        return pixel_contrastive_loss(anchors, anchor_labels, temperature=temperature, form=form)
     identity = torch.zeros(len(anchors), len(keys), dtype=torch.bool, device=anchors.device)
     identity[:, offset : offset + len(anchors)].fill_diagonal_(True)
     return pixel_contrastive_loss(anchors, anchor_labels, keys, key_labels, temperature, form, identity)

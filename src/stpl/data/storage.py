@@ -100,8 +100,10 @@ class RowSink:
     def finish(self) -> np.ndarray | DiskRows:
         if self._row_shape is None:
             raise ValueError("no rows were added")
+        if not self._parts and self._descriptor is None:  # only empty blocks came: no scratch file was opened
+            return np.empty((0, *self._row_shape), self._dtype)
         if self._descriptor is None:
-            return np.concatenate(self._parts) if len(self._parts) > 1 else self._parts[0]
+            return np.concatenate(self._parts) if len(self._parts) > 1 else self._parts[0]  # one block: no copy
         self._finished = True  # the descriptor now belongs to the DiskRows
         return DiskRows(self._descriptor, self._count, self._row_shape, self._dtype)
 
