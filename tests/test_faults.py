@@ -39,29 +39,6 @@ def test_bad_numbers_are_refused_with_the_key(setting, words):
     assert setting.split("=")[0] in str(err.value) and words in str(err.value)
 
 
-@pytest.mark.parametrize("command", ["train-source", "adapt"])
-def test_a_diverging_run_stops_with_exit_2_and_writes_no_model(command, tmp_path, toy_settings, capsys):
-    source = tmp_path / "source"
-    if command == "adapt":
-        assert main(["train-source", "--out", str(source), *set_args(toy_settings)]) == 0
-        args = ["adapt", "--source-ckpt", str(source / "model.safetensors"), "--set", "adapt.lr=1e30"]
-        args += ["--set", "adapt.iterations=4", "--set", "adapt.checkpoint_every=1", "--set", "adapt.method=tent"]
-    else:
-        args = ["train-source", "--set", "train.lr=1e30", "--set", "train.checkpoint_every=1"]
-    out = tmp_path / "run"
-    capsys.readouterr()
-    command_line, options = args[:1], args[1:]
-    assert main([*command_line, "--out", str(out), *set_args(toy_settings), *options]) == 2
-    err = capsys.readouterr().err.strip().splitlines()  # progress lines, then the error
-    errors = [line for line in err if line.startswith("stpl: error:")]
-    assert errors == err[-1:] and "diverged at step" in errors[0] and "not finite" in errors[0], err
-    if command == "adapt":  # a checkpoint every step: the last good one is named and kept
-        assert "the last checkpoint" in errors[0] and (out / LAST_CHECKPOINT).is_file()
-    assert not (out / "model.safetensors").exists()  # nothing that could be scored as a result
-    for line in (out / "metrics.jsonl").read_text().splitlines():
-        json.loads(line, parse_constant=lambda name: pytest.fail(f"non-strict JSON token {name}"))
-
-
 def test_eval_refuses_a_checkpoint_with_non_finite_weights(tmp_path, toy_settings, capsys):
     import torch
 
@@ -196,3 +173,157 @@ def test_an_empty_source_split_is_one_line(tmp_path, capsys):
     assert main(["train-source", "--out", str(out), *set_args(sets)]) == 2
     assert "no frames selected for split 'source'" in one_error_line(capsys)
     assert not out.exists()
+
+
+def rewrite_metadata(source, target, text: str) -> None:
+    """A copy of checkpoint `source` whose stpl metadata is `text` (tensors unchanged)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(source), framework="pt") as reader:
+        tensors = {key: reader.get_tensor(key) for key in reader.keys()}  # noqa: SIM118 (not a dict)
+    save_file(tensors, str(target), metadata={"stpl": text})
+
+
+def damaged_metadata(meta: dict) -> dict[str, str]:
+    no_config = {key: value for key, value in meta.items() if key != "config"}
+    short_palette = {**meta, "palette": meta["palette"][:-1]}
+    return {
+        "not JSON": '{"config": {"data": ',
+        "no config": json.dumps(no_config),
+        "short palette": json.dumps(short_palette),
+        "names not a list": json.dumps({**meta, "class_names": "road"}),
+    }
+
+
+@pytest.mark.parametrize("damage", ["not JSON", "no config", "short palette", "names not a list"])
+def test_damaged_checkpoint_metadata_is_one_line_naming_the_file_in_every_command(
+    damage, tmp_path, toy_settings, capsys
+):
+    from stpl.engine.checkpoint import read_meta
+
+    source = tmp_path / "source"
+    assert main(["train-source", "--out", str(source), *set_args(toy_settings)]) == 0
+    good = source / "model.safetensors"
+    broken = tmp_path / "broken.safetensors"
+    rewrite_metadata(good, broken, damaged_metadata(read_meta(good))[damage])
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    import cv2
+    import numpy as np
+
+    for index in range(2):
+        cv2.imwrite(str(frames / f"f{index}.png"), np.full((20, 30, 3), 40 * index, np.uint8))
+    commands = {
+        "predict": ["predict", "--ckpt", str(broken), "--input", str(frames), "--out", str(tmp_path / "pred")],
+        "eval": ["eval", "--ckpt", str(broken), "--out", str(tmp_path / "eval"), *set_args(toy_settings)],
+        "eval (own config)": ["eval", "--ckpt", str(broken), "--out", str(tmp_path / "eval")],
+        "adapt": ["adapt", "--source-ckpt", str(broken), "--out", str(tmp_path / "adapt"), *set_args(toy_settings)],
+    }
+    for name, args in commands.items():
+        capsys.readouterr()
+        assert main(args) == 2, name
+        line = one_error_line(capsys)
+        assert str(broken) in line and ("metadata" in line), (name, line)
+    import stpl
+
+    with pytest.raises(StplError, match="metadata"):
+        stpl.load(broken)
+
+
+def test_nan_weights_are_refused_by_predict_and_adapt(tmp_path, toy_settings, capsys):
+    import numpy as np
+    import torch
+
+    from stpl.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    source = tmp_path / "source"
+    assert main(["train-source", "--out", str(source), *set_args(toy_settings)]) == 0
+    checkpoint = load_checkpoint(source / "model.safetensors")
+    weights = {name: torch.full_like(value, float("nan")) if value.is_floating_point() else value
+               for name, value in checkpoint.model.items()}  # fmt: skip
+    broken = tmp_path / "nan.safetensors"
+    save_checkpoint(broken, weights, checkpoint.meta)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    import cv2
+
+    cv2.imwrite(str(frames / "a.png"), np.zeros((20, 30, 3), np.uint8))
+    for args in (
+        ["predict", "--ckpt", str(broken), "--input", str(frames), "--out", str(tmp_path / "pred")],
+        ["adapt", "--source-ckpt", str(broken), "--out", str(tmp_path / "adapt"), *set_args(toy_settings)],
+    ):
+        capsys.readouterr()
+        assert main(args) == 2
+        assert "non-finite weights" in one_error_line(capsys)
+    assert not (tmp_path / "pred").exists() and not (tmp_path / "adapt").exists()
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--seeds", "0,0"], "repeats 0"),
+        (["--seeds", "1,-1"], "non-negative"),
+        (["--set", "seed=-1"], "'seed' must not be negative"),
+        (["--reuse-source", "no/such/bench"], "no bench folder with source models"),
+    ],
+)
+def test_bad_bench_seeds_and_reuse_paths_are_refused_before_any_work(args, words, tmp_path, capsys):
+    out = tmp_path / "bench"
+    capsys.readouterr()
+    assert main(["bench", "--benchmark", "synthetic", "--methods", "source-only", "--out", str(out), *args]) == 2
+    assert words in one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    config = tmp_path / "model.safetensors"  # a binary file given as --config by mistake
+    config.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe binary")
+    assert main(["show-config", "--config", str(config)]) == 2
+    assert "is not UTF-8 text" in one_error_line(capsys)
+
+
+def test_a_yaml_syntax_error_is_one_line_with_its_place(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("adapt:\n  lr: 0.1\n  iterations: [1, 2\n")
+    assert main(["show-config", "--config", str(config)]) == 2
+    line = one_error_line(capsys)
+    assert "not valid YAML" in line and "at line 4" in line
+
+
+def test_permission_denied_is_not_reported_as_missing(tmp_path, capsys, monkeypatch):
+    import os
+
+    config = tmp_path / "locked" / "c.yaml"
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(os, "stat", denied)  # a folder without search permission (chmod cannot stop root)
+    assert main(["show-config", "--config", str(config)]) == 2
+    line = one_error_line(capsys)
+    assert "Permission denied" in line and "not found" not in line and str(config) in line
+
+
+def test_an_unwritable_storage_dir_is_one_line(tmp_path, toy_settings, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = tmp_path / "run"
+    sets = [*toy_settings, "data.storage=disk", f"data.storage_dir={blocker / 'scratch'}"]
+    capsys.readouterr()
+    assert main(["train-source", "--out", str(out), *set_args(sets)]) == 2
+    line = one_error_line(capsys)
+    assert f"data.storage_dir {blocker / 'scratch'}" in line and "Not a directory" in line
+    assert not out.exists()
+
+
+def test_an_os_error_deep_in_a_command_names_the_path_and_cause(tmp_path, toy_settings, capsys, monkeypatch):
+    import stpl.workflows
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "/data/frames/0001.png")
+
+    monkeypatch.setattr(stpl.workflows, "build_dataset", unreadable)
+    capsys.readouterr()
+    assert main(["train-source", "--out", str(tmp_path / "run"), *set_args(toy_settings)]) == 2
+    assert one_error_line(capsys) == "stpl: error: cannot access /data/frames/0001.png: Permission denied"

@@ -50,6 +50,20 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         raise
 
 
+TEMPORARY_PATTERN = ".*.tmp"  # what atomic_write's temporary files look like (".<name>.<random>.tmp")
+
+
+def remove_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that writes killed midway (SIGKILL, power loss) left in `folder`; only for a
+    folder the caller holds the lock of, where no write can be in progress. Returns what was removed."""
+    removed = []
+    for path in Path(folder).glob(TEMPORARY_PATTERN):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def _os_reason(err: BaseException) -> str | None:
     """The OS's words for a failed write (also when a library wrapped them), else None."""
     if isinstance(err, OSError):

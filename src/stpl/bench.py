@@ -115,6 +115,16 @@ def parse_list(text: str, allowed: tuple[str, ...] | None = None, what: str = "m
     return items
 
 
+def check_seeds(seeds: list[int]) -> None:
+    """Seeds are distinct and non-negative: a repeated seed would count one run twice (a spread of ±0.0)."""
+    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if repeated:
+        raise StplError(f"--seeds repeats {', '.join(map(str, repeated))}: each seed is one run, give each once")
+    negative = [seed for seed in seeds if seed < 0]
+    if negative:
+        raise StplError(f"--seeds must be non-negative integers, got {', '.join(map(str, negative))}")
+
+
 def run_key(identity: dict[str, Any], code: str) -> str:
     """Folder key of a bench run: what its result depends on (a config identity, see `workflows.run_identity`) and
     the code (`code_version`). A changed setting gets a new folder; a finished run is never overwritten."""
@@ -162,6 +172,7 @@ def summarise(runs: list[dict[str, Any]], classes: list[str]) -> dict[str, Any]:
             "per_class": per_class,
             "reference": method in REFERENCE_METHODS,
             "adapt_seconds_mean": mean_std([run.get("adapt_seconds", 0.0) for run in chosen])[0],
+            "collapsed_runs": sum(bool(run.get("collapsed")) for run in chosen),
         }
         if method in ONLINE:  # adapting while predicting: what each evaluation frame costs, updates included
             costs = [run["pass_seconds"] / run["eval_frames"] for run in chosen if run.get("pass_seconds")]
@@ -193,6 +204,8 @@ def markdown_table(benchmark: str, commit: str, summary: dict[str, Any], classes
     ]
     for method, row in summary.items():
         name = f"{method} (reference)" if row["reference"] else method
+        if row.get("collapsed_runs"):  # scored as they are, but a reader must see that they degenerated
+            name += f" (collapsed: {row['collapsed_runs']} of {row['n']} runs)"
         mean = cell((row["mIoU_mean"], row["mIoU_std"]))
         time_cell = f"{row.get('adapt_seconds_mean') or 0.0:.0f} s"
         if row.get("seconds_per_frame") is not None:
@@ -259,6 +272,11 @@ def run_bench(
 ) -> dict[str, Any]:
     """Run `methods` x `seeds` on a named protocol into `out_dir` (finished runs are skipped). With `reuse_source`,
     a finished source model of the same config found in that bench folder is used whatever code trained it."""
+    check_seeds(seeds)
+    if reuse_source is not None and not (Path(reuse_source) / "source").is_dir():
+        raise StplError(
+            f"--reuse-source {reuse_source}: no bench folder with source models there (expected {reuse_source}/source)"
+        )
     base = benchmark_config(benchmark, data_root, sets or [], config_file)
     out_dir = Path(out_dir)
     workflows.check_out_dir(out_dir)
@@ -301,7 +319,7 @@ def run_bench(
             record = {
                 "method": method, "seed": seed, "mIoU": result["mIoU"], "per_class": result["per_class"],
                 "adapt_seconds": seconds, "eval_frames": result.get("num_frames"),
-                "pass_seconds": result.get("pass_seconds"),
+                "pass_seconds": result.get("pass_seconds"), "collapsed": bool(result.get("collapsed", False)),
                 "checkpoint": str(checkpoint), "source": str(source),
                 "commit": commit, "code": code,
                 "key": key, "config": config_to_dict(config),

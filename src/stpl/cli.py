@@ -14,7 +14,8 @@ from stpl.config import Config, build_config, config_to_yaml
 from stpl.data import SPLITS
 from stpl.engine import distributed
 from stpl.engine.checkpoint_model import checkpoint_settings
-from stpl.errors import StplError
+from stpl.engine.interrupt import terminate_as_interrupt
+from stpl.errors import Interrupted, StplError, missing_reason, os_error_message
 from stpl.version import __version__
 
 
@@ -42,7 +43,10 @@ def load_config(args: argparse.Namespace, checkpoint: Path | None = None) -> Con
 
 def require_file(path: Path, what: str) -> Path:
     if not path.is_file():
-        raise StplError(f"{what} not found: {path}")
+        reason = missing_reason(path)
+        if reason.startswith("No such file"):
+            raise StplError(f"{what} not found: {path}")
+        raise StplError(f"{what} {path}: {reason}")
     return path
 
 
@@ -273,10 +277,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        with terminate_as_interrupt():  # SIGTERM unwinds like Ctrl-C: cleanup runs, checkpoints are written
+            args.run(args)
     except StplError as err:
         print(f"stpl: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a path the command could not read or write: name it and the cause, no traceback
+        print(f"stpl: error: {os_error_message(err)}", file=sys.stderr)
+        return 2
+    except Interrupted as err:
+        print(f"stpl: {err.message}", file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
         print("stpl: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

@@ -221,6 +221,9 @@ class TrainConfig:
     photometric: float = 0.0
     log_every: int = field(default=25, metadata=NOT_A_RESULT)
     checkpoint_every: int = field(default=100, metadata=NOT_A_RESULT)
+    # also a checkpoint whenever this many minutes passed since the last one (0 = by steps only), so that a
+    # killed run never loses more; Ctrl-C and SIGTERM write one before stopping anyway
+    checkpoint_minutes: float = field(default=5.0, metadata=NOT_A_RESULT)
 
 
 @dataclass
@@ -329,6 +332,9 @@ class AdaptConfig:
     snapshot_every: int = field(default=0, metadata=NOT_A_RESULT)
     log_every: int = field(default=25, metadata=NOT_A_RESULT)
     checkpoint_every: int = field(default=100, metadata=NOT_A_RESULT)
+    # also a checkpoint whenever this many minutes passed since the last one (0 = by steps only), so that a
+    # killed run never loses more; Ctrl-C and SIGTERM write one before stopping anyway
+    checkpoint_minutes: float = field(default=5.0, metadata=NOT_A_RESULT)
     ur: UrConfig = field(default_factory=UrConfig)  # options of method=ur
     hcl: HclConfig = field(default_factory=HclConfig)  # options of method=hcl
     tps: TpsConfig = field(default_factory=TpsConfig)  # options of method=tps

@@ -43,6 +43,10 @@ def validate(config: Config, method_names: Sequence[str]) -> None:
         if value < 1:
             raise StplError(f"config key '{key}' must be at least 1, got {value}")
     not_negative = {
+        "seed": config.seed,  # numpy's generators refuse negative seeds
+        "data.synthetic.seed": config.data.synthetic.seed,
+        "train.checkpoint_minutes": config.train.checkpoint_minutes,
+        "adapt.checkpoint_minutes": config.adapt.checkpoint_minutes,
         "data.loader_workers": config.data.loader_workers,
         "train.iterations": config.train.iterations,
         "train.oracle_iterations": config.train.oracle_iterations,

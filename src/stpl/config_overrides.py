@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
-from stpl.errors import StplError
+from stpl.errors import StplError, missing_reason
 
 
 def _number_from_text(text: str, key: str) -> float:
@@ -111,16 +111,34 @@ def parse_set_option(text: str) -> dict[str, Any]:
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise StplError(f"config file not found: {path}")
+        reason = missing_reason(path)
+        raise StplError(
+            f"config file not found: {path}" if reason.startswith("No such") else f"config file {path}: {reason}"
+        )
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise StplError(f"cannot read config file {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise StplError(f"config file {path} is not UTF-8 text (byte {err.start}): is it a YAML file?") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise StplError(f"config file {path} is not valid YAML: {err}") from None
+        raise StplError(f"config file {path} is not valid YAML: {yaml_error_line(err)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise StplError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
     return data
+
+
+def yaml_error_line(err: yaml.YAMLError) -> str:
+    """PyYAML's several-line report as one line: what is wrong and where (1-based line and column)."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context = getattr(err, "context", None)
+    return f"{problem}{where}" + (f" ({context})" if context else "")
 
 
 def merged_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

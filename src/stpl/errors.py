@@ -1,5 +1,34 @@
-"""The one exception the CLI turns into a one-line message and a non-zero exit status."""
+"""The exceptions the CLI turns into a one-line message and an exit status instead of a traceback."""
 
 
 class StplError(Exception):
     """A problem with the user's input (path, config, checkpoint, data), worth one clear line, no traceback."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was asked to stop (Ctrl-C, SIGTERM); `exit_code` is the shell's 128 + signal number.
+
+    A KeyboardInterrupt, so that code catching Ctrl-C treats SIGTERM alike."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+def os_error_message(err: OSError) -> str:
+    """One line for an OS error: the path(s) it names and the OS's words for the cause."""
+    cause = err.strerror or str(err) or type(err).__name__
+    paths = [str(name) for name in (err.filename, err.filename2) if name is not None]
+    return f"cannot access {' -> '.join(paths)}: {cause}" if paths else f"{cause} ({type(err).__name__})"
+
+
+def missing_reason(path: object) -> str:
+    """Why `path` cannot be opened, in the OS's words ("No such file or directory", "Permission denied", ...)."""
+    import os
+
+    try:
+        os.stat(path)  # type: ignore[arg-type]
+    except OSError as err:
+        return err.strerror or str(err)
+    return "not a regular file"

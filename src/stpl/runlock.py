@@ -14,12 +14,23 @@ import fcntl
 import os
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from stpl.errors import StplError
 
 LOCK_NAME = ".lock"
+_HELD: set[int] = set()  # descriptors of the locks this process holds
+
+
+def close_inherited_locks() -> None:
+    """In a forked child (a data-loader worker): close the lock descriptors inherited from the parent. An flock
+    belongs to the open file, shared by every copy of the descriptor, so a worker that outlives a killed parent
+    would otherwise keep the folder locked until it notices; closing its copy leaves the parent's lock as it is."""
+    for descriptor in list(_HELD):
+        with suppress(OSError):
+            os.close(descriptor)
+    _HELD.clear()
 
 
 def _holder(lock: Path) -> tuple[int, str] | None:
@@ -76,10 +87,12 @@ def run_lock(folder: Path) -> Iterator[None]:
             "using the folder, delete the lock file"
         )
     descriptor = _acquire(folder, lock)
+    _HELD.add(descriptor)
     try:
         os.ftruncate(descriptor, 0)
         os.write(descriptor, f"{os.getpid()} {here}\n".encode())
         yield
     finally:
         lock.unlink(missing_ok=True)  # before the release, so a waiting process re-checks the path (above)
+        _HELD.discard(descriptor)
         os.close(descriptor)

@@ -15,14 +15,19 @@ import torch
 
 from stpl.adapt import METHODS, build_method, training_free
 from stpl.adapt.norm import reestimate_norm_statistics
-from stpl.atomic import write_json, write_text
+from stpl.atomic import remove_temporaries, write_json, write_text
 from stpl.config import Config, build_config, config_to_dict, config_to_yaml, with_overrides
 from stpl.data import DATASETS, PairDataset, RandomBatches, build_dataset, dataset_classes, reported_classes
 from stpl.data.neighbours import with_later_neighbours
 from stpl.data.palettes import palette_for
 from stpl.engine import distributed
 from stpl.engine.checkpoint import Checkpoint, file_sha1, load_checkpoint, save_checkpoint
-from stpl.engine.checkpoint_model import check_classes, model_from_checkpoint, with_checkpoint_model
+from stpl.engine.checkpoint_model import (
+    check_classes,
+    check_finite_weights,
+    model_from_checkpoint,
+    with_checkpoint_model,
+)
 from stpl.engine.evaluate import ConfusionMatrix, evaluate, scores
 from stpl.engine.loop import LoopSettings, run_loop
 from stpl.engine.run_files import CONFIG_FILE, EVAL_FILE, FINAL_CHECKPOINT, LAST_CHECKPOINT
@@ -125,9 +130,10 @@ def train_supervised(
             warmup_steps=train.warmup_steps,
             amp=train.amp,
             loader_workers=config.data.loader_workers,
+            checkpoint_seconds=60.0 * train.checkpoint_minutes,
         )
-        run_loop(method, batches, settings, out_dir, meta)
-        return save_final(out_dir, model, {**meta, "step": iterations})
+        result = run_loop(method, batches, settings, out_dir, meta)
+        return save_final(out_dir, model, {**meta, "step": iterations, "collapsed": result.collapsed})
 
 
 def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
@@ -189,9 +195,10 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
             snapshot_every=config.adapt.snapshot_every,
             amp=config.adapt.amp,
             loader_workers=config.data.loader_workers,
+            checkpoint_seconds=60.0 * config.adapt.checkpoint_minutes,
         )
-        run_loop(method, batches, settings, out_dir, meta)
-        return save_final(out_dir, model, {**meta, "step": config.adapt.iterations})
+        result = run_loop(method, batches, settings, out_dir, meta)
+        return save_final(out_dir, model, {**meta, "step": config.adapt.iterations, "collapsed": result.collapsed})
 
 
 def evaluate_checkpoint(checkpoint_path: Path, config: Config, out_dir: Path | None = None) -> dict[str, Any]:
@@ -203,16 +210,11 @@ def evaluate_checkpoint(checkpoint_path: Path, config: Config, out_dir: Path | N
         )
     checkpoint = load_checkpoint(checkpoint_path)
     check_classes(checkpoint, config, checkpoint_path)
-    broken = [
-        name for name, value in checkpoint.model.items() if value.is_floating_point() and not value.isfinite().all()
-    ]
-    if broken:
-        raise StplError(
-            f"{checkpoint_path} holds non-finite weights ({len(broken)} tensors, e.g. {broken[0]}): not scored"
-        )
+    check_finite_weights(checkpoint)
     if out_dir is not None:
         check_out_dir(Path(out_dir))
         with run_lock(Path(out_dir)):  # a folder another command is writing fails at once, not after the work
+            remove_temporaries(Path(out_dir))  # half-written files of a killed evaluation
             return _evaluate(checkpoint, checkpoint_path, config, Path(out_dir))
     return _evaluate(checkpoint, checkpoint_path, config, None)
 
@@ -228,6 +230,8 @@ def _evaluate(checkpoint: Checkpoint, checkpoint_path: Path, config: Config, out
     # what made the scored model, so the file identifies it without the (often deleted) run folder
     result["checkpoint_sha1"] = file_sha1(checkpoint_path)
     result["checkpoint_config"] = checkpoint.config
+    # a run whose predictions degenerated (engine/health.py) is scored, but marked
+    result["collapsed"] = bool(checkpoint.meta.get("collapsed", False))
     result["config"] = config_to_dict(config)
     if out_dir is not None:
         write_json(Path(out_dir) / EVAL_FILE, result)  # atomic: concurrent evaluations leave one whole file

@@ -11,6 +11,7 @@ from collections.abc import Generator
 from torch.utils.data import DataLoader, Dataset
 
 from stpl.data.pairs import PairBatch, RandomBatches
+from stpl.runlock import close_inherited_locks
 
 
 class _Steps(Dataset):
@@ -22,6 +23,12 @@ class _Steps(Dataset):
 
     def __getitem__(self, position: int) -> PairBatch:
         return self.batches.get(self.start + position)
+
+
+def _worker_start(worker_id: int) -> None:
+    # A worker must not hold the run folder's lock: after a kill of the training process it would keep the folder
+    # locked for seconds, and a rerun would be refused naming a dead process.
+    close_inherited_locks()
 
 
 def batches_in_order(
@@ -42,5 +49,6 @@ def batches_in_order(
         pin_memory=pin_memory,
         multiprocessing_context="fork",  # disk-stored splits read through descriptors the workers inherit
         prefetch_factor=2,
+        worker_init_fn=_worker_start,
     )
     yield from loader  # closing this generator early drops the loader's iterator, which stops its workers

@@ -20,6 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from stpl.config import DataConfig
+from stpl.errors import StplError
 from stpl.lazy_rows import LazyRows
 
 
@@ -86,16 +87,25 @@ class RowSink:
         if self._directory is None:
             self._parts.append(block)
         else:
-            if self._descriptor is None:
-                self._directory.mkdir(parents=True, exist_ok=True)
-                self._descriptor, path = tempfile.mkstemp(dir=self._directory, prefix="rows-", suffix=".bin")
-                os.unlink(path)  # the open descriptor keeps the data; nothing stays behind, however the run stops
-            data = memoryview(np.ascontiguousarray(block)).cast("B")
-            offset = self._count * data.nbytes // len(block)
-            while data:  # a large write may be partial
-                written = os.pwrite(self._descriptor, data, offset)
-                data, offset = data[written:], offset + written
+            try:
+                self._write(block)
+            except OSError as err:
+                raise StplError(
+                    f"cannot write frames to data.storage_dir {self._directory}: {err.strerror or err} (set "
+                    "data.storage_dir to a writable folder with room, or data.storage=memory)"
+                ) from None
         self._count += len(block)
+
+    def _write(self, block: np.ndarray) -> None:
+        if self._descriptor is None:
+            self._directory.mkdir(parents=True, exist_ok=True)
+            self._descriptor, path = tempfile.mkstemp(dir=self._directory, prefix="rows-", suffix=".bin")
+            os.unlink(path)  # the open descriptor keeps the data; nothing stays behind, however the run stops
+        data = memoryview(np.ascontiguousarray(block)).cast("B")
+        offset = self._count * data.nbytes // len(block)
+        while data:  # a large write may be partial
+            written = os.pwrite(self._descriptor, data, offset)
+            data, offset = data[written:], offset + written
 
     def finish(self) -> np.ndarray | DiskRows:
         if self._row_shape is None:

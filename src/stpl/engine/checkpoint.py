@@ -32,6 +32,7 @@ class Checkpoint:
     meta: dict[str, Any]
     optimizer: dict[str, Any] | None = None
     extra: dict[str, Tensor] = field(default_factory=dict)
+    path: Path | None = None  # the file it was read from, for messages
 
     @property
     def config(self) -> dict[str, Any]:
@@ -100,9 +101,55 @@ def read_meta(path: str | Path) -> dict[str, Any]:
             metadata = reader.metadata() or {}
     except (SafetensorError, OSError, ValueError) as err:
         raise StplError(f"{path} is not a readable safetensors checkpoint: {err}") from None
+    return parse_meta(metadata, path)
+
+
+def parse_meta(metadata: dict[str, str], path: Path) -> dict[str, Any]:
+    """The stpl metadata of a safetensors header, checked for what every command reads from it: one StplError
+    naming the file if it is missing, not JSON, or holds fields of the wrong kind."""
     if METADATA_KEY not in metadata:
         raise StplError(f"{path} is not an stpl checkpoint (no '{METADATA_KEY}' metadata)")
-    return json.loads(metadata[METADATA_KEY])
+    try:
+        meta = json.loads(metadata[METADATA_KEY])
+    except json.JSONDecodeError as err:
+        raise StplError(f"{path}: its stpl metadata is not valid JSON ({err})") from None
+    problem = meta_problem(meta)
+    if problem:
+        raise StplError(f"{path}: damaged checkpoint metadata: {problem}")
+    return meta
+
+
+def meta_problem(meta: Any) -> str:
+    """ "" when checkpoint metadata has the fields commands rely on, of the right kinds; else what is wrong."""
+    if not isinstance(meta, dict):
+        return f"expected a JSON object, found {type(meta).__name__}"
+    config = meta.get("config")
+    if not isinstance(config, dict):
+        return "'config' is missing or not an object"
+    for section in ("data", "model"):
+        if not isinstance(config.get(section, {}), dict):
+            return f"'config.{section}' is not an object"
+    names = meta.get("class_names")
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        return "'class_names' is missing or not a list of names"
+    palette = meta.get("palette")
+    if palette is not None and not _is_palette(palette, len(names)):
+        return f"'palette' must hold one [r, g, b] colour (0..255) for each of the {len(names)} classes"
+    step = meta.get("step", 0)
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return f"'step' must be a non-negative integer, found {step!r}"
+    return ""
+
+
+def _is_palette(palette: Any, classes: int) -> bool:
+    def colour(value: Any) -> bool:
+        return (
+            isinstance(value, list)
+            and len(value) == 3
+            and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in value)
+        )
+
+    return isinstance(palette, list) and len(palette) == classes and all(colour(value) for value in palette)
 
 
 def file_sha1(path: str | Path) -> str:
@@ -123,13 +170,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             tensors = {key: reader.get_tensor(key) for key in reader.keys()}  # noqa: SIM118 (not a dict)
     except (SafetensorError, OSError, ValueError) as err:
         raise StplError(f"{path} is not a readable safetensors checkpoint: {err}") from None
-    if METADATA_KEY not in metadata:
-        raise StplError(f"{path} is not an stpl checkpoint (no '{METADATA_KEY}' metadata)")
-    meta = json.loads(metadata[METADATA_KEY])
+    meta = parse_meta(metadata, path)
     model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     extra = {k[len("extra.") :]: v for k, v in tensors.items() if k.startswith("extra.")}
     optimizer = None
     if "optimizer" in meta:
         optimizer_tensors = {k: v for k, v in tensors.items() if k.startswith("optimizer.")}
         optimizer = _unflatten_optimizer(optimizer_tensors, meta.pop("optimizer"))
-    return Checkpoint(model=model, meta=meta, optimizer=optimizer, extra=extra)
+    return Checkpoint(model=model, meta=meta, optimizer=optimizer, extra=extra, path=path)

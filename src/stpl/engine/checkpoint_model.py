@@ -28,8 +28,21 @@ def check_classes(checkpoint: Checkpoint, config: Config, path: Path) -> None:
         raise StplError(f"{path} predicts classes {checkpoint.class_names}, dataset '{config.data.dataset}' {classes}")
 
 
+def check_finite_weights(checkpoint: Checkpoint) -> None:
+    """Refuse a checkpoint holding NaN or infinite weights (a diverged run's): every prediction would be noise."""
+    broken = [
+        name for name, value in checkpoint.model.items() if value.is_floating_point() and not value.isfinite().all()
+    ]
+    if broken:
+        where = checkpoint.path or "the checkpoint"
+        raise StplError(f"{where} holds non-finite weights ({len(broken)} tensors, e.g. {broken[0]}): not used")
+
+
 def model_from_checkpoint(checkpoint: Checkpoint, config: Config, skip_adaptation_modules: bool) -> VideoSegmenter:
     """Rebuild the checkpoint's architecture; fusion and projection follow `config` when they are skipped."""
+    check_finite_weights(checkpoint)
+    if not checkpoint.class_names:
+        raise StplError(f"{checkpoint.path or 'the checkpoint'} names no classes: it cannot be a segmentation model")
     model = build_model(len(checkpoint.class_names), **config.model.network_options(load_pretrained=False))
     state = checkpoint.model
     if skip_adaptation_modules:

@@ -102,6 +102,17 @@ def all_finite(value: torch.Tensor) -> bool:
     return bool(finite.item() > 0)
 
 
+def any_rank(flags: list[bool]) -> list[bool]:
+    """Each flag true if it is true on any rank (a stop asked of one process, or a checkpoint one process finds
+    due, must be taken by all of them at the same step)."""
+    if rank_and_size()[1] == 1:
+        return flags
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    values = torch.tensor([float(flag) for flag in flags], device=device)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return [bool(value > 0) for value in values.tolist()]
+
+
 def average_gradients(optimizer: torch.optim.Optimizer) -> None:
     size = rank_and_size()[1]
     if size == 1:

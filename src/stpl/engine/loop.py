@@ -2,6 +2,9 @@
 
 A run folder holds `config.yaml`, `metrics.jsonl` (one line per logged step) and `checkpoint_last.safetensors`.
 Starting a run in a folder whose last checkpoint is unfinished resumes it; a finished one is returned as is.
+Checkpoints are written every `checkpoint_every` steps, whenever `checkpoint_seconds` have passed since the last
+one, and when Ctrl-C or SIGTERM asks the run to stop (engine/interrupt.py): an interruption loses at most the step
+in progress. The collapse watch (engine/health.py) judges whether the predictions degenerated.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +26,12 @@ from stpl.data.loader import batches_in_order
 from stpl.data.pairs import PairBatch, RandomBatches
 from stpl.engine import distributed
 from stpl.engine.checkpoint import load_checkpoint, save_checkpoint
+from stpl.engine.health import CollapseWatch
+from stpl.engine.interrupt import StopRequests, signal_name
 from stpl.engine.method import Method
 from stpl.engine.precision import Precision
 from stpl.engine.run_files import LAST_CHECKPOINT, METRICS_FILE, SNAPSHOT_DIR
-from stpl.errors import StplError
+from stpl.errors import Interrupted, StplError
 from stpl.progress import Progress
 
 RNG_KEY = "rng.torch"
@@ -44,6 +51,13 @@ class LoopSettings:
     warmup_steps: int = 0  # linear warm-up from lr/warmup_steps to lr before the poly decay takes over
     amp: str = "off"  # mixed precision of the step: off, bf16 or fp16 (engine/precision.py)
     loader_workers: int = 0  # processes preparing batches ahead (data/loader.py; 0 = in this process)
+    checkpoint_seconds: float = 0.0  # also checkpoint when this long has passed since the last one (0 = never)
+
+
+@dataclass
+class LoopResult:
+    logged: dict[str, float]  # the last logged values ({} for a run that was already finished)
+    collapsed: bool  # the predictions degenerated over the run's last steps (engine/health.py)
 
 
 def poly_factor(step: int, iterations: int, power: float = 0.9) -> float:
@@ -150,11 +164,12 @@ def run_loop(
     settings: LoopSettings,
     run_dir: Path,
     meta: dict[str, Any],
-) -> dict[str, float]:
-    """Train `method.model` for settings.iterations steps; returns the last logged values."""
+) -> LoopResult:
+    """Train `method.model` for settings.iterations steps; returns the last logged values and the collapse verdict."""
     device = next(method.model.parameters()).device
     optimizer = build_optimizer(settings, method.param_groups())
     precision = Precision(settings.amp, device)
+    watch = CollapseWatch(method.model)
     checkpoint_path = run_dir / LAST_CHECKPOINT
     start = 0
     if checkpoint_path.is_file():
@@ -162,6 +177,7 @@ def run_loop(
         method.model.load_state_dict(state.model)
         method.load_extra_state(state.extra)
         precision.load_state(state.extra)
+        watch.load_extra_state(state.extra)
         if RNG_KEY in state.extra:
             torch.set_rng_state(state.extra[RNG_KEY])  # dropout and sampling continue as if never stopped
         if CUDA_RNG_KEY in state.extra and device.type == "cuda":
@@ -171,16 +187,20 @@ def run_loop(
         start = state.step
         if start >= settings.iterations:
             print(f"[{settings.label}] already finished ({start} steps) in {run_dir}", flush=True)
-            return {}
+            watch.close()
+            return LoopResult({}, watch.collapsed(settings.iterations))
         print(f"[{settings.label}] resuming from step {start} in {run_dir}", flush=True)
 
     main = distributed.is_main()  # with several processes, rank 0 alone writes logs and checkpoints
+    last_save = time.monotonic()
 
     def save(step: int) -> None:
+        nonlocal last_save
         if not weights_finite(method.model):  # the checkpoint on disk stays the last good one
             raise StplError(
                 divergence_message(settings.label, step, {"weights": torch.tensor(math.nan)}, checkpoint_path)
             )
+        last_save = time.monotonic()
         if not main:
             return
         save_checkpoint(
@@ -188,7 +208,7 @@ def run_loop(
             method.model.state_dict(),
             {**meta, "step": step, "iterations": settings.iterations},
             optimizer.state_dict(),
-            {**method.extra_state(), **rng_state(device), **precision.state()},
+            {**method.extra_state(), **rng_state(device), **precision.state(), **watch.extra_state()},
         )
 
     progress = Progress(settings.label, settings.iterations, every_seconds=10.0, initial=start)
@@ -202,31 +222,54 @@ def run_loop(
         batches, start, settings.iterations, settings.loader_workers, pin_memory=device.type == "cuda"
     )
     try:
-        for step, prepared in zip(range(start, settings.iterations), stream, strict=True):
-            # Phase 1: schedule and data.
-            factor = lr_factor(step, settings.iterations, settings.warmup_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = group["initial_lr"] * factor
-            batch = prepared.to(device)
-            # Phases 2 and 3: the method's losses, optimise, the method's hook.
-            values, total = train_step(method, optimizer, batch, step, settings.label, checkpoint_path, precision)
-            # Phase 4: log (the only place numbers leave the device) and checkpoint.
-            done = step + 1
-            if done % settings.log_every == 0 or done == settings.iterations:
-                numbers = {key: finite_or_none(value) for key, value in {**values, "loss": total}.items()}
-                seconds = time.perf_counter() - started
-                logged = {"step": done, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, **numbers}
-                metrics_file.write(json.dumps(logged, allow_nan=False) + "\n")
-                metrics_file.flush()
-                shown = " ".join(f"{k}={v:.3f}" for k, v in numbers.items() if k.startswith("loss") and v is not None)
-                if main:
-                    progress.update(done, shown, force=True)
-            if done % settings.checkpoint_every == 0 or done == settings.iterations:
-                save(done)
-            if main and settings.snapshot_every > 0 and done % settings.snapshot_every == 0:
-                snapshot = run_dir / SNAPSHOT_DIR / f"step{done:06d}.safetensors"
-                save_checkpoint(snapshot, method.model.state_dict(), {**meta, "step": done})
+        with StopRequests() as stop:
+            for step, prepared in zip(range(start, settings.iterations), stream, strict=True):
+                # Phase 1: schedule and data.
+                factor = lr_factor(step, settings.iterations, settings.warmup_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = group["initial_lr"] * factor
+                batch = prepared.to(device)
+                # Phases 2 and 3: the method's losses, optimise, the method's hook.
+                values, total = train_step(method, optimizer, batch, step, settings.label, checkpoint_path, precision)
+                watch.end_step()
+                # Phase 4: log (the only place numbers leave the device) and checkpoint.
+                done = step + 1
+                if done % settings.log_every == 0 or done == settings.iterations:
+                    numbers = {key: finite_or_none(value) for key, value in {**values, "loss": total}.items()}
+                    seconds = time.perf_counter() - started
+                    logged = {"step": done, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, **numbers}
+                    logged |= watch.numbers()
+                    if done == settings.iterations:  # the verdict goes into the log's last line
+                        logged["collapsed"] = watch.collapsed(settings.iterations)
+                    metrics_file.write(json.dumps(logged, allow_nan=False) + "\n")
+                    metrics_file.flush()
+                    shown = " ".join(
+                        f"{k}={v:.3f}" for k, v in numbers.items() if k.startswith("loss") and v is not None
+                    )
+                    if main:
+                        progress.update(done, shown, force=True)
+                overdue = (
+                    settings.checkpoint_seconds > 0 and time.monotonic() - last_save >= settings.checkpoint_seconds
+                )
+                stopping, overdue = distributed.any_rank([stop.received is not None, overdue])
+                if done % settings.checkpoint_every == 0 or done == settings.iterations or overdue or stopping:
+                    save(done)
+                if main and settings.snapshot_every > 0 and done % settings.snapshot_every == 0:
+                    snapshot = run_dir / SNAPSHOT_DIR / f"step{done:06d}.safetensors"
+                    save_checkpoint(snapshot, method.model.state_dict(), {**meta, "step": done})
+                if stopping and done < settings.iterations:
+                    number = stop.received or signal.SIGINT
+                    raise Interrupted(
+                        f"{settings.label} stopped by {signal_name(number)} after step {done} of "
+                        f"{settings.iterations}; checkpoint {checkpoint_path} written: run the same command again "
+                        "to resume",
+                        128 + number,
+                    )
     finally:
         metrics_file.close()
         stream.close()  # stops the loader's worker processes at once, whatever ended the loop
-    return logged
+        watch.close()
+    collapsed = watch.collapsed(settings.iterations)
+    if collapsed and main:
+        print(f"stpl: warning: {watch.warning(settings.label)}", file=sys.stderr, flush=True)
+    return LoopResult(logged, collapsed)

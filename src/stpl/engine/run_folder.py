@@ -10,11 +10,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from stpl.atomic import write_text
+from stpl.atomic import remove_temporaries, write_text
 from stpl.config import Config, config_to_dict, config_to_yaml, marked_keys
 from stpl.engine import distributed
 from stpl.engine.checkpoint import file_sha1, read_meta
-from stpl.engine.run_files import CONFIG_FILE, FINAL_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE
+from stpl.engine.run_files import CONFIG_FILE, FINAL_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE, SNAPSHOT_DIR
 from stpl.errors import StplError
 from stpl.runlock import LOCK_NAME, run_lock
 
@@ -153,6 +153,8 @@ def run_folder(out_dir: Path) -> Iterator[None]:
                 distributed.from_main(str(error))
                 raise
             distributed.from_main(None)
+            for folder in (out_dir, out_dir / SNAPSHOT_DIR):  # what a killed run left half-written
+                remove_temporaries(folder)
             fresh = not any(path.name != LOCK_NAME for path in out_dir.iterdir())
             try:
                 yield

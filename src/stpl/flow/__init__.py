@@ -38,10 +38,13 @@ class CachedFlows(LazyRows):
 
     def _read_into(self, rows: np.ndarray, out: np.ndarray) -> None:
         for position, row in enumerate(rows.tolist()):
-            flow = self._cache.get(self._keys[row])
+            flow = self._cache.get(self._keys[row], self.shape[1:3])
             if flow is None:
                 path = self._cache.path(self._keys[row])
-                raise StplError(f"flow cache entry {path} vanished during the run (data.storage=disk)")
+                raise StplError(
+                    f"flow cache entry {path} vanished or was damaged during the run (data.storage=disk); run the "
+                    "same command again to compute it anew"
+                )
             out[position] = flow
 
 
@@ -77,15 +80,13 @@ def estimate_pair_flows(
     ]
     missing = []
     for row, key in enumerate(keys):
-        if not in_memory:
-            if not cache.path(key).is_file():
-                missing.append(row)
-            continue
-        cached = cache.get(key)
+        cached = cache.get(key, (height, width))  # checked (digest, shape) even when it stays on disk
         if cached is None:
             missing.append(row)
-        else:
+        elif in_memory:
             flows[row] = cached
+    if cache.damaged:
+        print(f"[{label}] {len(cache.damaged)} damaged cache entries (e.g. {cache.damaged[0]}) computed again")
     result = flows if in_memory else CachedFlows(cache, keys, (height, width))
     if not missing:
         print(f"[{label}] {len(pairs)} pairs from the cache in {cache.directory}", flush=True)

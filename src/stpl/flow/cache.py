@@ -2,16 +2,20 @@
 
 Each pair is one `.npy` file named by a hash of everything that determines it: dataset identity, the two frames,
 the size and the estimator. Files are written atomically, so an interrupted run never leaves a broken entry.
+Beside each, a small `.sum` file holds the digest and shape of what was written: an entry whose bytes or shape
+no longer match (another file copied over it, a disk error, a run killed between the two writes) reads as
+damaged, and the flow is computed again instead of being used.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 
-from stpl.atomic import atomic_write
+from stpl.atomic import atomic_write, write_text
 from stpl.errors import StplError
 
 INT16_SCALE = 10.0
@@ -58,6 +62,7 @@ def frame_digest(frame: np.ndarray) -> str:
 class FlowCache:
     def __init__(self, directory: str | Path):
         self.directory = Path(directory).expanduser()
+        self.damaged: list[Path] = []  # entries found damaged by `get` (they are computed again)
 
     @staticmethod
     def key(
@@ -71,9 +76,41 @@ class FlowCache:
     def path(self, key: str) -> Path:
         return self.directory / key[:2] / f"{key}_int16_x10.npy"
 
-    def get(self, key: str) -> np.ndarray | None:
+    def sum_path(self, key: str) -> Path:
+        return self.directory / key[:2] / f"{key}.sum"
+
+    def get(self, key: str, size: tuple[int, int] | None = None) -> np.ndarray | None:
+        """The flow [H,W,2] of an entry, or None when there is none or it is damaged (its digest or shape, or
+        `size` when given, do not match; the damaged path is added to `self.damaged`): compute it again then."""
         path = self.path(key)
-        return read_flow_file(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        problem, stored = self._check(key, size)
+        if problem:
+            self.damaged.append(path)
+            return None
+        return decode_flow(stored)
+
+    def _check(self, key: str, size: tuple[int, int] | None) -> tuple[str, np.ndarray | None]:
+        try:
+            stored = np.load(self.path(key), allow_pickle=False)
+            record = json.loads(self.sum_path(key).read_text())
+        except (OSError, ValueError) as err:  # unreadable, not .npy, no or bad .sum (JSONDecodeError)
+            return f"unreadable ({err})", None
+        expected_shape = [*size, 2] if size is not None else record.get("shape")
+        shape = list(stored.shape)
+        if stored.dtype != np.int16 or shape != record.get("shape") or shape != expected_shape:
+            return f"shape {list(stored.shape)} {stored.dtype}, expected {expected_shape} int16", None
+        if _digest(stored) != record.get("blake2b"):
+            return "its contents do not match the digest written with it", None
+        return "", stored
 
     def put(self, key: str, flow: np.ndarray) -> None:
+        encoded = encode_flow(flow)
         write_flow_file(self.path(key), flow)
+        record = {"blake2b": _digest(encoded), "shape": list(encoded.shape)}
+        write_text(self.sum_path(key), json.dumps(record))  # second: an entry without it reads as damaged
+
+
+def _digest(stored: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(stored).tobytes(), digest_size=16).hexdigest()

@@ -1,0 +1,64 @@
+"""Stopping a training run on request without losing its work.
+
+Inside the loop, SIGINT (Ctrl-C) and SIGTERM (a scheduler's stop, `kill`) do not stop the process at once: the
+current step finishes, the loop writes a checkpoint and then raises `Interrupted`, so the same command resumes at
+exactly that step. A second signal stops at once (the checkpoint on disk is then the last one written).
+Elsewhere, `terminate_as_interrupt` makes SIGTERM unwind like Ctrl-C, so `finally` blocks still clean up.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from stpl.errors import Interrupted
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def signal_name(number: int) -> str:
+    return "Ctrl-C" if number == signal.SIGINT else signal.Signals(number).name
+
+
+def _raise_interrupted(number: int, frame: FrameType | None) -> None:
+    raise Interrupted(f"stopped by {signal_name(number)}", 128 + number)
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises `Interrupted` (exit 143) in the main thread while the block runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class StopRequests:
+    """While entered, SIGINT and SIGTERM are recorded in `received` instead of stopping the process; the loop
+    polls it between steps. The handlers are only installed in the main thread (Python's rule)."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, number: int, frame: FrameType | None) -> None:
+        if self.received is not None:  # asked twice: stop now
+            _raise_interrupted(number, frame)
+        self.received = number
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {number: signal.signal(number, self._handle) for number in SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous = {}
