@@ -327,3 +327,28 @@ def test_an_os_error_deep_in_a_command_names_the_path_and_cause(tmp_path, toy_se
     capsys.readouterr()
     assert main(["train-source", "--out", str(tmp_path / "run"), *set_args(toy_settings)]) == 2
     assert one_error_line(capsys) == "stpl: error: cannot access /data/frames/0001.png: Permission denied"
+
+
+def test_a_full_disk_when_eval_takes_its_lock_is_one_line_and_keeps_the_result(
+    tmp_path, toy_settings, capsys, monkeypatch
+):
+    import errno
+
+    import stpl.runlock
+
+    source = tmp_path / "source"
+    assert main(["train-source", "--out", str(source), *set_args(toy_settings)]) == 0
+    out = tmp_path / "eval"
+    args = ["eval", "--ckpt", str(source / "model.safetensors"), "--out", str(out), *set_args(toy_settings)]
+    assert main(args) == 0
+    before = (out / "eval.json").read_text()
+
+    def full_disk(descriptor, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(stpl.runlock.os, "write", full_disk)
+    capsys.readouterr()
+    assert main(args) == 2
+    assert one_error_line(capsys) == f"stpl: error: cannot write lock file {out / '.lock'}: No space left on device"
+    monkeypatch.undo()
+    assert (out / "eval.json").read_text() == before and sorted(p.name for p in out.iterdir()) == ["eval.json"]

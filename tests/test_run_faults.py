@@ -315,3 +315,14 @@ def test_a_flow_cache_entry_damaged_during_a_disk_stored_run_is_one_line(tmp_pat
     np.save(entry, np.zeros((24, 32, 2), np.int16))  # the right shape, other contents
     with pytest.raises(StplError, match="vanished or was damaged"):
         on_disk[np.array([0])]
+
+
+def test_bench_marks_collapsed_runs_in_its_table(tmp_path, toy_settings, monkeypatch):
+    collapse_forward(monkeypatch)  # the source model's training collapses, and TENT's adaptation of it
+    out = tmp_path / "bench"
+    args = ["bench", "--benchmark", "synthetic", "--methods", "source-only,tent", "--out", str(out)]
+    assert main([*args, *set_args([*toy_settings, "adapt.iterations=4"])]) == 0
+    table = (out / "results.md").read_text()
+    assert "| tent (collapsed: 1 of 1 runs) |" in table and "| source-only (collapsed: 1 of 1 runs) |" in table
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert {run["method"]: run["collapsed"] for run in runs} == {"source-only": True, "tent": True}

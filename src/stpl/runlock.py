@@ -74,6 +74,15 @@ def _acquire(folder: Path, lock: Path) -> int:
         os.close(descriptor)
 
 
+def _name_holder(descriptor: int, lock: Path, text: str) -> None:
+    """Write who holds the lock into its file (for the message another process gets); a full disk is one line."""
+    try:
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, text.encode())
+    except OSError as err:
+        raise StplError(f"cannot write lock file {lock}: {err.strerror or err}") from None
+
+
 @contextmanager
 def run_lock(folder: Path) -> Iterator[None]:
     """Create `folder` if needed and hold its lock while the block runs; clear error if another process holds it."""
@@ -89,8 +98,7 @@ def run_lock(folder: Path) -> Iterator[None]:
     descriptor = _acquire(folder, lock)
     _HELD.add(descriptor)
     try:
-        os.ftruncate(descriptor, 0)
-        os.write(descriptor, f"{os.getpid()} {here}\n".encode())
+        _name_holder(descriptor, lock, f"{os.getpid()} {here}\n")
         yield
     finally:
         lock.unlink(missing_ok=True)  # before the release, so a waiting process re-checks the path (above)
