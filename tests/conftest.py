@@ -8,7 +8,9 @@ import torch
 from stpl.config import Config, build_config
 from stpl.models import VideoSegmenter, build_model
 
-# Toy tensors gain nothing from intra-op threads, and spinning threads crawl when the machine is busy.
+# Toy tensors gain nothing from intra-op threads, and spinning threads crawl when the machine is busy. It also
+# makes every in-process comparison run its reductions in one order on any machine, whatever its core count;
+# subprocesses (the gloo workers in test_distributed.py) keep the default count, and their bounds allow for it.
 torch.set_num_threads(1)
 
 TOY_SETTINGS = [

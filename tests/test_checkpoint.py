@@ -20,9 +20,10 @@ def test_round_trip_model_optimizer_extra(tmp_path):
     loaded = load_checkpoint(path)
     assert loaded.step == 7 and loaded.class_names == ["x", "y"] and loaded.config == {"a": 1}
     assert loaded.meta["versions"]["torch"] == torch.__version__
+    # safetensors stores the bytes: a round trip is exact (no tolerance would excuse a silent cast or a copy bug)
     for key, value in model.state_dict().items():
-        torch.testing.assert_close(loaded.model[key], value)
-    torch.testing.assert_close(loaded.extra["teacher.w"], torch.ones(3))
+        torch.testing.assert_close(loaded.model[key], value, rtol=0, atol=0)
+    torch.testing.assert_close(loaded.extra["teacher.w"], torch.ones(3), rtol=0, atol=0)
     restored = torch.optim.SGD(make_tiny_model().parameters(), lr=0.5, momentum=0.9)
     restored.load_state_dict(loaded.optimizer)
     assert restored.param_groups[0]["lr"] == 0.1
@@ -30,7 +31,7 @@ def test_round_trip_model_optimizer_extra(tmp_path):
     restored_state = restored.state_dict()["state"]
     assert sorted(original_state) == sorted(restored_state)
     for index, value in original_state.items():
-        torch.testing.assert_close(restored_state[index]["momentum_buffer"], value["momentum_buffer"])
+        torch.testing.assert_close(restored_state[index]["momentum_buffer"], value["momentum_buffer"], rtol=0, atol=0)
 
 
 def test_failed_write_leaves_previous_file_intact(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ def test_defaults_and_overrides_in_order(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("adapt:\n  temperature: 0.2\n  loss_form: infonce\nmodel:\n  aspp_rates: [1, 2]\n")
     config = build_config(path, ["adapt.temperature=0.05", "data.height=33"])
+    # float ==: YAML and Python both round the decimal 0.05 to the nearest double, so the two are the same number
     assert config.adapt.temperature == 0.05  # --set wins over the file
     assert config.adapt.loss_form == "infonce"
     assert config.model.aspp_rates == (1, 2)

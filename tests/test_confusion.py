@@ -12,6 +12,8 @@ def test_confusion_matrix_by_hand():
     # rows = truth: class 0 -> {0:1, 1:1}; class 1 -> {1:3}; class 2 -> {2:1, 0:1}; the 255 pixel is skipped
     assert confusion.matrix.tolist() == [[1, 1, 0, 0], [0, 3, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]]
     iou = confusion.iou()
+    # Ratios of small integer counts: exact to one float rounding (<= 6e-8 relative even in float32), inside
+    # pytest.approx's default rel 1e-6 here and below; a miscount changes a ratio by >= 1/7.
     # class 0: tp 1, fp 1 (from class 2), fn 1 -> 1/3; class 1: tp 3, fp 1 -> 3/4; class 2: tp 1, fn 1 -> 1/2
     assert iou[0] == pytest.approx(1 / 3)
     assert iou[1] == pytest.approx(3 / 4)

@@ -104,14 +104,15 @@ def test_batch_norm_stays_frozen_through_train_and_a_step():
     (out.logits.square().mean() + out.embeddings.sum()).backward()
     optimizer.step()
     after = model.backbone.state_dict()
-    for name, value in norms.items():
+    for name, value in norms.items():  # buffers nothing writes: exact
         torch.testing.assert_close(after[name], value, rtol=0, atol=0, msg=name)
     assert not torch.equal(model.backbone.conv1.weight, conv_before)  # the convolutions did train
     # Train mode uses the stored statistics, not the batch's: the backbone gives the same output in both modes.
+    # Same kernels on the same input: bit-identical (measured); batch statistics would move outputs by O(1).
     images = frames()[0]
     with torch.no_grad():
         trained_mode = model.backbone(images)
-        torch.testing.assert_close(model.eval().backbone(images), trained_mode)
+        torch.testing.assert_close(model.eval().backbone(images), trained_mode, rtol=0, atol=0)
 
 
 def test_classifier_is_the_sum_of_four_dilated_convolutions():
@@ -123,9 +124,13 @@ def test_classifier_is_the_sum_of_four_dilated_convolutions():
         for branch, rate in zip(head.branches, ASPP_RATES, strict=True)
     )
     assert [branch.dilation for branch in head.branches] == [(r, r) for r in (6, 12, 18, 24)]
+    # Outputs ~0.1 from 36-term sums: another summation order moves them by ~1e-8, far inside the default
+    # atol 1e-5, while a missing or wrongly dilated branch changes them by ~0.05.
     torch.testing.assert_close(head(x), expected)
     wide = DilatedSumClassifier(256, 19)
     weights = torch.cat([branch.weight.flatten() for branch in wide.branches])
+    # N(0, 0.01) over 175,104 weights: the sample std has a sd of 0.01 / sqrt(2n) = 1.7e-5 (measured -1.8e-5),
+    # so 5e-4 is ~30 sd wide yet fails the 0.001 or 0.1 of a wrong initialiser.
     assert abs(weights.std().item() - 0.01) < 5e-4 and all(not branch.bias.any() for branch in wide.branches)
 
 
@@ -134,6 +139,8 @@ def test_aux_head_adds_weighted_layer3_logits():
     head = DeepLabV2Head(NUM_CLASSES, aux_weight=0.1)
     features = torch.randn(1, 1024 + 2048, 4, 5)
     expected = head.main(features[:, 1024:]) + 0.1 * head.aux(features[:, :1024])
+    # Logits ~2 from 73,728-term float32 sums; the same convolutions here and in the head (measured bit-equal),
+    # and another order would move them by ~1e-6, inside the default 1e-5 + 1.3e-6 x 2; weight 1 or 0 is off by ~0.1.
     torch.testing.assert_close(head(features), expected)
     assert DeepLabV2Head(NUM_CLASSES).aux is None
 
@@ -142,6 +149,7 @@ def test_caffe_input_is_bgr_255_minus_the_mean():
     rgb = torch.tensor([1.0, 0.5, 0.0]).view(1, 3, 1, 1)
     normalised = (rgb - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     expected = torch.tensor([0.0, 127.5, 255.0]) - torch.tensor(CAFFE_BGR_MEAN)
+    # un-normalising and scaling to 0..255 in float32: a few ulps of 255 (measured 9.5e-7, allowed 1e-5 + 3e-4)
     torch.testing.assert_close(CaffeInput()(normalised).flatten(), expected)
 
 
@@ -169,6 +177,7 @@ def test_importer_maps_every_peer_parameter_and_reproduces_outputs(tmp_path, aux
             torch.testing.assert_close(target.state_dict()[name], value, rtol=0, atol=0, msg=name)
     with torch.no_grad():
         expected, got = source.eval()(*frames()), target.eval()(*frames())
+    # equal weights (checked exactly above) through the same kernels: the default tolerance is never needed
     torch.testing.assert_close(got.logits, expected.logits)
     torch.testing.assert_close(got.frame_logits, expected.frame_logits)
 
@@ -245,8 +254,8 @@ def test_import_accel_command_writes_an_adaptable_checkpoint(tmp_path, capsys):
     imported = load_checkpoint(out)
     assert imported.class_names == list(SYNTHETIC_CLASSES) and imported.config["model"]["input_format"] == "caffe_bgr"
     for name, value in model.state_dict().items():
-        if name.startswith(("backbone.", "classifier.")):
-            torch.testing.assert_close(imported.model[name], value, msg=name)
+        if name.startswith(("backbone.", "classifier.")):  # copied tensors: exact
+            torch.testing.assert_close(imported.model[name], value, rtol=0, atol=0, msg=name)
     # without the backbone setting the command refuses, in one line
     assert main(["import-accel", "--weights", str(weights), "--out", str(tmp_path / "x.safetensors")]) != 0
     assert "resnet101_deeplabv2" in capsys.readouterr().err

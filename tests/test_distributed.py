@@ -81,6 +81,8 @@ def test_two_gloo_processes_follow_the_single_process_trajectory(tmp_path, norm)
     assert [worker.wait(timeout=300) for worker in workers] == [0, 0]
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
     assert ranks[0]["seen"] == [[0, 2]] * STEPS and ranks[1]["seen"] == [[1, 3]] * STEPS  # each its half
+    # Exact: all_reduce hands every rank the same sums (a + b == b + a; gloo reduces each element once and
+    # broadcasts it) and the ranks then run the same optimiser step on the same numbers.
     assert ranks[0]["weights"] == ranks[1]["weights"]  # every rank holds the same model
     assert ranks[0]["teacher_sum"] == ranks[1]["teacher_sum"]  # and the same EMA teacher
 
@@ -91,7 +93,13 @@ def test_two_gloo_processes_follow_the_single_process_trajectory(tmp_path, norm)
     for distributed, alone in zip(ranks[0]["losses"], single, strict=True):
         assert abs(distributed - alone) <= 1e-4 * max(1.0, abs(alone))
     weights = torch.cat([p.detach().flatten() for p in method.model.parameters()])[:2000]
-    assert torch.allclose(torch.tensor(ranks[0]["weights"]), weights, atol=1e-5)
+    # The workers also run with the machine's default thread count, this process with one. Losses ~1.5 differ by
+    # ~1 ulp (measured 2.4e-7, allowed 1.5e-4). Weights |w| <= 1: at most an ulp (1.2e-7) per step for 3 steps
+    # (measured 1.5e-8 with 1, 4 and 8 worker threads); 1e-6 + 1e-6|w| allows that, while one half's gradient
+    # (4e-5 frozen, 2e-3 synced) or summed instead of averaged gradients (twice the 7.5e-5 moved in 3 steps) fail.
+    # No pseudo-label can flip between the two set-ups: at this size the network's logits for a batch of 4 and
+    # for its halves are bit-equal (checked with 1, 2 and 4 threads).
+    assert torch.allclose(torch.tensor(ranks[0]["weights"]), weights, rtol=1e-6, atol=1e-6)
 
 
 REFUSAL_WORKER = """
@@ -182,6 +190,8 @@ def test_gathered_keys_give_each_process_the_global_contrast_and_its_gradient(tm
         identity[:, offset : offset + len(anchors)].fill_diagonal_(True)
         losses.append(pixel_contrastive_loss(anchors, labels, keys, key_labels, 0.5, "seed", identity))
     (losses[0] + losses[1]).backward()
+    # Losses ~2 and gradients ~1 from 7-key log-sum-exps, gathered vs concatenated keys: a few ulps at most
+    # (measured bit-equal); 1e-5 survives another order, while a missing key or gradient path is off by > 1e-2.
     for rank, anchors in enumerate((a0, a1)):
         assert abs(ranks[rank]["loss"] - losses[rank].item()) < 1e-5
         torch.testing.assert_close(torch.tensor(ranks[rank]["grad"]), anchors.grad, atol=1e-5, rtol=1e-4)
@@ -218,5 +228,10 @@ def test_synced_norm_of_half_precision_shares_equals_batch_norm_of_the_whole_bat
     for rank in range(2):
         saved = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         assert saved["output"].dtype == torch.float16 and torch.isfinite(saved["output"]).all()
-        torch.testing.assert_close(saved["output"].float(), expected[2 * rank : 2 * rank + 2], atol=4e-3, rtol=4e-3)
+        # Normalised in float32, then rounded to fp16 once: half an ulp, 2^-11 = 4.9e-4 relative (measured 1.9e-3
+        # at |x| ~ 4), plus float32 statistics (~1e-7). 1e-4 + 1e-3|x| is twice that, and a norm over one
+        # process's half alone (shifts up to 1.2e-2) fails it at 87 % of the values.
+        torch.testing.assert_close(saved["output"].float(), expected[2 * rank : 2 * rank + 2], atol=1e-4, rtol=1e-3)
+        # running_var ~1.8 from float32 sums of 160,000 values per channel in another order (measured 1.2e-7);
+        # 1e-4 still fails the variance of one process's half (off by ~5e-3).
         torch.testing.assert_close(saved["running_var"], reference.running_var, atol=1e-4, rtol=1e-4)

@@ -4,6 +4,10 @@ import torch
 from stpl.models.fusion import FUSIONS, AttentionFusion, build_fusion
 from stpl.models.heads import ProjectionHead, ScoreFusion
 
+# Identity-initialised blocks against their closed forms on randn inputs: a product by 1 plus products by 0 is
+# exact (measured bit-equal), a 0.98/0.02 mix or an L2 norm is off by an ulp or two (measured <= 2.4e-7); the
+# default float32 tolerance (1e-5 + 1.3e-6|x|) holds that on any machine and any draw, and fails a wrong mix.
+
 
 @pytest.mark.parametrize("name", sorted(FUSIONS))
 def test_fusion_shapes(name):

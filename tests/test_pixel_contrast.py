@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from stpl.losses.pixel_contrast import pixel_contrastive_loss, sample_per_class
 
 TAU = 0.5
+# The by-hand losses below are O(1) (|x| <= 10 at τ = 0.1): a float32 log-sum-exp over <= 7 keys is good to a
+# few ulps (~1e-6 at 10), so abs 1e-5 / rel 1e-5 hold on any CPU and fail any wrong count of positives (>= 0.1).
 
 
 def test_identical_embeddings_by_hand():
@@ -56,17 +58,20 @@ def test_two_positives_with_different_similarities():
 
 
 def test_anchor_without_negatives_or_positives_contributes_nothing():
-    embeddings = F.normalize(torch.randn(4, 3), dim=1)
+    generator = torch.Generator().manual_seed(0)  # any draw passes; seeded so that every run checks the same one
+    embeddings = F.normalize(torch.randn(4, 3, generator=generator), dim=1)
     only_one_class = pixel_contrastive_loss(embeddings, torch.zeros(4, dtype=torch.long), temperature=TAU)
-    assert only_one_class.item() == 0.0
+    assert only_one_class.item() == 0.0  # no anchor counts: (finite sum) x 0.0, which is exactly 0
     # A lone anchor of class 2 has no positive among the keys: it is skipped, the loss is unchanged.
     labels = torch.tensor([0, 0, 1, 1, 2])
-    extra = torch.cat((embeddings, F.normalize(torch.randn(1, 3), dim=1)))
+    extra = torch.cat((embeddings, F.normalize(torch.randn(1, 3, generator=generator), dim=1)))
     with_lone = pixel_contrastive_loss(
         extra, labels, extra[:4], labels[:4], TAU, anchor_key_identity=torch.eye(5, 4, dtype=torch.bool)
     )
     without = pixel_contrastive_loss(extra[:4], labels[:4], temperature=TAU)
-    assert with_lone.item() == pytest.approx(without.item(), abs=1e-6)
+    # The same four anchors' terms over explicit vs implicit keys, possibly summed in another order: a few ulps of
+    # a loss ~1.2 (measured equal); abs 1e-6 was ~8 ulps, 1e-5 is safe and a counted lone anchor moves it by ~0.2.
+    assert with_lone.item() == pytest.approx(without.item(), abs=1e-5)
 
 
 def test_ignored_pixels_are_never_sampled():
@@ -78,7 +83,9 @@ def test_ignored_pixels_are_never_sampled():
 
 
 def test_gradient_pulls_positives_together():
-    embeddings = F.normalize(torch.randn(6, 8), dim=1).requires_grad_(True)
+    # Seeded: the loss fell on each of 2,000 seeds tried (by >= 0.057), so this is no draw picked to pass.
+    generator = torch.Generator().manual_seed(0)
+    embeddings = F.normalize(torch.randn(6, 8, generator=generator), dim=1).requires_grad_(True)
     labels = torch.tensor([0, 0, 0, 1, 1, 1])
     before = pixel_contrastive_loss(embeddings, labels, temperature=TAU)
     before.backward()

@@ -20,7 +20,7 @@ def test_table_picks_the_best_other_source_free_method(tmp_path):
 
     summary = {
         "source-only": row(40.0),
-        "adabn": row(45.25),
+        "adabn": row(45.24),  # not 45.25: that is a binary tie, and '45.2' would hang on round-half-even
         "tent": row(44.0),
         "vst": row(46.04),
         "stpl": row(47.5),

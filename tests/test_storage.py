@@ -60,7 +60,7 @@ def test_a_disk_stored_split_gives_the_batches_of_the_in_memory_one(tmp_path, to
         dataset.batches = RandomBatches(dataset, 3, seed=5, hflip=True, scale_range=(0.75, 1.5))
     for step in (0, 1, 4):
         expected, got = memory.batches.get(step), disk.batches.get(step)
-        for name in ("current", "previous", "flow", "label"):
+        for name in ("current", "previous", "flow", "label"):  # same bytes, same code: bit-equal in practice
             torch.testing.assert_close(getattr(got, name), getattr(expected, name), msg=name)
     control = disk.without_time()
     assert not control.flows[[0, len(control) - 1]].any()
@@ -101,6 +101,8 @@ def test_worker_processes_prepare_the_same_batches_in_step_order(tmp_path, toy_s
     alone = list(batches_in_order(batches, 1, 6))
     with_workers = list(batches_in_order(batches, 1, 6, workers=2))
     assert len(alone) == len(with_workers) == 5
+    # Workers are other processes, possibly with other thread counts; batch preparation is element-wise (no
+    # reduction whose order threads could change), so the batches are bit-equal and the default tolerance unused.
     for a, b in zip(alone, with_workers, strict=True):
         assert a.index == b.index
         torch.testing.assert_close(b.current, a.current)
@@ -116,5 +118,7 @@ def test_adaptation_from_disk_with_workers_ends_at_the_in_memory_weights(tmp_pat
     assert main(["adapt", "--source-ckpt", source, "--out", str(tmp_path / "disk"), *set_args(streamed)]) == 0
     memory = load_checkpoint(tmp_path / "memory" / "model.safetensors")
     disk = load_checkpoint(tmp_path / "disk" / "model.safetensors")
+    # bit-equal batches through the same training code in this process: equal weights; the default tolerance
+    # (~11 ulps) would still fail a batch out of order or a look ahead read from the wrong row
     for key, value in memory.model.items():
         torch.testing.assert_close(disk.model[key], value, msg=key)

