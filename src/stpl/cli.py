@@ -203,7 +203,9 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--ckpt", type=Path, required=True, help="a source or adapted checkpoint")
     parser.add_argument("--input", type=Path, required=True, help="a folder of images (sorted by name) or a video")
-    parser.add_argument("--out", type=Path, required=True, help="masks/, overlay/, overlay.mp4, predict.json")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="masks/, overlay/, overlay.mp4, predict.json (replaced as a whole)"
+    )
     parser.add_argument("--stride", type=int, default=1, help="read every N-th frame")
     parser.add_argument("--start", type=int, default=0, help="first frame (index) to read")
     parser.add_argument("--end", type=int, help="stop before this frame index")

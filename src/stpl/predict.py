@@ -2,15 +2,20 @@
 
     predictor = stpl.load("model.safetensors")
     masks = predictor.predict(frames)               # list of uint8 RGB frames -> list of [H,W] class-id maps
+    mask = predictor.predict(frame)                 # one [H,W,3] frame -> one map (no earlier frame: no flow)
     predictor.predict_video("clip.mp4", out="pred") # pred/masks/*.png, pred/overlay/*.png, pred/overlay.mp4
 
 Frames are resized to the model's size; flow to the earlier frame is computed on the fly (DIS), and the earlier
 frame's encoder output is kept from the step before, so a temporal model runs one encoder pass per frame. Masks
 come back at each frame's own size.
+
+The output folder is written as a unit (output_folder.py): a failed run leaves the previous prediction whole, and
+predict.json always describes the files beside it.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -23,18 +28,18 @@ import torch
 
 from stpl.atomic import atomic_write, write_json
 from stpl.config import build_config
-from stpl.data.frames import FrameSource, open_frames
+from stpl.data.frames import FrameSource, nothing_selected, open_frames
 from stpl.data.pairs import PairDataset, normalize
 from stpl.data.palettes import palette_for
-from stpl.engine.checkpoint import load_checkpoint
+from stpl.engine.checkpoint import file_sha1, load_checkpoint
 from stpl.engine.checkpoint_model import checkpoint_settings, model_for_checkpoint, model_from_checkpoint
 from stpl.errors import StplError
-from stpl.flow.dis import DISFlow
+from stpl.flow.dis import PRESETS, DISFlow
 from stpl.models import VideoSegmenter
 from stpl.models.segmenter import upsample
 from stpl.online import OnlineAdapter
+from stpl.output_folder import written_whole
 from stpl.progress import Progress
-from stpl.runlock import run_lock
 from stpl.workflows import setup_runtime
 
 
@@ -58,19 +63,19 @@ class Predictor:
         flow_preset: str = "medium",
         palette: list[tuple[int, int, int]] | None = None,
         flow_scale: float = 1.0,
+        checkpoint: dict[str, str] | None = None,
     ):
         self.model = model.to(device).eval()
         self.class_names = list(class_names)
         self.size = size  # (height, width) the model was trained at
         self.temporal = temporal
         self.device = torch.device(device)
-        self.flow = DISFlow(flow_preset, flow_scale)
+        self.flow = _flow_estimator(flow_preset, flow_scale, size, temporal)
         self.palette = palette or palette_for(class_names)
+        self.checkpoint = checkpoint  # {"path", "sha1"} of the file the model came from, for predict.json
 
-    def _resize(self, frame: np.ndarray) -> np.ndarray:
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise StplError(f"frames must be uint8 RGB arrays [H,W,3], got {frame.dtype} {list(frame.shape)}")
-        return cv2.resize(frame, (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)
+    def _resize(self, frame: Any, index: int) -> np.ndarray:
+        return cv2.resize(_frame_array(frame, index), (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)
 
     @torch.no_grad()
     def stream(
@@ -80,7 +85,7 @@ class Predictor:
         earlier: tuple[np.ndarray, torch.Tensor, tuple[torch.Tensor, torch.Tensor]] | None = None
         for index, item in enumerate(frames):
             name, frame = item if isinstance(item, tuple) else (f"frame{index:06d}", item)
-            small = self._resize(frame)
+            small = self._resize(frame, index)
             current = normalize(torch.from_numpy(small).permute(2, 0, 1)[None]).to(self.device)
             encoded = self.model.encode_frame(current)  # the one encoder pass of this frame
             if self.temporal and earlier is not None:
@@ -105,7 +110,7 @@ class Predictor:
         recent: list[tuple[str, np.ndarray, np.ndarray]] = []  # (name, resized frame, flow to the one before)
         for index, item in enumerate(frames):
             name, frame = item if isinstance(item, tuple) else (f"frame{index:06d}", item)
-            small = self._resize(frame)
+            small = self._resize(frame, index)
             if self.temporal and recent:
                 flow = self.flow(small, recent[-1][1])
             else:
@@ -125,12 +130,15 @@ class Predictor:
             logits = upsample(output.logits, frame.shape[:2])[0]
             yield FramePrediction(name, logits.argmax(dim=0).to(torch.uint8).cpu().numpy())
 
-    def predict(self, frames: Iterable[np.ndarray], probabilities: bool = False) -> list[np.ndarray] | list[Any]:
-        """Class-id maps [H,W] for frames given in order; with `probabilities`, (map, [K,H,W]) pairs."""
-        results = list(self.stream(frames, probabilities))
-        if probabilities:
-            return [(r.classes, r.probabilities) for r in results]
-        return [r.classes for r in results]
+    def predict(self, frames: Iterable[np.ndarray] | np.ndarray, probabilities: bool = False) -> Any:
+        """Class-id maps [H,W] for frames given in order (a list or any iterable of uint8 RGB [H,W,3] arrays, or a
+        [T,H,W,3] array); with `probabilities`, (map, [K,H,W]) pairs. A single [H,W,3] array gives a single map (or
+        pair), predicted as a first frame: with no earlier frame, it pairs with itself."""
+        _refuse_non_frames(frames)
+        single = isinstance(frames, np.ndarray) and frames.ndim == 3
+        results = list(self.stream([frames] if single else frames, probabilities))
+        answers = [(r.classes, r.probabilities) if probabilities else r.classes for r in results]
+        return answers[0] if single else answers
 
     def overlay(self, frame: np.ndarray, classes: np.ndarray, alpha: float = 0.5) -> np.ndarray:
         """The frame blended with its class colours, with a legend strip of the classes present on the right."""
@@ -160,22 +168,21 @@ class Predictor:
         adapter: OnlineAdapter | None = None,
     ) -> dict[str, Any]:
         """Predict a folder of images or a video file into `out`: masks/*.png (class ids), overlay/*.png,
-        overlay.mp4 (at the input's frame rate) and predict.json (frames, seconds, frames per second). With an
-        `adapter`, the model adapts online while it predicts (`stream_online`)."""
+        overlay.mp4 (at the input's frame rate) and predict.json (frames, seconds, frames per second, checkpoint).
+        With an `adapter`, the model adapts online while it predicts (`stream_online`). `out` is replaced as a unit
+        once every file is written: a failure leaves an earlier prediction there whole, and no old file stays."""
         source = open_frames(path, stride, start, end)
-        out = Path(out)
-        with run_lock(out):  # one writer per output folder
-            return self._predict_into(source, path, out, adapter)
+        with written_whole(out, PREDICTION_FILES) as folder:  # also the lock: one writer per output folder
+            return self._predict_into(source, path, folder, adapter)
 
     def _predict_into(
         self, source: FrameSource, path: str | Path, out: Path, adapter: OnlineAdapter | None
     ) -> dict[str, Any]:
-        (out / "masks").mkdir(parents=True, exist_ok=True)
-        (out / "overlay").mkdir(parents=True, exist_ok=True)
-        fps = source.fps()
-        video_path = out / "overlay.mp4"
-        writer = None
+        (out / "masks").mkdir()
+        (out / "overlay").mkdir()
+        video = OverlayVideo(out / "overlay.mp4", source.fps())
         frames_in: list[np.ndarray] = []
+        sizes: set[tuple[int, int]] = set()
         count, started = 0, time.perf_counter()
         progress = Progress("predict", max(source.count(), 1), every_seconds=5.0)
 
@@ -193,25 +200,137 @@ class Predictor:
                 _write_png(out / "masks" / f"{prediction.name}.png", prediction.classes)
                 picture = self.overlay(frame, prediction.classes)
                 _write_png(out / "overlay" / f"{prediction.name}.png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
-                if writer is None:
-                    fourcc = cv2.VideoWriter_fourcc(*"mp4v")
-                    writer = cv2.VideoWriter(str(video_path), fourcc, fps, (picture.shape[1], picture.shape[0]))
-                writer.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+                video.add(picture)
+                sizes.add(frame.shape[:2])
                 count += 1
                 progress.update(count)
         finally:
-            if writer is not None:
-                writer.release()
+            video.close()
+        if count == 0:  # a video whose header gave no frame count, read past its end
+            raise nothing_selected(source)
+        video.check()
         seconds = time.perf_counter() - started
         summary = {
             "input": str(path), "frames": count, "seconds": seconds, "frames_per_second": count / max(seconds, 1e-9),
-            "input_fps": fps, "classes": self.class_names, "palette": [list(c) for c in self.palette],
-            "temporal": self.temporal,
+            "input_fps": source.fps(), "frame_sizes": [list(size) for size in sorted(sizes)],
+            "overlay_video_size": list(video.size or ()), "checkpoint": self.checkpoint,
+            "classes": self.class_names, "palette": [list(c) for c in self.palette], "temporal": self.temporal,
             "online": None if adapter is None else {"method": adapter.config.method, **vars(adapter.options)},
         }  # fmt: skip
         write_json(out / "predict.json", summary)
         progress.done(f"{count} frames, {summary['frames_per_second']:.1f} frames/s")
         return summary
+
+
+PREDICTION_FILES = ("masks", "overlay", "overlay.mp4", "predict.json")
+
+
+class OverlayVideo:
+    """overlay.mp4: every picture fitted into the first one's size (white borders, aspect kept), because a video
+    writer silently drops pictures of another size; the overlay PNGs keep each frame's own size."""
+
+    def __init__(self, path: Path, fps: float):
+        self.path, self.fps = path, fps
+        self.size: tuple[int, int] | None = None  # (height, width) of every picture in the video
+        self.frames = 0
+        self._writer: cv2.VideoWriter | None = None
+
+    def add(self, picture: np.ndarray) -> None:
+        """Append an RGB picture."""
+        if self._writer is None:
+            self.size = picture.shape[:2]
+            fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+            self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (self.size[1], self.size[0]))
+            if not self._writer.isOpened():
+                raise StplError(f"cannot write {self.path}: OpenCV could not open an mp4v video writer")
+        self._writer.write(cv2.cvtColor(fit_picture(picture, self.size), cv2.COLOR_RGB2BGR))
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+    def check(self) -> None:
+        """The written file holds every picture (a writer drops what it cannot write without a word)."""
+        capture = cv2.VideoCapture(str(self.path))
+        held = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+        capture.release()
+        if held != self.frames:
+            raise StplError(f"cannot write {self.path}: it holds {held} of the {self.frames} frames written")
+
+
+def fit_picture(picture: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`picture` scaled to fit (height, width) `size` with its aspect kept, centred on white."""
+    height, width = size
+    if picture.shape[:2] == (height, width):
+        return picture
+    ratio = min(height / picture.shape[0], width / picture.shape[1])
+    scaled_size = (max(1, round(picture.shape[1] * ratio)), max(1, round(picture.shape[0] * ratio)))
+    scaled = cv2.resize(picture, scaled_size, interpolation=cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR)
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    top, left = (height - scaled.shape[0]) // 2, (width - scaled.shape[1]) // 2
+    canvas[top : top + scaled.shape[0], left : left + scaled.shape[1]] = scaled
+    return canvas
+
+
+def _frame_array(frame: Any, index: int) -> np.ndarray:
+    """`frame` when it is a uint8 RGB [H,W,3] array, else one line saying what was given and what to pass."""
+    if _is_pil_image(frame):
+        raise StplError(f"frame {index} is a PIL image: pass np.asarray(image.convert('RGB')) (uint8 RGB [H,W,3])")
+    if isinstance(frame, str | os.PathLike):
+        raise StplError(
+            f"frame {index} is a path ({frame}): pass uint8 RGB arrays, or use predict_video(path, out) for a video "
+            "file or a folder of images"
+        )
+    if not isinstance(frame, np.ndarray):
+        raise StplError(f"frame {index} is a {type(frame).__name__}: frames must be uint8 RGB arrays [H,W,3]")
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise StplError(
+            f"frames must be uint8 RGB arrays [H,W,3], got {frame.dtype} {list(frame.shape)} (frame {index})"
+        )
+    return frame
+
+
+def _refuse_non_frames(frames: Any) -> None:
+    """A clear line for what `predict` cannot take as a sequence of frames (a path, one PIL image)."""
+    if isinstance(frames, str | os.PathLike):
+        raise StplError(
+            f"predict takes frames (uint8 RGB arrays), not a path ({frames}): use predict_video(path, out) for a video "
+            "file or a folder of images"
+        )
+    if _is_pil_image(frames):
+        raise StplError("predict takes uint8 RGB arrays, not a PIL image: pass np.asarray(image.convert('RGB'))")
+    if isinstance(frames, np.ndarray) and frames.ndim not in (3, 4):
+        raise StplError(
+            f"predict takes uint8 RGB frames: one [H,W,3] array, a [T,H,W,3] array or a list of [H,W,3] arrays, got "
+            f"an array of shape {list(frames.shape)}"
+        )
+
+
+def _is_pil_image(value: Any) -> bool:
+    # told apart by its class's module, so that PIL is never imported here
+    return any(cls.__module__.split(".")[0] == "PIL" for cls in type(value).__mro__)
+
+
+def _flow_estimator(preset: str, scale: float, size: tuple[int, int], temporal: bool) -> DISFlow:
+    """The DIS estimator for the model's size; one line for a preset or scale DIS cannot run (a scale so small that
+    the shrunk image has no room for DIS's patches crashes inside OpenCV)."""
+    if preset not in PRESETS:
+        raise StplError(f"unknown DIS preset '{preset}' (known: {', '.join(PRESETS)})")
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0.0 < scale <= 1.0:
+        raise StplError(f"flow scale must be a number in (0, 1], got {scale!r}")
+    flow = DISFlow(preset, float(scale))
+    height, width = size
+    if temporal and not flow.accepts(height, width):
+        lowest = flow.smallest_scale(height, width)
+        small = "x".join(map(str, flow.working_size(height, width)))
+        allowed = f"must be in [{lowest:g}, 1]" if lowest is not None else "cannot help: the model's size is too small"
+        raise StplError(
+            f"flow scale {scale:g} is too small for DIS (preset {preset}) at this model's size {height}x{width}: the "
+            f"flow would run at {small} pixels; the flow scale {allowed}"
+        )
+    return flow
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
@@ -229,7 +348,8 @@ def load(
 ) -> Predictor:
     """A `Predictor` for a checkpoint (source or adapted); its model, size, classes and flow settings come from the
     file unless `flow_preset` / `flow_scale` are given (flow at half size makes streaming cheaper; docs/speed.md)."""
-    checkpoint = load_checkpoint(checkpoint)
+    path = Path(checkpoint)
+    checkpoint = load_checkpoint(path)
     model, config = model_for_checkpoint(checkpoint)
     return Predictor(
         model,
@@ -240,7 +360,13 @@ def load(
         flow_preset=flow_preset or config.flow.dis_preset,
         palette=checkpoint.meta.get("palette"),
         flow_scale=config.flow.scale if flow_scale is None else flow_scale,
+        checkpoint=_identity(path),
     )
+
+
+def _identity(path: Path) -> dict[str, str]:
+    """The checkpoint predict.json names: its path as given and the sha1 of its bytes."""
+    return {"path": str(path), "sha1": file_sha1(path)}
 
 
 def load_online(
@@ -255,5 +381,5 @@ def load_online(
     model = model_from_checkpoint(saved, config, skip_adaptation_modules=True).to(device)  # as `stpl adapt` builds it
     size = (config.data.height, config.data.width)
     predictor = Predictor(model, saved.class_names, size, config.model.temporal, device, config.flow.dis_preset,
-                          saved.meta.get("palette"), config.flow.scale)  # fmt: skip
+                          saved.meta.get("palette"), config.flow.scale, _identity(path))  # fmt: skip
     return predictor, OnlineAdapter(predictor.model, config.adapt, config.seed)
