@@ -161,6 +161,7 @@ def test_vst_keeps_only_temporally_consistent_class_balanced_pixels():
     batch = toy_batch()
     teacher = method.teacher.predict(batch)
     labels = prediction_pseudo_labels(teacher, (33, 47), method.config)  # class-balanced 0.3, agreement on
+    # the same bilinear upsampling of the same float32 logits as the labelling: bit-equal, so no argmax tie can split
     warped = torch.nn.functional.interpolate(teacher.warped_logits, size=(33, 47), mode="bilinear").argmax(1)
     kept = labels != IGNORE_INDEX
     assert kept.any() and (labels[kept] == warped[kept]).all()
