@@ -140,6 +140,7 @@ def test_the_readme_example_runs(toy_checkpoint, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(example, namespace)
     assert len(namespace["masks"]) == 5 and (tmp_path / "predictions" / "overlay.mp4").is_file()
+    assert namespace["mask"].shape == frames[0].shape[:2]  # one frame in, one map out
 
 
 def test_the_readme_own_video_commands_run_as_printed(toy_checkpoint, tmp_path, monkeypatch):
