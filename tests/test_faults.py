@@ -60,17 +60,22 @@ def test_eval_refuses_a_checkpoint_with_non_finite_weights(tmp_path, toy_setting
     assert not (out / "eval.json").exists()
 
 
-def test_a_full_disk_during_eval_keeps_the_earlier_result(tmp_path, toy_settings, capsys, monkeypatch):
-    import errno
-
-    import stpl.atomic
-
+def scored_toy_model(tmp_path, toy_settings) -> tuple[list[str], object, str]:
+    """A toy source model scored once: the eval command, its folder, and the eval.json it wrote."""
     source = tmp_path / "source"
     assert main(["train-source", "--out", str(source), *set_args(toy_settings)]) == 0
     out = tmp_path / "eval"
     args = ["eval", "--ckpt", str(source / "model.safetensors"), "--out", str(out), *set_args(toy_settings)]
     assert main(args) == 0
-    before = (out / "eval.json").read_text()
+    return args, out, (out / "eval.json").read_text()
+
+
+def test_a_full_disk_during_eval_keeps_the_earlier_result(tmp_path, toy_settings, capsys, monkeypatch):
+    import errno
+
+    import stpl.atomic
+
+    args, out, before = scored_toy_model(tmp_path, toy_settings)
     json.loads(before, parse_constant=lambda name: pytest.fail(f"non-strict JSON token {name}"))
 
     def full_disk(path):
@@ -336,12 +341,7 @@ def test_a_full_disk_when_eval_takes_its_lock_is_one_line_and_keeps_the_result(
 
     import stpl.runlock
 
-    source = tmp_path / "source"
-    assert main(["train-source", "--out", str(source), *set_args(toy_settings)]) == 0
-    out = tmp_path / "eval"
-    args = ["eval", "--ckpt", str(source / "model.safetensors"), "--out", str(out), *set_args(toy_settings)]
-    assert main(args) == 0
-    before = (out / "eval.json").read_text()
+    args, out, before = scored_toy_model(tmp_path, toy_settings)
 
     def full_disk(descriptor, data):
         raise OSError(errno.ENOSPC, "No space left on device")

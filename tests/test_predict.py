@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import stpl
+from conftest import clip, write_folder
 from stpl.cli import main
 from stpl.data.frames import open_frames
 from stpl.data.pairs import normalize
@@ -22,36 +23,6 @@ from stpl.flow.dis import DISFlow
 
 def set_args(settings):
     return [arg for s in settings for arg in ("--set", s)]
-
-
-@pytest.fixture(scope="module")
-def toy_checkpoint(tmp_path_factory):
-    from conftest import TOY_SETTINGS
-
-    out = tmp_path_factory.mktemp("source")
-    settings = [*TOY_SETTINGS, f"flow.cache_dir={out / 'flow'}"]
-    assert main(["train-source", "--out", str(out / "run"), *set_args(settings)]) == 0
-    return out / "run" / "model.safetensors"
-
-
-def clip(count: int = 5, height: int = 41, width: int = 57) -> list[np.ndarray]:
-    """A textured square moving right over a gradient (odd size: the model resizes to its own)."""
-    rng = np.random.default_rng(0)
-    texture = rng.integers(0, 255, (15, 15, 3), dtype=np.uint8)
-    frames = []
-    for t in range(count):
-        frame = np.zeros((height, width, 3), np.uint8)
-        frame[..., 0] = np.linspace(0, 200, width, dtype=np.uint8)
-        frame[10:25, 5 + 3 * t : 20 + 3 * t] = texture
-        frames.append(frame)
-    return frames
-
-
-def write_folder(folder: Path, frames: list[np.ndarray]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for t, frame in enumerate(frames):
-        cv2.imwrite(str(folder / f"f{t:03d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    return folder
 
 
 def write_video(path: Path, frames: list[np.ndarray], codec: str, fps: float) -> Path:

@@ -12,38 +12,10 @@ import numpy as np
 import pytest
 
 import stpl
+from conftest import clip, write_folder
 from stpl.cli import main
 from stpl.errors import StplError
 from stpl.flow.dis import DISFlow, dis_accepts
-
-
-@pytest.fixture(scope="module")
-def toy_checkpoint(tmp_path_factory):
-    from conftest import TOY_SETTINGS
-
-    out = tmp_path_factory.mktemp("source")
-    settings = [*TOY_SETTINGS, f"flow.cache_dir={out / 'flow'}"]
-    assert main(["train-source", "--out", str(out / "run"), *[a for s in settings for a in ("--set", s)]]) == 0
-    return out / "run" / "model.safetensors"
-
-
-def clip(count: int = 6, height: int = 41, width: int = 57) -> list[np.ndarray]:
-    """A textured square moving right over a gradient (odd sizes: the model resizes to its own)."""
-    texture = np.random.default_rng(0).integers(0, 255, (15, 15, 3), dtype=np.uint8)
-    frames = []
-    for t in range(count):
-        frame = np.zeros((height, width, 3), np.uint8)
-        frame[..., 0] = np.linspace(0, 200, width, dtype=np.uint8)
-        frame[10:25, 5 + 3 * t : 20 + 3 * t] = texture
-        frames.append(frame)
-    return frames
-
-
-def write_folder(folder: Path, frames: list[np.ndarray]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for t, frame in enumerate(frames):
-        cv2.imwrite(str(folder / f"f{t:03d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    return folder
 
 
 def predict(checkpoint: Path, source: Path, out: Path, *options: str) -> int:
@@ -92,7 +64,7 @@ def no_leftovers(parent: Path, expected: set[str]) -> None:
 @pytest.fixture
 def finished(toy_checkpoint, tmp_path, capsys):
     """A finished 6-frame prediction in tmp_path/pred and its files' bytes."""
-    source = write_folder(tmp_path / "frames", clip())
+    source = write_folder(tmp_path / "frames", clip(6))
     out = tmp_path / "pred"
     assert predict(toy_checkpoint, source, out) == 0
     capsys.readouterr()
@@ -188,7 +160,7 @@ def test_a_folder_of_other_files_is_refused_not_deleted(toy_checkpoint, tmp_path
 
 
 def test_frames_of_several_sizes_all_reach_the_video(toy_checkpoint, tmp_path, capsys):
-    frames = [f if t % 2 == 0 else cv2.resize(f, (71, 29)) for t, f in enumerate(clip())]
+    frames = [f if t % 2 == 0 else cv2.resize(f, (71, 29)) for t, f in enumerate(clip(6))]
     source = write_folder(tmp_path / "frames", frames)
     out = tmp_path / "pred"
     assert predict(toy_checkpoint, source, out) == 0
