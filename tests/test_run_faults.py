@@ -165,9 +165,20 @@ def test_tent_at_a_huge_learning_rate_never_ends_silently(tmp_path, toy_settings
         assert read_meta(out / "model.safetensors")["collapsed"] is True
 
 
+@pytest.fixture
+def default_signal_handlers():
+    """Ctrl-C and SIGTERM handled as in a terminal, whatever the test runner inherited (nohup ignores SIGINT)."""
+    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    for number, handler in saved.items():
+        signal.signal(number, handler)
+
+
 @pytest.mark.parametrize("number, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupted_run_checkpoints_and_resumes_to_the_same_weights(
-    number, code, tmp_path, toy_settings, capsys, monkeypatch
+    number, code, tmp_path, toy_settings, capsys, monkeypatch, default_signal_handlers
 ):
     sets = [*toy_settings, "train.iterations=40", "train.checkpoint_every=100", "train.checkpoint_minutes=0"]
     whole = tmp_path / "whole"
@@ -189,10 +200,29 @@ def test_an_interrupted_run_checkpoints_and_resumes_to_the_same_weights(
     assert load_checkpoint(out / LAST_CHECKPOINT).step == 30 and not (out / "model.safetensors").exists()
     monkeypatch.undo()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are put back
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     assert main(["train-source", "--out", str(out), *set_args(sets)]) == 0
     resumed, uninterrupted = load_checkpoint(out / "model.safetensors"), load_checkpoint(whole / "model.safetensors")
     for name, value in uninterrupted.model.items():  # same process, same thread count: bit-identical
         assert torch.equal(resumed.model[name], value), name
+
+
+def test_a_run_started_to_ignore_ctrl_c_keeps_ignoring_it(tmp_path, toy_settings, monkeypatch):
+    saved = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under nohup
+    try:
+        step_of = Supervised.step
+
+        def step(self, batch, step):
+            if step == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+            return step_of(self, batch, step)
+
+        monkeypatch.setattr(Supervised, "step", step)
+        out = tmp_path / "run"
+        assert main(["train-source", "--out", str(out), *set_args(toy_settings)]) == 0  # ran to its end
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, saved)
 
 
 def test_checkpoints_are_also_taken_by_time(tmp_path, toy_settings, capsys, monkeypatch):

@@ -33,6 +33,9 @@ def terminate_as_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:  # started to ignore it (nohup, a scheduler): keep so
+        yield
+        return
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         yield
@@ -42,7 +45,8 @@ def terminate_as_interrupt() -> Iterator[None]:
 
 class StopRequests:
     """While entered, SIGINT and SIGTERM are recorded in `received` instead of stopping the process; the loop
-    polls it between steps. The handlers are only installed in the main thread (Python's rule)."""
+    polls it between steps. The handlers are only installed in the main thread (Python's rule), and not for a
+    signal the process was started to ignore (`nohup`, `&` in a script)."""
 
     def __init__(self) -> None:
         self.received: int | None = None
@@ -55,7 +59,11 @@ class StopRequests:
 
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
-            self._previous = {number: signal.signal(number, self._handle) for number in SIGNALS}
+            self._previous = {
+                number: signal.signal(number, self._handle)
+                for number in SIGNALS
+                if signal.getsignal(number) is not signal.SIG_IGN  # a process told to ignore it (nohup) still does
+            }
         return self
 
     def __exit__(self, *exc: object) -> None:
