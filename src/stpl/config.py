@@ -354,6 +354,15 @@ class EvalConfig:
 
 
 @dataclass
+class LogConfig:
+    """Experiment logging beside metrics.jsonl (engine/tensorboard.py)."""
+
+    # TensorBoard event files in each run folder's tensorboard/ (needs the `tensorboard` extra): losses, lr,
+    # method statistics, the collapse figures, normalisation drift, evaluation scores and a few overlays
+    tensorboard: bool = False
+
+
+@dataclass
 class Config:
     seed: int = 0
     device: str = field(default="cpu", metadata=NOT_A_RESULT)
@@ -367,6 +376,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     eval: EvalConfig = field(default_factory=EvalConfig, metadata=NOT_A_RESULT)
+    log: LogConfig = field(default_factory=LogConfig, metadata=NOT_A_RESULT)  # what is recorded, not computed
 
 
 # ----------------------------------------------------------------------------------------------------------

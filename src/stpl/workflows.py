@@ -41,6 +41,7 @@ from stpl.engine.run_folder import (
 )
 from stpl.engine.supervised import Supervised
 from stpl.engine.sync_norm import synced_norms
+from stpl.engine.tensorboard import log_evaluation, require_tensorboard
 from stpl.errors import StplError
 from stpl.losses.class_weights import median_frequency_weights
 from stpl.models import build_model
@@ -51,6 +52,7 @@ from stpl.runlock import run_lock
 
 
 def setup_runtime(config: Config) -> torch.device:
+    require_tensorboard(config.log.tensorboard)  # one line before any work, not an ImportError after it
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -131,6 +133,7 @@ def train_supervised(
             amp=train.amp,
             loader_workers=config.data.loader_workers,
             checkpoint_seconds=60.0 * train.checkpoint_minutes,
+            tensorboard=config.log.tensorboard,
         )
         result = run_loop(method, batches, settings, out_dir, meta)
         return save_final(out_dir, model, {**meta, "step": iterations, "collapsed": result.collapsed})
@@ -196,6 +199,7 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
             amp=config.adapt.amp,
             loader_workers=config.data.loader_workers,
             checkpoint_seconds=60.0 * config.adapt.checkpoint_minutes,
+            tensorboard=config.log.tensorboard,
         )
         result = run_loop(method, batches, settings, out_dir, meta)
         return save_final(out_dir, model, {**meta, "step": config.adapt.iterations, "collapsed": result.collapsed})
@@ -235,6 +239,9 @@ def _evaluate(checkpoint: Checkpoint, checkpoint_path: Path, config: Config, out
     result["config"] = config_to_dict(config)
     if out_dir is not None:
         write_json(Path(out_dir) / EVAL_FILE, result)  # atomic: concurrent evaluations leave one whole file
+    palette = checkpoint.meta.get("palette") or palette_for(checkpoint.class_names)
+    tensorboard = config.log.tensorboard and distributed.is_main()
+    log_evaluation(out_dir, tensorboard, result, checkpoint.step, model, dataset, palette)  # beside eval.json
     return result
 
 
@@ -272,6 +279,9 @@ def online_evaluate(config: Config, source_checkpoint: Path, out_dir: Path) -> d
                 "online": online, "palette": checkpoint.meta.get("palette")}  # fmt: skip
         result["checkpoint"] = str(save_final(out_dir, model, meta))
         write_json(out_dir / EVAL_FILE, result)
+        palette = checkpoint.meta.get("palette") or palette_for(checkpoint.class_names)
+        # at the number of frames adapted over; the overlays show the final weights, not the online predictions
+        log_evaluation(out_dir, config.log.tensorboard, result, len(labelled), model, labelled, palette)
         return result
 
 

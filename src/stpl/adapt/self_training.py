@@ -22,6 +22,7 @@ from stpl.adapt.shared import (
     load_generator_state,
     load_prefixed_state,
     masked_cross_entropy,
+    mean_confidence,
     prediction_pseudo_labels,
     prefixed_state,
     teacher_class_thresholds,
@@ -71,7 +72,13 @@ class SelfTraining(AdaptationMethod):
         batch, labels = strong_view(batch, labels, self.config, self.generator)
         student = self.model(batch.current, batch.previous, batch.flow)
         loss = masked_cross_entropy(upsample(student.logits, size), labels)
-        return {"loss_pl": loss, "kept_fraction": (labels != IGNORE_INDEX).float().mean(), **self.anchor_loss()}
+        kept = (labels != IGNORE_INDEX).float().mean()
+        return {"loss_pl": loss, "kept_fraction": kept, **self.statistics(teacher), **self.anchor_loss()}
+
+    @staticmethod
+    def statistics(teacher: SegmenterOutput) -> dict[str, Tensor]:
+        """Logged beside the losses (never optimised): how sure the teacher is of frame t."""
+        return {"teacher_confidence": mean_confidence(teacher.logits)}
 
     def prepare(self, batches: Iterable[PairBatch]) -> None:
         if self.config.confidence == "class_median":

@@ -29,6 +29,12 @@ def entropy_map(logits: Tensor, normalized: bool = False) -> Tensor:
     return entropy / math.log(logits.shape[1]) if normalized else entropy
 
 
+def mean_confidence(logits: Tensor) -> Tensor:
+    """Mean top-class probability of a prediction [B,K,h,w]: a logged statistic of the teacher, a 0-d tensor left
+    on the device (the loop reads it at log steps only)."""
+    return logits.detach().float().softmax(dim=1).amax(dim=1).mean()
+
+
 def nearest_resize(maps: Tensor, size: tuple[int, int]) -> Tensor:
     """Nearest-neighbour resize of [B,h,w] masks or label maps, keeping their dtype (a mask must not be blurred
     into half-valid pixels, nor a label map into classes between two)."""

@@ -71,7 +71,7 @@ class STPL(SelfTraining):
             else:
                 feature_labels = self.pseudo_labels(teacher, feature_size, later)
             out["loss_contrast"] = c.lambda_contrast * self.contrastive_loss(student, feature_labels)
-        return {**out, **self.anchor_loss()}
+        return {**out, **self.statistics(teacher), **self.anchor_loss()}
 
 
 def contrast_with_keys(

@@ -25,7 +25,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from stpl.adapt.base import AdaptationMethod
-from stpl.adapt.shared import generator_state, load_generator_state, masked_cross_entropy, nearest_resize
+from stpl.adapt.shared import (
+    generator_state,
+    load_generator_state,
+    masked_cross_entropy,
+    mean_confidence,
+    nearest_resize,
+)
 from stpl.adapt.teachers import Teacher
 from stpl.config import AdaptConfig
 from stpl.constants import IGNORE_INDEX
@@ -65,11 +71,16 @@ class TPS(AdaptationMethod):
 
     def step(self, batch: PairBatch, step: int) -> dict[str, Tensor]:
         size = batch.current.shape[-2:]
-        labels = cross_frame_pseudo_labels(self.teacher.predict(batch), size)
+        teacher = self.teacher.predict(batch)
+        labels = cross_frame_pseudo_labels(teacher, size)
         view = self.strong_view(batch)
         student = self.model(view.current, view.previous, view.flow)
         loss = masked_cross_entropy(upsample(student.logits, size), labels)
-        return {"loss_tps": self.options.lambda_tps * loss, "kept_fraction": (labels != IGNORE_INDEX).float().mean()}
+        return {
+            "loss_tps": self.options.lambda_tps * loss,
+            "kept_fraction": (labels != IGNORE_INDEX).float().mean(),
+            "teacher_confidence": mean_confidence(teacher.warped_logits),  # of the warped prediction it learns
+        }
 
     def extra_state(self) -> dict[str, Tensor]:
         return generator_state(self.generator)

@@ -80,7 +80,8 @@ class UR(Method):
     def step(self, batch: PairBatch, step: int) -> dict[str, Tensor]:
         size = batch.current.shape[-2:]
         source = upsample(self.source.predict(batch).logits, size)
-        labels = make_pseudo_labels(source.softmax(dim=1), rule="class_balanced", fraction=self.options.class_fraction)
+        probabilities = source.softmax(dim=1)
+        labels = make_pseudo_labels(probabilities, rule="class_balanced", fraction=self.options.class_fraction)
         student = self.model(batch.current, batch.previous, batch.flow)
         logits = upsample(student.logits, size)
         main = student.frame_logits.detach().softmax(dim=1)
@@ -92,6 +93,7 @@ class UR(Method):
             "loss_entropy": o.lambda_entropy * entropy_map(logits, normalized=True).mean(),
             "loss_consistency": o.lambda_consistency * consistency,
             "kept_fraction": (labels != IGNORE_INDEX).float().mean(),
+            "teacher_confidence": probabilities.amax(dim=1).mean(),  # the frozen source model's
         }
 
     def extra_state(self) -> dict[str, Tensor]:

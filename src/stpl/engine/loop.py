@@ -4,7 +4,8 @@ A run folder holds `config.yaml`, `metrics.jsonl` (one line per logged step) and
 Starting a run in a folder whose last checkpoint is unfinished resumes it; a finished one is returned as is.
 Checkpoints are written every `checkpoint_every` steps, whenever `checkpoint_seconds` have passed since the last
 one, and when Ctrl-C or SIGTERM asks the run to stop (engine/interrupt.py): an interruption loses at most the step
-in progress. The collapse watch (engine/health.py) judges whether the predictions degenerated.
+in progress. The collapse watch (engine/health.py) judges whether the predictions degenerated. With
+`tensorboard` set, the log steps also go to RUN/tensorboard/ (engine/tensorboard.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from stpl.engine.interrupt import StopRequests, signal_name
 from stpl.engine.method import Method
 from stpl.engine.precision import Precision
 from stpl.engine.run_files import LAST_CHECKPOINT, METRICS_FILE, SNAPSHOT_DIR
+from stpl.engine.tensorboard import RunBoard
 from stpl.errors import Interrupted, StplError
 from stpl.progress import Progress
 
@@ -52,6 +54,7 @@ class LoopSettings:
     amp: str = "off"  # mixed precision of the step: off, bf16 or fp16 (engine/precision.py)
     loader_workers: int = 0  # processes preparing batches ahead (data/loader.py; 0 = in this process)
     checkpoint_seconds: float = 0.0  # also checkpoint when this long has passed since the last one (0 = never)
+    tensorboard: bool = False  # also write the log steps as TensorBoard events (log.tensorboard)
 
 
 @dataclass
@@ -170,6 +173,7 @@ def run_loop(
     optimizer = build_optimizer(settings, method.param_groups())
     precision = Precision(settings.amp, device)
     watch = CollapseWatch(method.model)
+    board = RunBoard(run_dir, settings.tensorboard and distributed.is_main(), method.model)  # a no-op when off
     checkpoint_path = run_dir / LAST_CHECKPOINT
     start = 0
     if checkpoint_path.is_file():
@@ -178,6 +182,7 @@ def run_loop(
         method.load_extra_state(state.extra)
         precision.load_state(state.extra)
         watch.load_extra_state(state.extra)
+        board.resume(state.extra, state.step)
         if RNG_KEY in state.extra:
             torch.set_rng_state(state.extra[RNG_KEY])  # dropout and sampling continue as if never stopped
         if CUDA_RNG_KEY in state.extra and device.type == "cuda":
@@ -208,7 +213,13 @@ def run_loop(
             method.model.state_dict(),
             {**meta, "step": step, "iterations": settings.iterations},
             optimizer.state_dict(),
-            {**method.extra_state(), **rng_state(device), **precision.state(), **watch.extra_state()},
+            {
+                **method.extra_state(),
+                **rng_state(device),
+                **precision.state(),
+                **watch.extra_state(),
+                **board.extra_state(),
+            },
         )
 
     progress = Progress(settings.label, settings.iterations, every_seconds=10.0, initial=start)
@@ -243,6 +254,9 @@ def run_loop(
                         logged["collapsed"] = watch.collapsed(settings.iterations)
                     metrics_file.write(json.dumps(logged, allow_nan=False) + "\n")
                     metrics_file.flush()
+                    board.log_step(done, logged)
+                    if done == settings.iterations:  # the final model on a few frames of its last batch
+                        board.end_of_run(done, batch, meta)
                     shown = " ".join(
                         f"{k}={v:.3f}" for k, v in numbers.items() if k.startswith("loss") and v is not None
                     )
@@ -269,6 +283,7 @@ def run_loop(
         metrics_file.close()
         stream.close()  # stops the loader's worker processes at once, whatever ended the loop
         watch.close()
+        board.close()
     collapsed = watch.collapsed(settings.iterations)
     if collapsed and main:
         print(f"stpl: warning: {watch.warning(settings.label)}", file=sys.stderr, flush=True)
