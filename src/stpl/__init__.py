@@ -11,12 +11,18 @@ from stpl.version import __version__
 __all__ = ["__version__", "adapt_video", "load"]
 
 
-def load(checkpoint, device: str = "cpu", flow_preset: str | None = None, flow_scale: float | None = None):
-    """A predictor for a checkpoint (see `stpl.predict.load`); imported on first use so `import stpl` stays
-    light."""
+def load(
+    checkpoint,
+    device: str = "cpu",
+    flow_preset: str | None = None,
+    flow_scale: float | None = None,
+    sets: list[str] | None = None,
+):
+    """A predictor for a checkpoint file or a shipped model's name, e.g. "camvid-day" (see `stpl.predict.load`);
+    imported on first use so `import stpl` stays light."""
     from stpl.predict import load as load_predictor
 
-    return load_predictor(checkpoint, device=device, flow_preset=flow_preset, flow_scale=flow_scale)
+    return load_predictor(checkpoint, device=device, flow_preset=flow_preset, flow_scale=flow_scale, sets=sets)
 
 
 def adapt_video(source_checkpoint, frames, out, method: str = "stpl", settings: dict | None = None):

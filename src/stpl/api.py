@@ -15,6 +15,7 @@ from stpl.config import build_config, with_overrides
 from stpl.config_overrides import nest_key
 from stpl.engine.checkpoint_model import checkpoint_settings
 from stpl.errors import StplError
+from stpl.pretrained import resolve_checkpoint
 from stpl.workflows import adapt
 
 
@@ -36,9 +37,7 @@ def adapt_on_frames(
     method: str,
     settings: dict[str, Any],
 ) -> Path:
-    source_checkpoint, out = Path(source_checkpoint), Path(out)
-    if not source_checkpoint.is_file():
-        raise StplError(f"source checkpoint not found: {source_checkpoint}")
+    source_checkpoint, out = resolve_checkpoint(source_checkpoint, "source checkpoint"), Path(out)
     if not isinstance(frames, str | Path):  # a folder named by the frames' content: other frames, another folder
         frames = list(frames)
         digest = hashlib.blake2b(digest_size=6)

@@ -16,6 +16,7 @@ from stpl.engine import distributed
 from stpl.engine.checkpoint_model import checkpoint_settings
 from stpl.engine.interrupt import terminate_as_interrupt
 from stpl.errors import Interrupted, StplError, missing_reason, os_error_message
+from stpl.pretrained import resolve_checkpoint
 from stpl.version import __version__
 
 
@@ -36,7 +37,7 @@ def load_config(args: argparse.Namespace, checkpoint: Path | None = None) -> Con
     settings (so `stpl eval --ckpt C` scores on the data C was made for, not on default-size data)."""
     if args.config is not None or checkpoint is None:
         return build_config(args.config, args.sets)
-    base = checkpoint_settings(require_file(checkpoint, "checkpoint"))
+    base = checkpoint_settings(resolve_checkpoint(checkpoint))
     print(f"[config] no --config: data, flow and model settings from {checkpoint}", flush=True)
     return build_config(sets=args.sets, base=base)
 
@@ -74,7 +75,7 @@ def add_adapt(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_options(parser)
-    parser.add_argument("--source-ckpt", type=Path, required=True, help="the source model checkpoint")
+    parser.add_argument("--source-ckpt", type=Path, required=True, help="source model: a file or a shipped name")
     parser.add_argument("--method", choices=list(METHODS), help="adaptation method (default stpl; list below)")
     parser.add_argument("--out", type=Path, required=True, help="run folder (resumed if it holds an unfinished run)")
     parser.set_defaults(run=run_adapt)
@@ -84,7 +85,7 @@ def run_adapt(args: argparse.Namespace) -> None:
     if args.method:
         args.sets = [*args.sets, f"adapt.method={args.method}"]
     config = load_config(args, args.source_ckpt)
-    path = workflows.adapt(config, require_file(args.source_ckpt, "source checkpoint"), args.out)
+    path = workflows.adapt(config, resolve_checkpoint(args.source_ckpt, "source checkpoint"), args.out)
     print(f"adapted model: {path}")
 
 
@@ -98,7 +99,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
 
 def run_eval(args: argparse.Namespace) -> None:
     config = load_config(args, args.ckpt)
-    result = workflows.evaluate_checkpoint(require_file(args.ckpt, "checkpoint"), config, args.out)
+    result = workflows.evaluate_checkpoint(resolve_checkpoint(args.ckpt), config, args.out)
     print(f"mIoU {result['mIoU']:.2f} on {result['num_frames']} frames -> {args.out / 'eval.json'}")
 
 
@@ -192,7 +193,7 @@ def add_analyze(sub: argparse._SubParsersAction) -> None:
 def run_analyze_knn(args: argparse.Namespace) -> None:
     if args.k < 1 or args.per_class < 1:
         raise StplError("--k and --per-class must be positive")
-    checkpoints = [require_file(path, "checkpoint") for path in args.ckpt]
+    checkpoints = [resolve_checkpoint(path) for path in args.ckpt]
     workflows.analyze_knn(checkpoints, load_config(args), args.k, args.out, args.per_class, args.name)
     print(f"k-NN analysis: {args.out / 'knn.json'}, {args.out / 'knn.png'}")
 
@@ -201,7 +202,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "predict", help="class maps, overlays and an overlay video for a folder of images or a video file"
     )
-    parser.add_argument("--ckpt", type=Path, required=True, help="a source or adapted checkpoint")
+    parser.add_argument("--ckpt", type=Path, required=True, help="a checkpoint file or a shipped model name")
     parser.add_argument("--input", type=Path, required=True, help="a folder of images (sorted by name) or a video")
     parser.add_argument(
         "--out", type=Path, required=True, help="masks/, overlay/, overlay.mp4, predict.json (replaced as a whole)"
@@ -218,14 +219,15 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--method", choices=[m for m, e in METHODS.items() if e.method], default="tent",
                         help="the online adaptation method")  # fmt: skip
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="adapt.* settings for --adapt online, e.g. adapt.online.window=4")  # fmt: skip
+                        help="settings over the checkpoint's, e.g. threads=1, flow.dis_preset=fast, or adapt.* "
+                        "for --adapt online (adapt.online.window=4); unknown keys are refused")  # fmt: skip
     parser.set_defaults(run=run_predict)
 
 
 def run_predict(args: argparse.Namespace) -> None:
     from stpl.predict import load, load_online
 
-    checkpoint = require_file(args.ckpt, "checkpoint")
+    checkpoint = resolve_checkpoint(args.ckpt)
     if args.flow_scale is not None and not 0.0 < args.flow_scale <= 1.0:
         raise StplError(f"--flow-scale must be in (0, 1], got {args.flow_scale}")
     adapter = None
@@ -233,7 +235,7 @@ def run_predict(args: argparse.Namespace) -> None:
         sets = args.sets if args.flow_scale is None else [*args.sets, f"flow.scale={args.flow_scale}"]
         predictor, adapter = load_online(checkpoint, args.method, sets, args.device)
     else:
-        predictor = load(checkpoint, device=args.device, flow_scale=args.flow_scale)
+        predictor = load(checkpoint, device=args.device, flow_scale=args.flow_scale, sets=args.sets)
     summary = predictor.predict_video(args.input, args.out, args.stride, args.start, args.end, adapter)
     print(f"{summary['frames']} frames at {summary['frames_per_second']:.1f} frames/s: {args.out}")
 

@@ -39,6 +39,7 @@ from stpl.models import VideoSegmenter
 from stpl.models.segmenter import upsample
 from stpl.online import OnlineAdapter
 from stpl.output_folder import written_whole
+from stpl.pretrained import resolve_checkpoint
 from stpl.progress import Progress
 from stpl.workflows import setup_runtime
 
@@ -344,11 +345,20 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
 
 def load(
-    checkpoint: str | Path, device: str = "cpu", flow_preset: str | None = None, flow_scale: float | None = None
+    checkpoint: str | Path,
+    device: str = "cpu",
+    flow_preset: str | None = None,
+    flow_scale: float | None = None,
+    sets: list[str] | None = None,
 ) -> Predictor:
-    """A `Predictor` for a checkpoint (source or adapted); its model, size, classes and flow settings come from the
-    file unless `flow_preset` / `flow_scale` are given (flow at half size makes streaming cheaper; docs/speed.md)."""
-    path = Path(checkpoint)
+    """A `Predictor` for a checkpoint (a file, or a shipped model's name such as "camvid-day"); its model, size,
+    classes and flow settings come from the file unless `flow_preset` / `flow_scale` are given (flow at half size
+    makes streaming cheaper; docs/speed.md). `sets`: "key=value" settings over the checkpoint's data, flow and model
+    sections, checked like every command's (e.g. "threads=1", "flow.dis_preset=fast"); the network stays the file's."""
+    path = resolve_checkpoint(checkpoint)
+    settings = build_config(sets=sets or [], base=checkpoint_settings(path))
+    if settings.threads > 0:
+        torch.set_num_threads(settings.threads)
     checkpoint = load_checkpoint(path)
     model, config = model_for_checkpoint(checkpoint)
     return Predictor(
@@ -357,9 +367,9 @@ def load(
         (config.data.height, config.data.width),
         temporal=config.model.temporal,
         device=device,
-        flow_preset=flow_preset or config.flow.dis_preset,
+        flow_preset=flow_preset or settings.flow.dis_preset,
         palette=checkpoint.meta.get("palette"),
-        flow_scale=config.flow.scale if flow_scale is None else flow_scale,
+        flow_scale=settings.flow.scale if flow_scale is None else flow_scale,
         checkpoint=_identity(path),
     )
 
@@ -374,7 +384,7 @@ def load_online(
 ) -> tuple[Predictor, OnlineAdapter]:
     """A predictor and the online adapter that updates its model: `method` and adapt.* settings (`sets`, e.g.
     "adapt.online.window=4") over the checkpoint's own data, flow and model settings."""
-    path = Path(checkpoint)
+    path = resolve_checkpoint(checkpoint)
     config = build_config(sets=[f"adapt.method={method}", *(sets or [])], base=checkpoint_settings(path))
     setup_runtime(config)
     saved = load_checkpoint(path)

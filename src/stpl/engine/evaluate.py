@@ -56,11 +56,19 @@ def evaluate(
     `reported`: the classes averaged into mIoU (default all); the confusion matrix always covers every class,
     as the peers do when they report 11 of SYNTHIA's 12 trained classes.
     """
+    confusion = ConfusionMatrix(dataset.num_classes)
+    accumulate(model, dataset, batch_size, confusion, label)
+    return scores(confusion, dataset.class_names, reported, len(dataset))
+
+
+@torch.no_grad()
+def accumulate(model: nn.Module, dataset: PairDataset, batch_size: int, confusion: ConfusionMatrix, label: str) -> None:
+    """Add the fused video prediction of every labelled pair of `dataset` to `confusion` (several data sets may
+    then be scored as one)."""
     if not dataset.has_labels:
         raise ValueError("evaluation needs a labelled split")
     device = next(model.parameters()).device
     model.eval()
-    confusion = ConfusionMatrix(dataset.num_classes)
     progress = Progress(label, len(dataset), every_seconds=10.0)
     for batch in dataset.iterate(batch_size):
         batch = batch.to(device)
@@ -68,7 +76,6 @@ def evaluate(
         prediction = upsample(logits, batch.label.shape[-2:]).argmax(dim=1)
         confusion.update(prediction, batch.label)
         progress.update(batch.index[-1] + 1)
-    return scores(confusion, dataset.class_names, reported, len(dataset))
 
 
 def scores(
