@@ -1,6 +1,7 @@
 import pytest
 
 from stpl.config import Config, build_config, config_to_dict, config_to_yaml
+from stpl.config_files import with_paths_relative_to
 from stpl.config_overrides import parse_set_option
 from stpl.errors import StplError
 
@@ -59,7 +60,9 @@ def test_round_trip_through_dict_and_yaml(tmp_path):
     assert build_config(base=config_to_dict(config)) == config
     path = tmp_path / "resolved.yaml"
     path.write_text(config_to_yaml(config))
-    assert build_config(path) == config
+    # a config file's relative data paths (the default roots) are read relative to its folder (config_files.py)
+    assert build_config(path) == build_config(base=with_paths_relative_to(config_to_dict(config), tmp_path))
+    assert build_config(path).data.camvid.root == str(tmp_path / config.data.camvid.root)
 
 
 def test_set_values_are_parsed_as_yaml():

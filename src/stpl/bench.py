@@ -20,11 +20,11 @@ from stpl import workflows
 from stpl.adapt import METHODS as ADAPT_METHODS
 from stpl.atomic import write_json, write_text
 from stpl.config import Config, build_config, config_to_dict, with_overrides
+from stpl.config_files import environment_sets, packaged_config_dir
 from stpl.engine.run_files import SNAPSHOT_DIR
 from stpl.errors import StplError
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-# benchmark name -> its config file under configs/ (None = the defaults, i.e. the synthetic benchmark)
+# benchmark name -> its packaged config file under src/stpl/configs/ (None = the defaults, i.e. the synthetic benchmark)
 BENCHMARKS: dict[str, str | None] = {
     "synthetic": None,
     "camvid-dusk": "camvid_dusk/base.yaml",
@@ -90,15 +90,15 @@ def benchmark_config(name: str, data_root: str | None, sets: list[str], user_con
     relative = BENCHMARKS[name]
     config_file = None
     if relative is not None:
-        config_file = CONFIG_DIR / relative
+        config_file = packaged_config_dir() / relative
         if not config_file.is_file():
             raise StplError(f"benchmark config missing: {config_file}")
-    root_set = []
+    root_set = environment_sets()  # STPL_DATA, beaten by --data-root and --set
     if data_root:
         config = build_config(config_file, sets)
         if config.data.dataset == "synthetic":
             raise StplError(f"benchmark '{name}' is generated; --data-root does not apply")
-        root_set = [f"data.{config.data.dataset}.root={data_root}"]
+        root_set = [*root_set, f"data.{config.data.dataset}.root={data_root}"]
     config = build_config(config_file, [*root_set, *sets])
     if user_config is not None:  # the user's overrides over the benchmark's own config, then --set again
         config = build_config(user_config, [*root_set, *sets], base=config_to_dict(config))

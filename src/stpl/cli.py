@@ -11,6 +11,7 @@ import torch
 from stpl import bench, workflows
 from stpl.adapt import METHODS
 from stpl.config import Config, build_config, config_to_yaml
+from stpl.config_files import environment_sets
 from stpl.data import SPLITS
 from stpl.engine import distributed
 from stpl.engine.checkpoint_model import checkpoint_settings
@@ -21,7 +22,10 @@ from stpl.version import __version__
 
 
 def add_config_options(parser: argparse.ArgumentParser, required: bool = False) -> None:
-    parser.add_argument("--config", type=Path, required=required, help="YAML file of overrides to the defaults")
+    parser.add_argument(
+        "--config", type=Path, required=required, help="YAML file of overrides to the defaults, or a packaged config's "
+        "name (toy, camvid-dusk, camvid-15hz-night, ...)",
+    )  # fmt: skip
     parser.add_argument(
         "--set",
         dest="sets",
@@ -35,11 +39,12 @@ def add_config_options(parser: argparse.ArgumentParser, required: bool = False) 
 def load_config(args: argparse.Namespace, checkpoint: Path | None = None) -> Config:
     """--config and --set over the defaults; without --config, over the `checkpoint`'s data, flow and model
     settings (so `stpl eval --ckpt C` scores on the data C was made for, not on default-size data)."""
+    sets = [*environment_sets(), *args.sets]  # STPL_DATA places the data sets; --set beats it
     if args.config is not None or checkpoint is None:
-        return build_config(args.config, args.sets)
+        return build_config(args.config, sets)
     base = checkpoint_settings(resolve_checkpoint(checkpoint))
     print(f"[config] no --config: data, flow and model settings from {checkpoint}", flush=True)
-    return build_config(sets=args.sets, base=base)
+    return build_config(sets=sets, base=base)
 
 
 def require_file(path: Path, what: str) -> Path:

@@ -16,7 +16,8 @@ from typing import Any, Literal
 import yaml
 
 from stpl.config_checks import validate
-from stpl.config_overrides import apply_overrides, load_yaml, merged_overrides, parse_set_option
+from stpl.config_files import load_config_file
+from stpl.config_overrides import apply_overrides, merged_overrides, parse_set_option
 
 # The names the schema accepts for data.dataset and adapt.method. Each has its registry (stpl.data.DATASETS,
 # stpl.adapt.METHODS), which must list the same names in the same order (checked when the registry is imported).
@@ -393,7 +394,7 @@ def build_config(
     if base:
         apply_overrides(config, base)
     if config_file:
-        apply_overrides(config, load_yaml(config_file))
+        apply_overrides(config, load_config_file(config_file))
     for text in sets or []:
         apply_overrides(config, parse_set_option(text))
     validate(config, METHOD_NAMES)

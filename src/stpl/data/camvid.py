@@ -76,7 +76,11 @@ def read_list(root: Path, list_name: str) -> list[CamVidFrame]:
 def scan(root: Path) -> dict[str, list[CamVidFrame]]:
     """Every listed frame, grouped by sequence and sorted by frame number."""
     if not root.is_dir():
-        raise StplError(f"CamVid folder not found: {root} (set data.camvid.root)")
+        raise StplError(
+            f"CamVid folder not found: {root}. Get the 480x360 CamVid of the SegNet tutorial (images, labels and "
+            "train/val/test.txt lists), then give its folder: --data-root PATH (stpl bench), "
+            "--set data.camvid.root=PATH, or STPL_DATA=DIR holding DIR/camvid"
+        )
     by_sequence: dict[str, dict[int, CamVidFrame]] = {}
     for list_name in LIST_FILES:
         if (root / list_name).is_file():
