@@ -80,7 +80,12 @@ def add_adapt(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_options(parser)
-    parser.add_argument("--source-ckpt", type=Path, required=True, help="source model: a file or a shipped name")
+    parser.add_argument(
+        "--source-ckpt",
+        type=Path,
+        required=True,
+        help="the source model: a checkpoint file or a shipped model (camvid-day)",
+    )
     parser.add_argument("--method", choices=list(METHODS), help="adaptation method (default stpl; list below)")
     parser.add_argument("--out", type=Path, required=True, help="run folder (resumed if it holds an unfinished run)")
     parser.set_defaults(run=run_adapt)
@@ -207,7 +212,9 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "predict", help="class maps, overlays and an overlay video for a folder of images or a video file"
     )
-    parser.add_argument("--ckpt", type=Path, required=True, help="a checkpoint file or a shipped model name")
+    parser.add_argument(
+        "--ckpt", type=Path, required=True, help="a source or adapted checkpoint, or a shipped model (camvid-day)"
+    )
     parser.add_argument("--input", type=Path, required=True, help="a folder of images (sorted by name) or a video")
     parser.add_argument(
         "--out", type=Path, required=True, help="masks/, overlay/, overlay.mp4, predict.json (replaced as a whole)"
@@ -268,9 +275,38 @@ def run_speed(args: argparse.Namespace) -> None:
     print(f"results: {args.out / 'results.json'}, {args.out / 'results.md'}")
 
 
+def add_export(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "export",
+        help="a checkpoint as an ONNX file (single-frame, or two-frame with the flow as an input)",
+        description="Inputs: float32 RGB frames [B,3,H,W] at the checkpoint's size, normalised as (pixel / 255 - "
+        "mean) / std with ImageNet's mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225); with --temporal also "
+        "the previous frame and the backward flow [B,2,H,W] in pixels (current -> previous). Output: logits "
+        "[B,K,H,W] at the input size (argmax over axis 1: class ids). Class names and the normalisation are in the "
+        "file's metadata. Needs pip install 'stpl[export]'.",
+    )
+    parser.add_argument(
+        "--ckpt", type=Path, required=True, help="a source or adapted checkpoint, or a shipped model (camvid-day)"
+    )
+    parser.add_argument("--format", default="onnx", help="onnx (the only one so far)")
+    parser.add_argument("--out", type=Path, required=True, help="the file to write, e.g. model.onnx")
+    parser.add_argument("--temporal", action="store_true",
+                        help="export the two-frame model: inputs current, previous, flow")  # fmt: skip
+    parser.set_defaults(run=run_export)
+
+
+def run_export(args: argparse.Namespace) -> None:
+    from stpl.export import export_checkpoint
+
+    exported = export_checkpoint(resolve_checkpoint(args.ckpt), args.out, args.format, args.temporal)
+    inputs = ", ".join(exported.inputs)
+    print(f"{exported.path}: inputs {inputs} at {exported.size[0]}x{exported.size[1]}, output logits; "
+          f"onnxruntime matches torch within {exported.max_difference:.1e}")  # fmt: skip
+
+
 SUBCOMMANDS = (
     add_train_source, add_adapt, add_eval, add_predict, add_demo, add_flow, add_bench, add_analyze,
-    add_import_accel, add_show_config, add_speed,
+    add_import_accel, add_show_config, add_speed, add_export,
 )  # fmt: skip
 
 

@@ -3,20 +3,25 @@
 Step times (median of timed steps after warm-up) of supervised training, self-training, STPL and STPL without
 time on one batch at the model size; inference per frame of a single-frame model, a temporal model that encodes
 both frames, and a temporal model streaming with the earlier frame's encoder output kept (flow at the config's
-scale, and at half the model size); DIS flow pairs per second per preset at 480x360; peak memory. The network is the
-default one with random weights (speed does not depend on them) on generated inputs: no data set is read.
+scale, and at half the model size), and the single-frame model exported to ONNX, run by onnxruntime on the CPU
+(with the `export` extra; the same frames, resizing, normalisation and argmax as torch's row); DIS flow pairs per
+second per preset at 480x360; peak memory. The network is the default one with random weights (speed does not
+depend on them) on generated inputs: no data set is read.
 Writes OUT/results.json and OUT/results.md.
 """
 
 from __future__ import annotations
 
+import copy
 import resource
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
@@ -28,8 +33,10 @@ from stpl.data.palettes import palette_for
 from stpl.engine.loop import LoopSettings, build_optimizer, train_step
 from stpl.engine.precision import Precision
 from stpl.engine.supervised import Supervised
+from stpl.errors import StplError
+from stpl.export import OUTPUT, export_model, onnx_session, require_onnx
 from stpl.flow.dis import PRESETS, DISFlow
-from stpl.models import build_model
+from stpl.models import VideoSegmenter, build_model
 from stpl.models.segmenter import upsample
 from stpl.predict import Predictor
 from stpl.progress import Progress
@@ -135,7 +142,39 @@ def inference_seconds(config: Config, device: torch.device, frames: int, repeats
         "temporal-cached": lambda: streaming.predict(clip),
         "temporal-cached-half-flow": lambda: streaming_half_flow.predict(clip),
     }
+    onnx_predict = onnxruntime_single_frame(model, size, classes)
+    if onnx_predict is not None:
+        runs[ONNX_ROW] = lambda: onnx_predict(clip)
     return {name: seconds / frames for name, seconds in interleaved_median_seconds(runs, repeats).items()}
+
+
+ONNX_ROW = "single-frame-onnxruntime-cpu"
+
+
+def onnxruntime_single_frame(
+    model: VideoSegmenter, size: tuple[int, int], classes: list[str]
+) -> Callable[[list[np.ndarray]], list[np.ndarray]] | None:
+    """Class maps of frames through `model` exported to ONNX and run by onnxruntime (CPU, torch's thread count),
+    frame by frame as the torch predictor works; None, with a note, where the `export` extra is not installed."""
+    try:
+        require_onnx()
+    except StplError as err:
+        print(f"[speed] no onnxruntime row: {err}", flush=True)
+        return None
+    with tempfile.TemporaryDirectory() as folder:  # the session holds the graph: the file is not needed after
+        exported = export_model(copy.deepcopy(model).cpu(), Path(folder) / "model.onnx", size, classes)
+        session = onnx_session(exported.path, torch.get_num_threads())
+
+    def predict(frames: list[np.ndarray]) -> list[np.ndarray]:
+        maps = []
+        for frame in frames:
+            small = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+            image = normalize(torch.from_numpy(small).permute(2, 0, 1)[None]).numpy()
+            logits = session.run([OUTPUT], {exported.inputs[0]: image})[0]
+            maps.append(logits[0].argmax(axis=0).astype(np.uint8))
+        return maps
+
+    return predict
 
 
 def flow_pairs_per_second(pairs: int) -> dict[str, float]:
@@ -173,6 +212,8 @@ def run_speed(config: Config, out: Path, repeats: int = 5, frames: int = 20) -> 
             "temporal-cached-half-flow/single-frame": (
                 inference["temporal-cached-half-flow"] / inference["single-frame"]
             ),
+            **({f"{ONNX_ROW}/single-frame": inference[ONNX_ROW] / inference["single-frame"]}
+               if ONNX_ROW in inference else {}),
         },
         "flow_default_pairs_per_s": flow[config.flow.dis_preset],
     }  # fmt: skip
