@@ -356,3 +356,19 @@ def test_bench_marks_collapsed_runs_in_its_table(tmp_path, toy_settings, monkeyp
     assert "| tent (collapsed: 1 of 1 runs) |" in table and "| source-only (collapsed: 1 of 1 runs) |" in table
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert {run["method"]: run["collapsed"] for run in runs} == {"source-only": True, "tent": True}
+
+
+def test_progress_shows_between_log_steps(tmp_path, toy_settings, capsys, monkeypatch):
+    import stpl.engine.loop
+    from stpl.progress import Progress
+
+    class Eager(Progress):  # every call may print, as each would after 10 s of slow steps
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "every_seconds": 0.0})
+
+    monkeypatch.setattr(stpl.engine.loop, "Progress", Eager)
+    sets = [*toy_settings, "train.log_every=100"]  # only the last step is a log step
+    capsys.readouterr()
+    assert main(["train-source", "--out", str(tmp_path / "run"), *set_args(sets)]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[source] ")]
+    assert [line.split()[1] for line in lines[:3]] == ["1/4", "2/4", "3/4"] and "ETA" in lines[0]

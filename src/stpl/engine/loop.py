@@ -262,6 +262,8 @@ def run_loop(
                     )
                     if main:
                         progress.update(done, shown, force=True)
+                elif main:  # between log steps, a rate and ETA line at most every 10 s (slow first steps)
+                    progress.update(done)
                 overdue = (
                     settings.checkpoint_seconds > 0 and time.monotonic() - last_save >= settings.checkpoint_seconds
                 )
