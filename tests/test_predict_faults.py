@@ -356,10 +356,11 @@ def test_the_api_takes_a_single_frame_and_explains_paths_and_pil_images(toy_chec
         predictor.predict([image])
 
 
-def test_predict_json_names_the_checkpoint_by_path_and_sha1(toy_checkpoint, finished):
+def test_predict_json_names_the_checkpoint_by_path_sha256_and_version(toy_checkpoint, finished):
     _source, out, _before = finished
     summary = json.loads((out / "predict.json").read_text())
     assert summary["checkpoint"] == {
         "path": str(toy_checkpoint),
-        "sha1": hashlib.sha1(toy_checkpoint.read_bytes()).hexdigest(),
+        "sha256": hashlib.sha256(toy_checkpoint.read_bytes()).hexdigest(),
+        "stpl_version": stpl.__version__,
     }

@@ -15,6 +15,7 @@ predict.json always describes the files beside it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -31,7 +32,7 @@ from stpl.config import build_config
 from stpl.data.frames import FrameSource, nothing_selected, open_frames
 from stpl.data.pairs import PairDataset, normalize
 from stpl.data.palettes import palette_for
-from stpl.engine.checkpoint import file_sha1, load_checkpoint
+from stpl.engine.checkpoint import load_checkpoint
 from stpl.engine.checkpoint_model import checkpoint_settings, model_for_checkpoint, model_from_checkpoint
 from stpl.errors import StplError
 from stpl.flow.dis import PRESETS, DISFlow
@@ -41,6 +42,7 @@ from stpl.online import OnlineAdapter
 from stpl.output_folder import written_whole
 from stpl.pretrained import resolve_checkpoint
 from stpl.progress import Progress
+from stpl.version import __version__
 from stpl.workflows import setup_runtime
 
 
@@ -73,7 +75,7 @@ class Predictor:
         self.device = torch.device(device)
         self.flow = _flow_estimator(flow_preset, flow_scale, size, temporal)
         self.palette = palette or palette_for(class_names)
-        self.checkpoint = checkpoint  # {"path", "sha1"} of the file the model came from, for predict.json
+        self.checkpoint = checkpoint  # {"path", "sha256", "stpl_version"} of the model, for predict.json
 
     def _resize(self, frame: Any, index: int) -> np.ndarray:
         return cv2.resize(_frame_array(frame, index), (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)
@@ -375,8 +377,8 @@ def load(
 
 
 def _identity(path: Path) -> dict[str, str]:
-    """The checkpoint predict.json names: its path as given and the sha1 of its bytes."""
-    return {"path": str(path), "sha1": file_sha1(path)}
+    """What predict.json says of the model: the checkpoint's path, the sha256 of its bytes, the stpl version."""
+    return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "stpl_version": __version__}
 
 
 def load_online(
