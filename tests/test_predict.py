@@ -45,7 +45,9 @@ def test_predict_cli_writes_masks_overlays_video_and_summary(toy_checkpoint, tmp
     classes = load_checkpoint(toy_checkpoint).class_names
     assert first.shape == (41, 57) and first.dtype == np.uint8 and first.max() < len(classes)  # ids at frame size
     overlay = cv2.imread(str(out / "overlay" / "f000.png"))
-    assert overlay.shape[0] >= 41 and overlay.shape[1] == 57 + 150  # the frame plus the legend strip
+    assert overlay.shape[:2] == (41, 57)  # the frame's own size; the colours are in legend.png
+    legend = cv2.imread(str(out / "legend.png"))  # a row of 20 px per class
+    assert legend is not None and legend.shape[0] == 20 * len(classes) + 8
     video = cv2.VideoCapture(str(out / "overlay.mp4"))  # the overlay video opens and holds every frame
     assert video.isOpened() and int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
     video.release()

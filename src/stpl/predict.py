@@ -1,4 +1,4 @@
-"""Prediction on one's own video: class maps for every frame, overlays with a legend, an overlay video.
+"""Prediction on one's own video: class maps for every frame, overlays at the frame's size, a legend, a video.
 
     predictor = stpl.load("model.safetensors")
     masks = predictor.predict(frames)               # list of uint8 RGB frames -> list of [H,W] class-id maps
@@ -144,22 +144,19 @@ class Predictor:
         return answers[0] if single else answers
 
     def overlay(self, frame: np.ndarray, classes: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-        """The frame blended with its class colours, with a legend strip of the classes present on the right."""
+        """The frame blended with its class colours, at the frame's own size (the colours are in `legend()`)."""
         colours = np.asarray(self.palette, dtype=np.uint8)[classes]
-        blended = (frame.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha).astype(np.uint8)
-        present = [i for i in range(len(self.class_names)) if (classes == i).any()]
-        row = 18
-        # sized for every class, so that each picture of a video has the same size (a video writer drops others)
-        legend = np.full((max(frame.shape[0], row * (len(self.class_names) + 1)), 150, 3), 255, np.uint8)
-        for slot, class_id in enumerate(present):
+        return (frame.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha).astype(np.uint8)
+
+    def legend(self) -> np.ndarray:
+        """Every class's colour and name, one row each (RGB), for legend.png beside the overlays."""
+        row = 20
+        picture = np.full((row * len(self.class_names) + 8, 170, 3), 255, np.uint8)
+        for slot, name in enumerate(self.class_names):
             top = 4 + slot * row
-            cv2.rectangle(legend, (4, top), (18, top + 12), tuple(int(c) for c in self.palette[class_id]), -1)
-            cv2.putText(legend, self.class_names[class_id][:16], (24, top + 11), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
-                        (0, 0, 0), 1, cv2.LINE_AA)  # fmt: skip
-        canvas = np.full((legend.shape[0], frame.shape[1] + legend.shape[1], 3), 255, np.uint8)
-        canvas[: frame.shape[0], : frame.shape[1]] = blended
-        canvas[:, frame.shape[1] :] = legend
-        return canvas
+            cv2.rectangle(picture, (6, top), (22, top + 14), tuple(int(c) for c in self.palette[slot]), -1)
+            cv2.putText(picture, name[:18], (30, top + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        return picture
 
     def predict_video(
         self,
@@ -171,9 +168,10 @@ class Predictor:
         adapter: OnlineAdapter | None = None,
     ) -> dict[str, Any]:
         """Predict a folder of images or a video file into `out`: masks/*.png (class ids), overlay/*.png,
-        overlay.mp4 (at the input's frame rate) and predict.json (frames, seconds, frames per second, checkpoint).
-        With an `adapter`, the model adapts online while it predicts (`stream_online`). `out` is replaced as a unit
-        once every file is written: a failure leaves an earlier prediction there whole, and no old file stays."""
+        overlay.mp4 (at the input's frame rate and size), legend.png (the class colours) and predict.json (frames,
+        seconds, frames per second, checkpoint). With an `adapter`, the model adapts online while it predicts
+        (`stream_online`). `out` is replaced as a unit once every file is written: a failure leaves an earlier
+        prediction there whole, and no old file stays."""
         source = open_frames(path, stride, start, end)
         with written_whole(out, PREDICTION_FILES) as folder:  # also the lock: one writer per output folder
             return self._predict_into(source, path, folder, adapter)
@@ -183,6 +181,7 @@ class Predictor:
     ) -> dict[str, Any]:
         (out / "masks").mkdir()
         (out / "overlay").mkdir()
+        _write_png(out / "legend.png", cv2.cvtColor(self.legend(), cv2.COLOR_RGB2BGR))
         video = OverlayVideo(out / "overlay.mp4", source.fps())
         frames_in: list[np.ndarray] = []
         sizes: set[tuple[int, int]] = set()
@@ -225,7 +224,7 @@ class Predictor:
         return summary
 
 
-PREDICTION_FILES = ("masks", "overlay", "overlay.mp4", "predict.json")
+PREDICTION_FILES = ("masks", "overlay", "overlay.mp4", "legend.png", "predict.json")
 
 
 class OverlayVideo:
