@@ -319,7 +319,7 @@ def test_a_flow_cache_entry_overwritten_with_other_bytes_is_computed_again(tmp_p
     entry.write_bytes(bytes(tampered))
     capsys.readouterr()
     again = estimate()
-    assert "1 damaged cache entries" in capsys.readouterr().out
+    assert "1 damaged or unverified cache entries" in capsys.readouterr().out
     np.testing.assert_array_equal(again, first)  # recomputed: the same DIS on the same frames
     assert entry.read_bytes() == original  # and the entry repaired
 
@@ -331,7 +331,7 @@ def test_a_flow_cache_entry_of_another_shape_is_computed_again(tmp_path, capsys)
     np.save(entry, np.zeros((5, 7, 2), np.int16))  # a valid .npy of another shape
     capsys.readouterr()
     np.testing.assert_array_equal(estimate(), first)
-    assert "1 damaged cache entries" in capsys.readouterr().out
+    assert "1 damaged or unverified cache entries" in capsys.readouterr().out
 
 
 def test_a_flow_cache_entry_damaged_during_a_disk_stored_run_is_one_line(tmp_path):
@@ -372,3 +372,45 @@ def test_progress_shows_between_log_steps(tmp_path, toy_settings, capsys, monkey
     assert main(["train-source", "--out", str(tmp_path / "run"), *set_args(sets)]) == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[source] ")]
     assert [line.split()[1] for line in lines[:3]] == ["1/4", "2/4", "3/4"] and "ETA" in lines[0]
+
+
+def test_ctrl_c_in_the_last_step_stops_before_the_model_is_written(
+    tmp_path, toy_settings, capsys, monkeypatch, default_signal_handlers
+):
+    step_of = Supervised.step
+
+    def step(self, batch, step):
+        if step == 3:  # the last of 4 steps
+            os.kill(os.getpid(), signal.SIGINT)
+        return step_of(self, batch, step)
+
+    monkeypatch.setattr(Supervised, "step", step)
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["train-source", "--out", str(out), *set_args(toy_settings)]) == 130
+    assert "after step 4 of 4" in capsys.readouterr().err and not (out / "model.safetensors").exists()
+    monkeypatch.undo()
+    assert main(["train-source", "--out", str(out), *set_args(toy_settings)]) == 0  # finishes: writes the model
+    assert load_checkpoint(out / "model.safetensors").step == 4
+
+
+def test_a_signal_passed_on_at_once_is_one_request_and_a_later_one_stops_now(default_signal_handlers, monkeypatch):
+    from stpl.engine.interrupt import StopRequests
+    from stpl.errors import Interrupted
+
+    with StopRequests() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # e.g. `timeout` signalling its child and its group
+        assert stop.received == signal.SIGTERM  # still waiting for the step to end
+        monkeypatch.setattr(StopRequests, "REPEAT_SECONDS", 0.0)  # as if a second had passed
+        with pytest.raises(Interrupted):
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_loader_workers_leave_stop_signals_to_the_training_process():
+    script = (
+        "import signal; from stpl.data.loader import _worker_start; _worker_start(0); "
+        "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN, signal.getsignal(signal.SIGTERM) is signal.SIG_IGN)"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["True", "True"]

@@ -6,6 +6,7 @@ give the very batches the training process would have made itself, and a resumed
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Generator
 
 from torch.utils.data import DataLoader, Dataset
@@ -29,6 +30,10 @@ def _worker_start(worker_id: int) -> None:
     # A worker must not hold the run folder's lock: after a kill of the training process it would keep the folder
     # locked for seconds, and a rerun would be refused naming a dead process.
     close_inherited_locks()
+    # A stop sent to the whole process group (Ctrl-C, torchrun, Slurm, kill -- -PGID) is the training process's to
+    # handle (it checkpoints, then closes the loader); a worker dying of it first would crash the step.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def batches_in_order(

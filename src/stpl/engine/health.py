@@ -41,8 +41,11 @@ def batch_health(logits: Tensor) -> tuple[Tensor, Tensor]:
     """(largest class share, mean entropy / log K) of a [B,K,h,w] prediction, as 0-d float32 tensors."""
     logits = logits.detach().float()
     classes = logits.shape[1]
-    counts = torch.bincount(logits.argmax(dim=1).flatten(), minlength=classes)
-    share = counts.max().float() / counts.sum().clamp(min=1).float()
+    # scatter_add rather than bincount: bincount asks the host for the output size (a sync on CUDA)
+    counts = torch.zeros(classes, device=logits.device).scatter_add_(
+        0, logits.argmax(dim=1).flatten(), torch.ones(logits[:, 0].numel(), device=logits.device)
+    )
+    share = counts.max() / counts.sum().clamp(min=1)
     log_p = logits.log_softmax(dim=1)
     entropy = -(log_p.exp() * log_p).sum(dim=1).mean() / math.log(max(classes, 2))
     return share, entropy
@@ -63,7 +66,7 @@ class CollapseWatch:
     def _record(self, module: nn.Module, inputs: Any, output: Any) -> None:
         logits = getattr(output, "logits", None)
         if isinstance(logits, Tensor) and logits.dim() == 4:
-            self._last = logits  # the step's last forward pass of the trained model counts
+            self._last = logits.detach()  # the step's last forward pass counts (no graph kept alive)
 
     def end_step(self) -> None:
         if self._last is None:

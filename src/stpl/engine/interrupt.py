@@ -2,7 +2,8 @@
 
 Inside the loop, SIGINT (Ctrl-C) and SIGTERM (a scheduler's stop, `kill`) do not stop the process at once: the
 current step finishes, the loop writes a checkpoint and then raises `Interrupted`, so the same command resumes at
-exactly that step. A second signal stops at once (the checkpoint on disk is then the last one written).
+exactly that step. A second signal a second or more later stops at once (the checkpoint on disk is then the last
+one written); one sooner is taken as the same request passed on by a supervisor (`timeout`, Slurm, torchrun).
 Elsewhere, `terminate_as_interrupt` makes SIGTERM unwind like Ctrl-C, so `finally` blocks still clean up.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -48,14 +50,18 @@ class StopRequests:
     polls it between steps. The handlers are only installed in the main thread (Python's rule), and not for a
     signal the process was started to ignore (`nohup`, `&` in a script)."""
 
+    REPEAT_SECONDS = 1.0  # a second signal sooner than this is the same request passed on (timeout, Slurm)
+
     def __init__(self) -> None:
         self.received: int | None = None
+        self._first_at = 0.0
         self._previous: dict[int, object] = {}
 
     def _handle(self, number: int, frame: FrameType | None) -> None:
-        if self.received is not None:  # asked twice: stop now
+        if self.received is None:
+            self.received, self._first_at = number, time.monotonic()
+        elif time.monotonic() - self._first_at >= self.REPEAT_SECONDS:  # asked again: stop now
             _raise_interrupted(number, frame)
-        self.received = number
 
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():

@@ -129,6 +129,16 @@ def divergence_message(label: str, step: int, values: dict[str, torch.Tensor], c
     )
 
 
+def interrupted(settings: LoopSettings, done: int, number: int | None, checkpoint: Path) -> Interrupted:
+    """The stop a signal asked for, once step `done` is checkpointed (exit status 128 + the signal's number)."""
+    number = number or signal.SIGINT
+    return Interrupted(
+        f"{settings.label} stopped by {signal_name(number)} after step {done} of {settings.iterations}; checkpoint "
+        f"{checkpoint} written: run the same command again to resume",
+        128 + number,
+    )
+
+
 def train_step(
     method: Method,
     optimizer: torch.optim.Optimizer,
@@ -273,14 +283,10 @@ def run_loop(
                 if main and settings.snapshot_every > 0 and done % settings.snapshot_every == 0:
                     snapshot = run_dir / SNAPSHOT_DIR / f"step{done:06d}.safetensors"
                     save_checkpoint(snapshot, method.model.state_dict(), {**meta, "step": done})
-                if stopping and done < settings.iterations:
-                    number = stop.received or signal.SIGINT
-                    raise Interrupted(
-                        f"{settings.label} stopped by {signal_name(number)} after step {done} of "
-                        f"{settings.iterations}; checkpoint {checkpoint_path} written: run the same command again "
-                        "to resume",
-                        128 + number,
-                    )
+                if stopping:
+                    raise interrupted(settings, done, stop.received, checkpoint_path)
+            if distributed.any_rank([stop.received is not None])[0]:  # asked during the last step's save
+                raise interrupted(settings, settings.iterations, stop.received, checkpoint_path)
     finally:
         metrics_file.close()
         stream.close()  # stops the loader's worker processes at once, whatever ended the loop

@@ -86,7 +86,11 @@ def estimate_pair_flows(
         elif in_memory:
             flows[row] = cached
     if cache.damaged:
-        print(f"[{label}] {len(cache.damaged)} damaged cache entries (e.g. {cache.damaged[0]}) computed again")
+        print(
+            f"[{label}] {len(cache.damaged)} damaged or unverified cache entries (written before entries carried a "
+            f"digest, or changed since; e.g. {cache.damaged[0]}) computed again",
+            flush=True,
+        )
     result = flows if in_memory else CachedFlows(cache, keys, (height, width))
     if not missing:
         print(f"[{label}] {len(pairs)} pairs from the cache in {cache.directory}", flush=True)
@@ -105,9 +109,14 @@ def estimate_pair_flows(
 
     progress = Progress(label, len(missing), every_seconds=5.0)
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=max(1, config.workers)) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, config.workers))
+    try:
         for done, _ in enumerate(pool.map(compute, missing), start=1):
             progress.update(done)
+    except BaseException:  # Ctrl-C, SIGTERM, an error: drop the queued pairs (those done are cached) and stop now
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
     rate = len(missing) / max(time.perf_counter() - started, 1e-9)
     progress.done(
         f"{len(missing)} pairs computed ({rate:.0f} pairs/s), {len(pairs) - len(missing)} from the cache in "
