@@ -64,3 +64,27 @@ def test_predict_honours_set(toy_checkpoint, tmp_path, capsys):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("name", list(stpl.pretrained.SHIPPED))
+def test_every_shipped_model_is_whole_small_half_precision_and_predicts(name):
+    import hashlib
+    import json
+
+    from stpl.engine.checkpoint import load_checkpoint
+
+    path = stpl.pretrained.shipped_path(name)
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()  # the record describes this file
+    assert path.stat().st_size < 16 * 2**20
+    weights = load_checkpoint(path).model
+    floating = [value for value in weights.values() if value.is_floating_point()]
+    assert floating and all(value.dtype == torch.float16 for value in floating) == (record["precision"] == "float16")
+    # never trained on a frame a benchmark adapts on or scores: the 15 Hz block lies inside the excluded seconds
+    assert "0016E5:7500-8700" in record["data"]["source_exclude"]
+    held_out = record["held_out"]
+    assert abs(held_out["mIoU_float32"] - held_out["mIoU_float16"]) <= 0.2 or record["precision"] == "float32"
+    masks = stpl.load(name).predict(clip(2, 90, 120))
+    assert [mask.shape for mask in masks] == [(90, 120)] * 2 and all(
+        mask.max() < len(record["classes"]) for mask in masks
+    )
