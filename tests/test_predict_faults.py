@@ -364,3 +364,21 @@ def test_predict_json_names_the_checkpoint_by_path_sha256_and_version(toy_checkp
         "sha256": hashlib.sha256(toy_checkpoint.read_bytes()).hexdigest(),
         "stpl_version": stpl.__version__,
     }
+
+
+@pytest.mark.parametrize("where", ["mount point", "read-only parent"])
+def test_an_out_that_cannot_be_swapped_is_refused_before_any_work(where, toy_checkpoint, tmp_path, capsys, monkeypatch):
+    source = write_folder(tmp_path / "frames", clip(2))
+    out = tmp_path / "volume"
+    out.mkdir()
+    if where == "mount point":  # e.g. docker run -v host/pred:/out (a mount point cannot be renamed)
+        monkeypatch.setattr(os.path, "ismount", lambda path: str(path) == str(out))
+        words = "it is a mount point"
+    else:  # simulated: root may write anywhere
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode: str(path) != str(tmp_path) and real_access(path, mode))
+        words = f"its folder {tmp_path} is not writable"
+    assert predict(toy_checkpoint, source, out) == 2
+    line = one_error_line(capsys)
+    assert words in line and f"{out / 'predictions'}" in line
+    assert list(out.iterdir()) == []

@@ -97,6 +97,7 @@ def written_whole(out: str | Path, names: Collection[str]) -> Iterator[Path]:
         out = _target(out)
     except OSError as err:  # e.g. a parent folder this user may not enter
         raise _cannot_write(Path(out), err) from None
+    _check_swappable(out)
     lock_folder = out.parent / f".{out.name}.lock"
     with ExitStack() as stack:
         stack.callback(_remove_if_empty, lock_folder)  # registered first, so it runs after the lock is released
@@ -120,6 +121,21 @@ def written_whole(out: str | Path, names: Collection[str]) -> Iterator[Path]:
             if isinstance(err, OSError):
                 raise _cannot_write(out, err) from None
             raise
+
+
+def _check_swappable(out: Path) -> None:
+    """The swap renames `out` and writes beside it: refuse, before any work, a mount point (it cannot be renamed,
+    e.g. a docker volume) or a folder whose parent this user may not write (an admin-made folder in /data)."""
+    if os.path.ismount(out):
+        reason = "it is a mount point"
+    elif out.parent.is_dir() and not os.access(out.parent, os.W_OK | os.X_OK):
+        reason = f"its folder {out.parent} is not writable"
+    else:
+        return
+    raise StplError(
+        f"cannot write {out}: it is replaced as a whole and {reason}; give --out a new folder inside it, e.g. "
+        f"{out / 'predictions'}"
+    )
 
 
 def _remove_if_empty(folder: Path) -> None:
