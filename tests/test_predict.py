@@ -252,3 +252,12 @@ def test_online_settings_are_the_causal_ones(toy_checkpoint):
     # One window moves the EMA teacher by at most 0.0043 here, three windows without the resets by 0.025 (both
     # measured): 0.01 tells them apart (0.05 would let a missing reset pass) and is far above any rounding.
     assert all(torch.allclose(teacher[k], start[k], atol=0.01) for k in start if start[k].is_floating_point())
+
+
+def test_class_map_is_argmax_with_the_first_of_tied_maxima():
+    from stpl.predict import class_map
+
+    logits = torch.randn(11, 37, 53, generator=torch.Generator().manual_seed(0))
+    logits[4, :5, :5] = logits[7, :5, :5] = logits.max() + 1.0  # a tie: the lower class id wins, as in argmax
+    assert np.array_equal(class_map(logits), logits.argmax(dim=0).to(torch.uint8).numpy())
+    assert (class_map(logits)[:5, :5] == 4).all()

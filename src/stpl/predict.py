@@ -100,7 +100,7 @@ class Predictor:
             output = self.model(current, previous, flow, previous_encoded=previous_encoded, current_encoded=encoded)
             earlier = (small, current, encoded)
             logits = upsample(output.logits, frame.shape[:2])[0]
-            classes = logits.argmax(dim=0).to(torch.uint8).cpu().numpy()
+            classes = class_map(logits)
             probs = logits.softmax(dim=0).cpu().numpy() if probabilities else None
             yield FramePrediction(name, classes, probs)
 
@@ -131,7 +131,7 @@ class Predictor:
                 adapter.update(dataset.batch(list(range(len(dataset)))).to(self.device))
             output = adapter.predict(dataset.batch([len(dataset) - 1]).to(self.device))
             logits = upsample(output.logits, frame.shape[:2])[0]
-            yield FramePrediction(name, logits.argmax(dim=0).to(torch.uint8).cpu().numpy())
+            yield FramePrediction(name, class_map(logits))
 
     def predict(self, frames: Iterable[np.ndarray] | np.ndarray, probabilities: bool = False) -> Any:
         """Class-id maps [H,W] for frames given in order (a list or any iterable of uint8 RGB [H,W,3] arrays, or a
@@ -333,6 +333,12 @@ def _flow_estimator(preset: str, scale: float, size: tuple[int, int], temporal: 
             f"flow would run at {small} pixels; the flow scale {allowed}"
         )
     return flow
+
+
+def class_map(logits: torch.Tensor) -> np.ndarray:
+    """[K,H,W] logits -> [H,W] uint8 class ids. `max(dim=0).indices` picks the first maximum as argmax does, but
+    CPU argmax over the outer dimension of a full-size map is ~5x slower (40 vs 8 ms at 11x360x480)."""
+    return logits.max(dim=0).indices.to(torch.uint8).cpu().numpy()
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
