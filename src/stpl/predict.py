@@ -37,6 +37,7 @@ from stpl.engine.checkpoint_model import checkpoint_settings, model_for_checkpoi
 from stpl.errors import StplError
 from stpl.flow.dis import PRESETS, DISFlow
 from stpl.models import VideoSegmenter
+from stpl.models.inference import inference_copy
 from stpl.models.segmenter import upsample
 from stpl.online import OnlineAdapter
 from stpl.output_folder import written_whole
@@ -369,7 +370,7 @@ def load(
     checkpoint = load_checkpoint(path)
     model, config = model_for_checkpoint(checkpoint)
     return Predictor(
-        model,
+        inference_copy(model),  # norms folded, channels-last: about twice as fast on CPU (models/inference.py)
         checkpoint.class_names,
         (config.data.height, config.data.width),
         temporal=config.model.temporal,
