@@ -247,3 +247,4 @@ def test_speed_writes_step_inference_and_flow_figures_with_their_ratios(tmp_path
     assert all(value > 0 for value in result["ratios"].values()) and result["flow_default_pairs_per_s"] > 0
     assert set(result["flow_pairs_per_s_480x360"]) == {"ultrafast", "fast", "medium"}
     assert "| stpl/supervised |" in (out / "results.md").read_text()
+    assert result["predict"]["checkpoint"] == "camvid-day" and result["predict"]["frames_per_s"] > 0

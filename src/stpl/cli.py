@@ -258,6 +258,7 @@ def add_speed(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=Path("results/speed"))
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per figure (median)")
     parser.add_argument("--frames", type=int, default=20, help="frames per inference timing")
+    parser.add_argument("--predict-ckpt", default="camvid-day", help="the model of the end-to-end predict row")
     parser.set_defaults(run=run_speed)
 
 
@@ -270,7 +271,7 @@ def run_speed(args: argparse.Namespace) -> None:
     config = load_config(args)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
-    result = measure(config, args.out, args.repeats, args.frames)
+    result = measure(config, args.out, args.repeats, args.frames, args.predict_ckpt)
     print(speed_table(result))
     print(f"results: {args.out / 'results.json'}, {args.out / 'results.md'}")
 

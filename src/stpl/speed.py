@@ -5,7 +5,8 @@ time on one batch at the model size; inference per frame of a single-frame model
 both frames, and a temporal model streaming with the earlier frame's encoder output kept (flow at the config's
 scale, and at half the model size), and the single-frame model exported to ONNX, run by onnxruntime on the CPU
 (with the `export` extra; the same frames, resizing, normalisation and argmax as torch's row); DIS flow pairs per
-second per preset at 480x360; peak memory. The network is the default one with random weights (speed does not
+second per preset at 480x360; `stpl predict` end to end with a shipped model (default camvid-day) on 480x360 PNG
+frames, in frames per second; peak memory. The network is the default one with random weights (speed does not
 depend on them) on generated inputs: no data set is read.
 Writes OUT/results.json and OUT/results.md.
 """
@@ -39,6 +40,7 @@ from stpl.flow.dis import PRESETS, DISFlow
 from stpl.models import VideoSegmenter, build_model
 from stpl.models.segmenter import upsample
 from stpl.predict import Predictor
+from stpl.predict import load as load_predictor
 from stpl.progress import Progress
 
 NUM_CLASSES = 11
@@ -177,6 +179,21 @@ def onnxruntime_single_frame(
     return predict
 
 
+def predict_frames_per_second(checkpoint: str | Path, frames: int, repeats: int) -> dict[str, Any]:
+    """End to end, as `stpl predict --ckpt CHECKPOINT --input FOLDER --out OUT` works: a folder of 480x360 PNG frames
+    read, resized, flow, the model, class maps at 480x360, mask and overlay PNGs, overlay.mp4 and predict.json
+    written; frames per second over the whole pass (median of `repeats`)."""
+    predictor = load_predictor(checkpoint, sets=[f"threads={torch.get_num_threads()}"])
+    with tempfile.TemporaryDirectory() as folder:
+        clip_folder = Path(folder) / "clip"
+        clip_folder.mkdir()
+        for index, frame in enumerate(panning_clip(frames, 360, 480)):
+            cv2.imwrite(str(clip_folder / f"{index:05d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        out = Path(folder) / "predictions"
+        seconds = median_seconds(lambda: predictor.predict_video(clip_folder, out), repeats)
+    return {"checkpoint": str(checkpoint), "frames": frames, "size": [360, 480], "frames_per_s": frames / seconds}
+
+
 def flow_pairs_per_second(pairs: int) -> dict[str, float]:
     clip = panning_clip(pairs + 1, 360, 480)
     rates = {}
@@ -187,17 +204,21 @@ def flow_pairs_per_second(pairs: int) -> dict[str, float]:
     return rates
 
 
-def run_speed(config: Config, out: Path, repeats: int = 5, frames: int = 20) -> dict[str, Any]:
+def run_speed(
+    config: Config, out: Path, repeats: int = 5, frames: int = 20, predict_checkpoint: str | Path = "camvid-day"
+) -> dict[str, Any]:
     device = torch.device(config.device)
     batch = pair_batch(config, device)
     methods = ("supervised", "self-training", "stpl", "stpl-notemporal")
-    progress = Progress("speed", 3, every_seconds=0.0)
+    progress = Progress("speed", 4, every_seconds=0.0)
     steps = interleaved_median_seconds({name: step_runner(config, name, batch) for name in methods}, repeats)
     progress.update(1, ", ".join(f"{name} step {seconds:.3f} s" for name, seconds in steps.items()))
     inference = inference_seconds(config, device, frames, repeats)
     progress.update(2, "inference")
     flow = flow_pairs_per_second(20)
-    progress.done("flow")
+    progress.update(3, "flow")
+    predict = predict_frames_per_second(predict_checkpoint, max(frames, 2), repeats)
+    progress.done(f"predict {predict['frames_per_s']:.1f} frames/s")
     result = {
         "device": str(device), "threads": torch.get_num_threads(), "amp": config.adapt.amp,
         "size": [config.data.height, config.data.width], "batch_size": config.adapt.batch_size,
@@ -215,7 +236,7 @@ def run_speed(config: Config, out: Path, repeats: int = 5, frames: int = 20) -> 
             **({f"{ONNX_ROW}/single-frame": inference[ONNX_ROW] / inference["single-frame"]}
                if ONNX_ROW in inference else {}),
         },
-        "flow_default_pairs_per_s": flow[config.flow.dis_preset],
+        "flow_default_pairs_per_s": flow[config.flow.dis_preset], "predict": predict,
     }  # fmt: skip
     write_json(out / "results.json", result)
     write_text(out / "results.md", speed_table(result))
@@ -239,6 +260,11 @@ def speed_table(result: dict[str, Any]) -> str:
         "| DIS preset (480x360) | pairs/s |",
         "|---|---|",
         *(f"| {preset} | {rate:.0f} |" for preset, rate in result["flow_pairs_per_s_480x360"].items()),
+        "",
+        "| predict, end to end (480x360 PNG frames in; masks, overlays, video out) | frames/s |",
+        "|---|---|",
+        f"| `stpl predict --ckpt {result['predict']['checkpoint']}`, {result['predict']['frames']} frames | "
+        f"{result['predict']['frames_per_s']:.1f} |",
         "",
         f"Peak memory {result['peak_memory_mib']:.0f} MiB.",
     ]
