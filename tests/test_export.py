@@ -145,9 +145,9 @@ def test_speeds_onnxruntime_row_predicts_what_the_torch_predictor_does(toy_model
         assert found.shape == expected.shape and (found == expected).mean() > 0.99
 
 
-def test_the_readme_onnx_example_predicts_what_stpl_predict_does(exported, toy_checkpoint, tmp_path, monkeypatch):
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    example = re.search(r"`stpl export` writes.*?```python\n(.*?)```", readme, re.S).group(1)
+def test_the_documented_onnx_example_predicts_what_stpl_predict_does(exported, toy_checkpoint, tmp_path, monkeypatch):
+    commands = (Path(__file__).resolve().parents[1] / "docs" / "commands.md").read_text()
+    example = re.search(r"`stpl export` writes.*?```python\n(.*?)```", commands, re.S).group(1)
     frame = clip(1)[0]  # 41x57: the example resizes it to the model's 33x47
     shutil.copy(exported["single"], tmp_path / "model.onnx")  # the name the example opens
     monkeypatch.chdir(tmp_path)

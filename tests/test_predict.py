@@ -3,7 +3,6 @@
 import json
 import re
 import shlex
-import shutil
 from pathlib import Path
 
 import cv2
@@ -105,32 +104,39 @@ def test_bad_inputs_are_one_line(toy_checkpoint, tmp_path, capsys):
         stpl.load(toy_checkpoint).predict([np.zeros((10, 10), np.float32)])
 
 
-def test_the_readme_example_runs(toy_checkpoint, tmp_path, monkeypatch):
+def quick_start_block(language: str) -> str:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    example = re.search(r"## Use from Python.*?```python\n(.*?)```", readme, re.S).group(1)
+    return re.search(rf"## Quick start.*?```{language}\n(.*?)```", readme, re.S).group(1)
+
+
+def test_the_readme_python_lines_run_as_printed(tmp_path, monkeypatch):
+    """The quick start's Python lines with the shipped camvid-day model; `frame`, `frames` and clip.mp4 are given."""
     frames = clip()
-    namespace = {"checkpoint": toy_checkpoint, "frames": frames, "video": write_folder(tmp_path / "video", frames)}
     monkeypatch.chdir(tmp_path)
-    exec(example, namespace)
-    assert len(namespace["masks"]) == 5 and (tmp_path / "predictions" / "overlay.mp4").is_file()
-    assert namespace["mask"].shape == frames[0].shape[:2]  # one frame in, one map out
+    write_video(tmp_path / "clip.mp4", frames, "mp4v", 10.0)
+    namespace = {"frame": frames[0], "frames": frames}
+    exec(quick_start_block("python"), namespace)
+    assert namespace["mask"].shape == frames[0].shape[:2] and namespace["mask"].max() < 11  # one frame, one map
+    assert len(namespace["masks"]) == 5 and namespace["summary"]["frames"] == 5
+    assert (tmp_path / "predictions" / "overlay.mp4").is_file()
 
 
-def test_the_readme_own_video_commands_run_as_printed(toy_checkpoint, tmp_path, monkeypatch):
-    """The three commands of README "Adapt your own video", word for word, in a folder holding the toy model as
-    source/model.safetensors and a generated clip.mp4; only the adaptation gets tiny settings appended."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    block = re.search(r"## Adapt your own video.*?```bash\n(.*?)```", readme, re.S).group(1)
-    commands = [shlex.split(line) for line in block.strip().splitlines()]
-    assert [c[:2] for c in commands] == [["stpl", "adapt"], ["stpl", "predict"], ["stpl", "predict"]]
+def test_the_readme_quick_start_commands_run_as_printed(tmp_path, monkeypatch):
+    """The four commands of the README's quick start, word for word, with the shipped camvid-day model on a
+    generated clip.mp4; only the adaptation gets tiny settings appended (3 steps)."""
+    commands = [shlex.split(line) for line in quick_start_block("bash").strip().splitlines()]
+    assert [c[:2] for c in commands] == [
+        ["stpl", "predict"],
+        ["stpl", "adapt"],
+        ["stpl", "predict"],
+        ["stpl", "predict"],
+    ]
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "source").mkdir()
-    shutil.copy(toy_checkpoint, tmp_path / "source" / "model.safetensors")
     write_video(tmp_path / "clip.mp4", clip(6), "mp4v", 10.0)
     for command in commands:
         extra = set_args(ADAPT_SETS) if command[1] == "adapt" else []
         assert main([*command[1:], *extra]) == 0, command
-    for out in ("predictions", "online"):
+    for out in ("predictions", "adapted-predictions", "online"):
         summary = json.loads((tmp_path / out / "predict.json").read_text())
         assert summary["frames"] == 6 and len(list((tmp_path / out / "masks").glob("*.png"))) == 6
         assert cv2.VideoCapture(str(tmp_path / out / "overlay.mp4")).read()[0]
