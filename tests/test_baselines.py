@@ -10,7 +10,7 @@ from conftest import TOY_SETTINGS, make_tiny_model
 from stpl.adapt import METHODS, build_method
 from stpl.adapt.davsn import intra_domain_consistency
 from stpl.adapt.hcl import agreement_weights, historical_nce
-from stpl.adapt.shared import entropy_map, prediction_pseudo_labels
+from stpl.adapt.shared import prediction_pseudo_labels
 from stpl.adapt.tps import cross_frame_pseudo_labels
 from stpl.cli import main
 from stpl.config import build_config
@@ -19,6 +19,7 @@ from stpl.data.pairs import PairBatch
 from stpl.engine.checkpoint import load_checkpoint
 from stpl.engine.loop import train_step
 from stpl.errors import StplError
+from stpl.losses.entropy import entropy_map
 from stpl.models.segmenter import ADAPTATION_MODULES, SegmenterOutput
 
 BASELINES = ("tent", "self-training", "ur", "hcl", "tps", "davsn", "vst")
@@ -420,10 +421,10 @@ def test_a_method_written_outside_the_package_is_one_class_and_one_registry_call
     `stpl adapt --method` and `stpl bench --methods`."""
     from stpl.adapt import register_method
     from stpl.adapt.base import AdaptationMethod
-    from stpl.adapt.shared import entropy_map
     from stpl.cli import main
     from stpl.config import METHOD_NAMES
     from stpl.engine.checkpoint import load_checkpoint
+    from stpl.losses.entropy import entropy_map
 
     class Sharpen(AdaptationMethod):
         name = "sharpen"

@@ -24,9 +24,9 @@ from __future__ import annotations
 from torch import Tensor
 
 from stpl.adapt.base import AdaptationMethod
-from stpl.adapt.shared import entropy_map
 from stpl.config import AdaptConfig
 from stpl.data.pairs import PairBatch
+from stpl.losses.entropy import entropy_map
 from stpl.models.segmenter import SegmenterOutput, VideoSegmenter
 
 

@@ -30,7 +30,6 @@ from torch import Tensor
 
 from stpl.adapt.base import AdaptationMethod
 from stpl.adapt.shared import (
-    entropy_map,
     generator_state,
     load_generator_state,
     load_prefixed_state,
@@ -40,6 +39,7 @@ from stpl.adapt.teachers import Teacher
 from stpl.config import AdaptConfig
 from stpl.data.pairs import PairBatch
 from stpl.data.photometric import photometric_augment
+from stpl.losses.entropy import entropy_map
 from stpl.models.segmenter import VideoSegmenter, upsample
 
 

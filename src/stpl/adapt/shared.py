@@ -1,11 +1,11 @@
-"""Small pieces the methods share: entropy, pseudo-labels of a prediction, masked losses, method state.
+"""Small pieces the methods share: pseudo-labels of a prediction, masked losses, method state (the entropy lives
+in losses/entropy.py).
 
 Kept apart from the methods so each baseline file shows only its own objective.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 
 import torch
@@ -20,13 +20,6 @@ from stpl.data.pairs import PairBatch
 from stpl.models.segmenter import SegmenterOutput, upsample
 
 CLASS_THRESHOLDS = "class_thresholds"  # extra-state key of the class_median rule's thresholds
-
-
-def entropy_map(logits: Tensor, normalized: bool = False) -> Tensor:
-    """Shannon entropy (nats) per pixel of softmax(logits) [B,K,H,W] -> [B,H,W]; `normalized` divides by log K."""
-    log_p = logits.log_softmax(dim=1)
-    entropy = -(log_p.exp() * log_p).sum(dim=1)
-    return entropy / math.log(logits.shape[1]) if normalized else entropy
 
 
 def mean_confidence(logits: Tensor) -> Tensor:

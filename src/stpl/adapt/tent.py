@@ -22,11 +22,11 @@ from typing import Any
 from torch import Tensor, nn
 
 from stpl.adapt.norm import batch_norms
-from stpl.adapt.shared import entropy_map
 from stpl.config import AdaptConfig
 from stpl.data.pairs import PairBatch
 from stpl.engine.method import Method, parameter_groups
 from stpl.errors import StplError
+from stpl.losses.entropy import entropy_map
 from stpl.models.segmenter import upsample
 
 

@@ -27,12 +27,13 @@ from torch import Tensor, nn
 
 from stpl.adapt.norm import set_norm_mode
 from stpl.adapt.pseudo_labels import make_pseudo_labels
-from stpl.adapt.shared import entropy_map, load_prefixed_state, masked_cross_entropy, prefixed_state
+from stpl.adapt.shared import load_prefixed_state, masked_cross_entropy, prefixed_state
 from stpl.adapt.teachers import Teacher
 from stpl.config import AdaptConfig
 from stpl.constants import IGNORE_INDEX
 from stpl.data.pairs import PairBatch
 from stpl.engine.method import Method, parameter_groups
+from stpl.losses.entropy import entropy_map
 from stpl.models.segmenter import VideoSegmenter, upsample
 
 
