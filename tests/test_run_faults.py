@@ -14,6 +14,7 @@ import time
 import pytest
 import torch
 
+from conftest import set_args
 from stpl.adapt.tent import Tent
 from stpl.cli import main
 from stpl.engine.checkpoint import load_checkpoint, read_meta
@@ -21,10 +22,6 @@ from stpl.engine.run_files import LAST_CHECKPOINT
 from stpl.engine.supervised import Supervised
 
 METHOD_OF = {"train-source": Supervised, "adapt": Tent}
-
-
-def set_args(settings):
-    return [arg for s in settings for arg in ("--set", s)]
 
 
 class NanGradient(torch.autograd.Function):

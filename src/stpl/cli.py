@@ -16,7 +16,7 @@ from stpl.data import SPLITS
 from stpl.engine import distributed
 from stpl.engine.checkpoint_model import checkpoint_settings
 from stpl.engine.interrupt import terminate_as_interrupt
-from stpl.errors import Interrupted, StplError, missing_reason, os_error_message
+from stpl.errors import Interrupted, StplError, file_error, os_error_message
 from stpl.pretrained import resolve_checkpoint
 from stpl.version import __version__
 
@@ -49,10 +49,7 @@ def load_config(args: argparse.Namespace, checkpoint: Path | None = None) -> Con
 
 def require_file(path: Path, what: str) -> Path:
     if not path.is_file():
-        reason = missing_reason(path)
-        if reason.startswith("No such file"):
-            raise StplError(f"{what} not found: {path}")
-        raise StplError(f"{what} {path}: {reason}")
+        raise file_error(path, what)
     return path
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from stpl.config_overrides import load_yaml
-from stpl.errors import StplError, missing_reason
+from stpl.errors import file_error
 
 DATA_ENV = "STPL_DATA"
 # each data set's folder under STPL_DATA (the names the data sets' own downloads use)
@@ -56,10 +56,7 @@ def resolve_config_file(config: str | Path) -> Path:
     name = str(config).replace("_", "-").removesuffix(".yaml")
     if name in packaged:
         return packaged[name]
-    reason = missing_reason(path)
-    if path.exists() or not reason.startswith("No such file"):
-        raise StplError(f"config file {path}: {reason if not path.exists() else 'not a file'}")
-    raise StplError(f"config file not found: {path} (a YAML file, or a packaged config: {', '.join(packaged)})")
+    raise file_error(path, "config file", f"a YAML file, or a packaged config: {', '.join(packaged)}")
 
 
 def load_config_file(config: str | Path) -> dict[str, Any]:

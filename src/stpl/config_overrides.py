@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
-from stpl.errors import StplError, missing_reason
+from stpl.errors import StplError, file_error
 
 
 def _number_from_text(text: str, key: str) -> float:
@@ -111,10 +111,7 @@ def parse_set_option(text: str) -> dict[str, Any]:
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        reason = missing_reason(path)
-        raise StplError(
-            f"config file not found: {path}" if reason.startswith("No such") else f"config file {path}: {reason}"
-        )
+        raise file_error(path, "config file")
     try:
         text = path.read_bytes().decode("utf-8")
     except OSError as err:

@@ -23,12 +23,15 @@ def os_error_message(err: OSError) -> str:
     return f"cannot access {' -> '.join(paths)}: {cause}" if paths else f"{cause} ({type(err).__name__})"
 
 
-def missing_reason(path: object) -> str:
-    """Why `path` cannot be opened, in the OS's words ("No such file or directory", "Permission denied", ...)."""
+def file_error(path: object, what: str, hint: str = "") -> StplError:
+    """The one line for a `path` that is not a readable file: "<what> not found: <path> (<hint>)" when nothing is
+    there, else the OS's words ("Permission denied" for a folder on the way that may not be searched, ...)."""
     import os
 
     try:
         os.stat(path)  # type: ignore[arg-type]
+    except FileNotFoundError:
+        return StplError(f"{what} not found: {path}" + (f" ({hint})" if hint else ""))
     except OSError as err:
-        return err.strerror or str(err)
-    return "not a regular file"
+        return StplError(f"{what} {path}: {err.strerror or err}")
+    return StplError(f"{what} {path} is not a file")

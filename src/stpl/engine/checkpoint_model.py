@@ -9,7 +9,7 @@ import torch
 
 from stpl.config import Config, build_config, marked_keys, with_overrides
 from stpl.data import dataset_classes
-from stpl.engine.checkpoint import Checkpoint, load_checkpoint
+from stpl.engine.checkpoint import Checkpoint, read_meta
 from stpl.errors import StplError
 from stpl.models import VideoSegmenter, build_model
 from stpl.models.segmenter import ADAPTATION_MODULES
@@ -61,8 +61,9 @@ CHECKPOINT_SECTIONS = ("data", "flow", "model")
 
 
 def checkpoint_settings(path: Path) -> dict[str, Any]:
-    """The data, flow and model sections of a checkpoint's config, as a base for `build_config`."""
-    saved = load_checkpoint(path).config
+    """The data, flow and model sections of a checkpoint's config, as a base for `build_config` (from the file's
+    header alone: no tensor is read)."""
+    saved = read_meta(path)["config"]
     return {key: saved[key] for key in CHECKPOINT_SECTIONS if key in saved}
 
 

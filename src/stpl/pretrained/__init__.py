@@ -14,7 +14,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from stpl.errors import StplError, missing_reason
+from stpl.errors import StplError, file_error
 
 # name -> file in this folder
 SHIPPED: dict[str, str] = {
@@ -38,10 +38,4 @@ def resolve_checkpoint(checkpoint: str | Path, what: str = "checkpoint") -> Path
         if not shipped.is_file():
             raise StplError(f"the shipped model '{name}' is missing from this installation ({shipped}); reinstall stpl")
         return shipped
-    if path.exists():
-        raise StplError(f"{what} {path} is not a file")
-    reason = missing_reason(path)
-    if not reason.startswith("No such file"):  # e.g. a folder on the way that may not be searched
-        raise StplError(f"{what} {path}: {reason}")
-    names = ", ".join(SHIPPED)
-    raise StplError(f"{what} not found: {path} (give a checkpoint file, or a shipped model: {names})")
+    raise file_error(path, what, f"give a checkpoint file, or a shipped model: {', '.join(SHIPPED)}")
