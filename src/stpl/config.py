@@ -28,6 +28,8 @@ TARGET_ONLY = {"target_only": True}  # only chooses target frames: source traini
 
 DATASET_NAMES = ("synthetic", "camvid", "cityscapes_seq", "viper", "synthia_seq", "frames")
 METHOD_NAMES = ["stpl", "adabn", "tent", "self-training", "ur", "hcl", "tps", "davsn", "vst"]
+# domain adaptation with labelled source data (adapt/uda/): the paper's UDA rows
+METHOD_NAMES += ["uda-fda", "uda-pixmatch", "uda-rda", "uda-davsn", "uda-vatvst", "uda-tps"]
 
 
 @dataclass
@@ -269,6 +271,40 @@ class DavsnConfig:
 
 
 @dataclass
+class UdaConfig:
+    """The domain-adaptation baselines that train with labelled source data (adapt/uda/): what the originals
+    use, scaled to our protocols (docs/uda.md says where each value comes from)."""
+
+    lambda_source: float = 1.0  # weight of the supervised source cross-entropy (1 in every original)
+    # FDA: band of the amplitude spectrum swapped, b = floor(beta * min(H, W)); target entropy weight and
+    # Charbonnier exponent (release: LB 0.01 in its recipe, entW 0.005, ita 2.0)
+    fda_beta: float = 0.01
+    fda_lambda_entropy: float = 0.005
+    fda_eta: float = 2.0
+    # FDA's self-training round as an option: pseudo-labels of the frozen starting model, per-class thresholds at
+    # the 66th percentile of the class's confidences over the adaptation set, capped at 0.9 (release)
+    fda_self_training: bool = False
+    # PixMatch: consistency weight (lam_aug 0.1) and the perturbation: a random zoom-and-crop in this range
+    # (the release's resized crop of 0.2-1 of the area is a zoom of 1-2.2) and photometric noise of this strength
+    pixmatch_lambda: float = 0.1
+    pixmatch_scale_range: tuple[float, ...] = (1.0, 2.0)
+    pixmatch_augmentation: float = 1.0
+    # RDA: the spectrum in `rda_bands` concentric bands per colour channel; bands rda_semantic_bands[0]..[1]
+    # (inclusive) carry the content and are never touched; of the rest, the share rda_share of all components
+    # whose swap to another domain's amplitude raises the loss most is swapped (release: 32 bands, 10 %, 2-15)
+    rda_bands: int = 32
+    rda_semantic_bands: tuple[int, ...] = (2, 15)
+    rda_share: float = 0.1
+    rda_lambda_target: float = 1.0  # weight of the target self-training term on attacked frames
+    # DA-VSN and VAT-VST: adversarial weight of each discriminator's fooling loss (lamda_u 0.001)
+    lambda_adversarial: float = 0.001
+    davsn_lambda_itcr: float = 0.001  # DA-VSN's intra-domain temporal consistency beside the source loss
+    # VAT-VST: the share of the steps in phase 1 (source + video adversarial training); phase 2 self-trains on
+    # target pseudo-labels of the phase-1 model, ensembled over frame t and the earlier frame warped to t
+    vatvst_vat_share: float = 0.5
+
+
+@dataclass
 class OnlineConfig:
     """Online (test-time) adaptation while predicting (online.py): `stpl predict --adapt online`, and the
     `*-online` methods of `stpl bench`, which adapt over the evaluation split in order."""
@@ -340,6 +376,7 @@ class AdaptConfig:
     hcl: HclConfig = field(default_factory=HclConfig)  # options of method=hcl
     tps: TpsConfig = field(default_factory=TpsConfig)  # options of method=tps
     davsn: DavsnConfig = field(default_factory=DavsnConfig)  # options of method=davsn
+    uda: UdaConfig = field(default_factory=UdaConfig)  # options of the uda-* methods (with source data)
     online: OnlineConfig = field(default_factory=OnlineConfig)  # online adaptation while predicting
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from stpl.errors import StplError
 
 if TYPE_CHECKING:  # the schema imports this module, so only for type hints
-    from stpl.config import AdaptConfig, Config
+    from stpl.config import AdaptConfig, Config, UdaConfig
 
 
 def validate(config: Config, method_names: Sequence[str]) -> None:
@@ -77,6 +77,12 @@ def validate(config: Config, method_names: Sequence[str]) -> None:
         "adapt.tps.lambda_tps": config.adapt.tps.lambda_tps,
         "adapt.tps.augmentation": config.adapt.tps.augmentation,
         "adapt.davsn.lambda_itcr": config.adapt.davsn.lambda_itcr,
+        "adapt.uda.lambda_source": config.adapt.uda.lambda_source,
+        "adapt.uda.fda_lambda_entropy": config.adapt.uda.fda_lambda_entropy,
+        "adapt.uda.pixmatch_lambda": config.adapt.uda.pixmatch_lambda,
+        "adapt.uda.rda_lambda_target": config.adapt.uda.rda_lambda_target,
+        "adapt.uda.lambda_adversarial": config.adapt.uda.lambda_adversarial,
+        "adapt.uda.davsn_lambda_itcr": config.adapt.uda.davsn_lambda_itcr,
     }
     for key, value in not_negative.items():
         if value < 0:
@@ -144,7 +150,28 @@ def _validate_baselines(adapt: AdaptConfig) -> None:
         raise StplError("config keys 'adapt.hcl.*': momentum in [0, 1), temperature > 0, pixels >= 2")
     if len(tps.scale_range) != 2 or not 0.0 < tps.scale_range[0] <= tps.scale_range[1]:
         raise StplError("config key 'adapt.tps.scale_range' must be [low, high] with 0 < low <= high")
+    _validate_uda(adapt.uda)
     if ur.decoders < 1 or not 0.0 <= ur.dropout < 1.0:
         raise StplError("config keys 'adapt.ur.decoders' must be >= 1 and 'adapt.ur.dropout' in [0, 1)")
     if not 0.0 < ur.class_fraction <= 1.0:
         raise StplError("config key 'adapt.ur.class_fraction' must be in (0, 1]")
+
+
+def _validate_uda(uda: UdaConfig) -> None:
+    if not 0.0 <= uda.fda_beta < 0.5 or uda.fda_eta <= 0:
+        raise StplError("config keys 'adapt.uda.fda_beta' must be in [0, 0.5) and 'adapt.uda.fda_eta' positive")
+    scales = uda.pixmatch_scale_range
+    if scales and (len(scales) != 2 or not 0.0 < scales[0] <= scales[1]):
+        raise StplError("config key 'adapt.uda.pixmatch_scale_range' must be [] or [low, high], 0 < low <= high")
+    if not 0.0 <= uda.pixmatch_augmentation <= 2.0:
+        raise StplError("config key 'adapt.uda.pixmatch_augmentation' must be in [0, 2] (data/photometric.py)")
+    low, high = (*uda.rda_semantic_bands, -1, -1)[:2]
+    if uda.rda_bands < 2 or len(uda.rda_semantic_bands) != 2 or not 0 <= low <= high < uda.rda_bands:
+        raise StplError(
+            "config keys 'adapt.uda.rda_bands' (>= 2) and 'adapt.uda.rda_semantic_bands' ([first, last] band kept, "
+            "0 <= first <= last < rda_bands) do not fit together"
+        )
+    if not 0.0 < uda.rda_share <= 1.0:
+        raise StplError("config key 'adapt.uda.rda_share' must be in (0, 1]")
+    if not 0.0 <= uda.vatvst_vat_share <= 1.0:
+        raise StplError("config key 'adapt.uda.vatvst_vat_share' must be in [0, 1]")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from stpl.adapt import build_method
+from stpl.adapt import METHODS, build_method
 from stpl.config import AdaptConfig
 from stpl.data.pairs import PairBatch, PairDataset
 from stpl.engine.loop import LoopSettings, build_optimizer, train_step
@@ -31,6 +31,9 @@ def causal_settings(config: AdaptConfig) -> AdaptConfig:
     frame to look at, and thresholds fixed over the whole split (class_median) are refused."""
     if config.method == "adabn":
         raise StplError("online adaptation needs a trained method (adabn has no steps)")
+    entry = METHODS.get(config.method)
+    if entry is not None and entry.method is not None and entry.method.uses_source:
+        raise StplError(f"{config.method} trains on labelled source data; online adaptation has the stream alone")
     if config.confidence == "class_median":
         raise StplError("adapt.confidence=class_median needs the whole split before adapting; online, use another")
     norm = "update" if config.norm == "reestimate" else config.norm

@@ -19,6 +19,7 @@ from stpl.atomic import remove_temporaries, write_json, write_text
 from stpl.config import Config, build_config, config_to_dict, config_to_yaml, with_overrides
 from stpl.data import DATASETS, PairDataset, RandomBatches, build_dataset, dataset_classes, reported_classes
 from stpl.data.neighbours import with_later_neighbours
+from stpl.data.pairs import SourceAndTarget
 from stpl.data.palettes import palette_for
 from stpl.engine import distributed
 from stpl.engine.checkpoint import Checkpoint, file_sha1, load_checkpoint, save_checkpoint
@@ -139,8 +140,29 @@ def train_supervised(
         return save_final(out_dir, model, {**meta, "step": iterations, "collapsed": result.collapsed})
 
 
+def source_pairs(config: Config, seed: int) -> tuple[RandomBatches, torch.Tensor]:
+    """For the methods that use source data: batches of the labelled source split, augmented as the source model
+    was trained (train.hflip, scale_range, photometric), and the class weights of its supervised loss."""
+    if config.data.dataset == "frames":
+        raise StplError(
+            f"adapt.method={config.adapt.method} trains on labelled source data beside the target video, and a "
+            "folder of frames has none: choose a source-free method, or a benchmark config with a source split"
+        )
+    dataset = load_split(config, "source", with_labels=True)
+    train = config.train
+    weights = torch.ones(dataset.num_classes)
+    if train.class_weight_power > 0:
+        weights = median_frequency_weights(dataset.labels, dataset.num_classes, train.class_weight_power)
+    batches = RandomBatches(
+        dataset, config.adapt.batch_size, seed, hflip=train.hflip, scale_range=train.scale_range,
+        photometric=train.photometric,
+    )  # fmt: skip
+    return batches, weights
+
+
 def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
-    """Source-free adaptation: reads the source checkpoint and unlabelled target video only."""
+    """Adaptation from the source checkpoint and the unlabelled target video; source-free methods open nothing
+    else. The domain-adaptation baselines that declare `uses_source` also read the labelled source split."""
     source_checkpoint, out_dir = Path(source_checkpoint), Path(out_dir)
     checkpoint = load_checkpoint(source_checkpoint)
     if config.data.dataset == "frames" and not config.data.frames.classes:  # own video: the model's classes
@@ -153,8 +175,10 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
         return out_dir / FINAL_CHECKPOINT
     check_out_dir(out_dir)
     device = setup_runtime(config)
-    dataset = load_split(config, "adapt", with_labels=False)  # the only data adaptation opens
+    dataset = load_split(config, "adapt", with_labels=False)  # the only target data adaptation opens
     trained = METHODS[config.adapt.method].method
+    uses_source = trained is not None and trained.uses_source
+    source = source_pairs(config, config.seed) if uses_source else None  # never for a source-free method
     if config.model.temporal and trained is not None and trained.looks_ahead(config.adapt):
         dataset = with_later_neighbours(dataset, config.flow)  # the no-temporal control looks at frame t only
     with run_folder(out_dir):  # one process per run folder
@@ -181,13 +205,18 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
             "class_names": checkpoint.class_names,
             "palette": checkpoint.meta.get("palette") or palette_for(checkpoint.class_names),
             "source_checkpoint": str(source_checkpoint),
+            "uses_source": uses_source,
         }
         if training_free_method:  # e.g. AdaBN: the re-estimation above is the whole method
             return save_final(out_dir, model, {**meta, "step": 0})
         method = build_method(model, config.adapt, config.seed)
         if not resuming:  # a resumed run restores what `prepare` set from its checkpoint
             method.prepare(dataset.iterate(config.adapt.batch_size))
-        batches = RandomBatches(dataset, config.adapt.batch_size, config.seed)
+        batches: RandomBatches | SourceAndTarget = RandomBatches(dataset, config.adapt.batch_size, config.seed)
+        if source is not None:
+            source_batches, class_weights = source
+            method.set_source_class_weights(class_weights.to(device))  # type: ignore[attr-defined]
+            batches = SourceAndTarget(batches, source_batches)
         settings = LoopSettings(
             iterations=config.adapt.iterations,
             momentum=config.adapt.momentum,

@@ -16,13 +16,14 @@ from stpl.adapt.self_training import SelfTraining
 from stpl.adapt.stpl import STPL
 from stpl.adapt.tent import Tent
 from stpl.adapt.tps import TPS
+from stpl.adapt.uda import FDA, RDA, VATVST, PixMatch, UdaDAVSN, UdaTPS
 from stpl.adapt.ur import UR
 from stpl.adapt.vst import VST
 from stpl.config import METHOD_NAMES, AdaptConfig
 from stpl.engine.method import Method
 from stpl.models.segmenter import VideoSegmenter
 
-__all__ = ["METHODS", "TRAINING_FREE", "MethodEntry", "build_method", "register_method"]
+__all__ = ["METHODS", "TRAINING_FREE", "MethodEntry", "build_method", "register_method", "uses_source"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,13 @@ METHODS: dict[str, MethodEntry] = {
     "tps": MethodEntry(TPS, "TPS*: cross-frame pseudo-labels under a strong view, source-free"),
     "davsn": MethodEntry(DAVSN, "DA-VSN*: cross-frame consistency, source-free"),
     "vst": MethodEntry(VST, "VAT-VST*: temporally consistent pseudo-labels of the frozen source model"),
+    # domain adaptation WITH labelled source data (adapt/uda/): baselines, not source-free
+    "uda-fda": MethodEntry(FDA, "FDA, uses source data: source in target style + target entropy"),
+    "uda-pixmatch": MethodEntry(PixMatch, "PixMatch, uses source data: source + target pixelwise consistency"),
+    "uda-rda": MethodEntry(RDA, "RDA, uses source data: Fourier adversarial attacks on source and target"),
+    "uda-davsn": MethodEntry(UdaDAVSN, "DA-VSN, uses source data: spatial/temporal adversarial + ITCR"),
+    "uda-vatvst": MethodEntry(VATVST, "VAT-VST, uses source data: video adversarial, then video self-training"),
+    "uda-tps": MethodEntry(UdaTPS, "TPS, uses source data: source + temporal pseudo-supervision"),
 }
 if list(METHODS) != METHOD_NAMES:
     raise ImportError(f"stpl.adapt.METHODS {list(METHODS)} and config.METHOD_NAMES {METHOD_NAMES} differ")
@@ -64,6 +72,12 @@ def training_free() -> tuple[str, ...]:
 
 
 TRAINING_FREE = training_free()
+
+
+def uses_source(name: str) -> bool:
+    """Whether the method of this name trains with labelled source data (the uda-* baselines)."""
+    entry = METHODS.get(name)
+    return entry is not None and entry.method is not None and entry.method.uses_source
 
 
 def build_method(model: VideoSegmenter, config: AdaptConfig, seed: int) -> Method:

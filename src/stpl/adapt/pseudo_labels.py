@@ -66,9 +66,13 @@ def make_pseudo_labels(
     return torch.where(keep, prediction, torch.full_like(prediction, IGNORE_INDEX))
 
 
-def class_median_thresholds(probabilities: Iterable[Tensor], num_classes: int, cap: float) -> Tensor:
+def class_median_thresholds(
+    probabilities: Iterable[Tensor], num_classes: int, cap: float, quantile: float = 0.5
+) -> Tensor:
     """Per class c: min(cap, median confidence of the pixels predicted as c) over all the given predictions
     ([B,K,H,W] each, e.g. a frozen teacher over the whole adaptation set); `cap` for classes never predicted.
+    Another `quantile` q takes the value at position round(q * n) of the n confidences in ascending order instead
+    (FDA's rule: q = 0.66, cap 0.9).
 
     Fixed thresholds over the whole set keep the easy half of every class, rare ones included, and do not follow
     each batch's mix of classes (the per-batch class-balanced rule does).
@@ -81,5 +85,10 @@ def class_median_thresholds(probabilities: Iterable[Tensor], num_classes: int, c
     thresholds = torch.full((num_classes,), cap)
     for value, chunks in enumerate(per_class):
         if chunks:
-            thresholds[value] = min(cap, float(torch.cat(chunks).median()))
+            values = torch.cat(chunks)
+            if quantile == 0.5:
+                chosen = values.median()  # the lower median
+            else:
+                chosen = values.kthvalue(min(len(values), max(1, round(quantile * len(values))))).values
+            thresholds[value] = min(cap, float(chosen))
     return thresholds

@@ -74,12 +74,16 @@ def prediction_pseudo_labels(
 
 @torch.no_grad()
 def teacher_class_thresholds(
-    predict: Callable[[PairBatch], SegmenterOutput], batches: Iterable[PairBatch], num_classes: int, cap: float
+    predict: Callable[[PairBatch], SegmenterOutput],
+    batches: Iterable[PairBatch],
+    num_classes: int,
+    cap: float,
+    quantile: float = 0.5,
 ) -> Tensor:
     """The class_median rule's per-class thresholds from the teacher's predictions of every batch, at the image
     size as the pseudo-labels are (read one batch at a time)."""
     probabilities = (upsample(predict(b).logits, b.current.shape[-2:]).softmax(dim=1) for b in batches)
-    return class_median_thresholds(probabilities, num_classes, cap)
+    return class_median_thresholds(probabilities, num_classes, cap, quantile)
 
 
 def masked_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:

@@ -44,3 +44,26 @@ def low_frequency_swap(source: Tensor, target: Tensor, beta: float) -> Tensor:
     amplitude = torch.where(band, amplitude_target, spectrum_source.abs())
     swapped = torch.polar(amplitude, spectrum_source.angle())
     return torch.fft.ifft2(swapped).real.to(source.dtype)
+
+
+def frequency_bands(height: int, width: int, bands: int, device: torch.device | None = None) -> Tensor:
+    """[H,W] long: the band of each frequency (unshifted FFT order) among `bands` concentric rectangles, band 0
+    around the zero frequency, band bands-1 reaching the highest ones. A frequency's distance to zero along an axis
+    of size n, min(i, n - i), is scaled by n / 2; the larger of the two axes' decides."""
+
+    def scaled_distance(size: int) -> Tensor:
+        index = torch.arange(size, device=device, dtype=torch.float64)
+        return torch.minimum(index, size - index) / (size / 2)
+
+    radius = torch.maximum(scaled_distance(height)[:, None], scaled_distance(width)[None, :])
+    return torch.clamp((radius * bands).floor().long(), max=bands - 1)
+
+
+def swap_band_amplitudes(images: Tensor, reference: Tensor, band_map: Tensor, weights: Tensor) -> Tensor:
+    """`images` [B,C,H,W] with each (image, channel, band) component's amplitude moved towards `reference`'s by
+    its weight in `weights` [B,C,bands] (0 keeps it, 1 swaps it), phase kept; differentiable in `weights`."""
+    spectrum = torch.fft.fft2(images.float())
+    amplitude = spectrum.abs()
+    gain = weights.gather(-1, band_map.flatten().expand(*weights.shape[:2], -1)).view_as(amplitude)
+    moved = amplitude + gain * (torch.fft.fft2(reference.float()).abs() - amplitude)
+    return torch.fft.ifft2(torch.polar(moved, spectrum.angle())).real.to(images.dtype)

@@ -11,12 +11,12 @@ from collections.abc import Generator
 
 from torch.utils.data import DataLoader, Dataset
 
-from stpl.data.pairs import PairBatch, RandomBatches
+from stpl.data.pairs import PairBatch, RandomBatches, SourceAndTarget
 from stpl.runlock import close_inherited_locks
 
 
 class _Steps(Dataset):
-    def __init__(self, batches: RandomBatches, start: int, stop: int):
+    def __init__(self, batches: RandomBatches | SourceAndTarget, start: int, stop: int):
         self.batches, self.start, self.stop = batches, start, stop
 
     def __len__(self) -> int:
@@ -37,7 +37,7 @@ def _worker_start(worker_id: int) -> None:
 
 
 def batches_in_order(
-    batches: RandomBatches, start: int, stop: int, workers: int = 0, pin_memory: bool = False
+    batches: RandomBatches | SourceAndTarget, start: int, stop: int, workers: int = 0, pin_memory: bool = False
 ) -> Generator[PairBatch, None, None]:
     """The batches of steps start..stop-1; `workers` > 0 prepares them in that many forked processes, two batches
     ahead each; `pin_memory` page-locks them for a faster copy to a GPU."""

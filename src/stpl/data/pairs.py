@@ -34,6 +34,9 @@ class PairBatch:
     later: PairBatch | None = None
     forward_flow: Tensor | None = None
     has_later: Tensor | None = None
+    # Labelled source pairs drawn for the same step (SourceAndTarget), for the methods that declare
+    # `uses_source` (domain adaptation with source data); None for every source-free method.
+    source: PairBatch | None = None
 
     def pin_memory(self) -> PairBatch:
         """Page-locked copies (what a DataLoader with pin_memory calls), for asynchronous copies to a GPU."""
@@ -55,6 +58,7 @@ class PairBatch:
             None if self.later is None else self.later._map(function),
             apply(self.forward_flow),
             apply(self.has_later),
+            None if self.source is None else self.source._map(function),
         )
 
 
@@ -254,4 +258,19 @@ class RandomBatches:
                 int(np.random.default_rng([self.seed, epoch, position, 3]).integers(2**62))
             )
             batch = photometric_augment(batch, generator, self.photometric)
+        return batch
+
+
+class SourceAndTarget:
+    """The batches of a domain-adaptation run that uses source data: each step's target batch carries, as
+    `PairBatch.source`, that step's labelled source batch. Both are pure functions of (seed, step), so a resumed
+    run sees the same pairs; the source stream has its own seed, so its order is not the target's."""
+
+    def __init__(self, target: RandomBatches, source: RandomBatches):
+        self.target = target
+        self.source = source
+
+    def get(self, step: int) -> PairBatch:
+        batch = self.target.get(step)
+        batch.source = self.source.get(step)
         return batch

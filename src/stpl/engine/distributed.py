@@ -90,8 +90,10 @@ def shard(batch: PairBatch) -> PairBatch:
         return None if tensor is None else tensor[rank::size]
 
     later = None if batch.later is None else shard(batch.later)
+    source = None if batch.source is None else shard(batch.source)
     return PairBatch(part(batch.current), part(batch.previous), part(batch.flow), part(batch.label),
-                     batch.index[rank::size], later, part(batch.forward_flow), part(batch.has_later))  # fmt: skip
+                     batch.index[rank::size], later, part(batch.forward_flow), part(batch.has_later),
+                     source)  # fmt: skip
 
 
 def all_finite(value: torch.Tensor) -> bool:

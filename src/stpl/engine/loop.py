@@ -24,7 +24,7 @@ import torch
 
 from stpl.atomic import write_text
 from stpl.data.loader import batches_in_order
-from stpl.data.pairs import PairBatch, RandomBatches
+from stpl.data.pairs import PairBatch, RandomBatches, SourceAndTarget
 from stpl.engine import distributed
 from stpl.engine.checkpoint import load_checkpoint, save_checkpoint
 from stpl.engine.health import CollapseWatch
@@ -173,7 +173,7 @@ def train_step(
 
 def run_loop(
     method: Method,
-    batches: RandomBatches,
+    batches: RandomBatches | SourceAndTarget,
     settings: LoopSettings,
     run_dir: Path,
     meta: dict[str, Any],

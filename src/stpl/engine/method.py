@@ -23,9 +23,16 @@ def parameter_groups(model: nn.Module, lr: float, backbone_lr_scale: float) -> l
 
 
 class Method:
-    """A method owns its model and returns a dict of named values per step; keys starting "loss_" are summed."""
+    """A method owns its model and returns a dict of named values per step; keys starting "loss_" are summed.
+
+    Source data: a method whose class sets `uses_source = True` (domain adaptation *with* source data, the UDA
+    baselines) is given, in every step's batch, that step's labelled source pairs as `batch.source`; the adaptation
+    workflow opens the labelled source split for it and records `uses_source` in the run. For every other method
+    `batch.source` is None and the source split is never opened (the source-free guarantee).
+    """
 
     name = "method"
+    uses_source = False
 
     def __init__(self, model: nn.Module):
         self.model = model

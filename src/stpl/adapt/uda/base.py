@@ -1,0 +1,75 @@
+"""What every domain-adaptation baseline that trains with source data shares: the labelled source pairs of the
+step (`batch.source`), their supervised loss, and how they pass through normalisation.
+
+The source term is the source model's own loss: cross-entropy of the fused video prediction at the label size,
+weighted by the source labels' median-frequency class weights (train.class_weight_power, set by the workflow).
+Normalisation: the target frames use the statistics `adapt.norm` says (re-estimated on the target video by
+default); the source pairs are normalised by their own batch statistics, as when the source model was trained, and
+never change the stored ones (domain-specific normalisation, so that the model scored on the target keeps target
+statistics). The originals use DeepLab-v2 with frozen batch-norm, where the question does not arise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stpl.adapt.base import AdaptationMethod
+from stpl.adapt.norm import batch_norms
+from stpl.constants import IGNORE_INDEX
+from stpl.data.pairs import PairBatch
+from stpl.errors import StplError
+from stpl.models.segmenter import SegmenterOutput, upsample
+
+
+@contextmanager
+def own_batch_statistics(model: nn.Module) -> Iterator[None]:
+    """Within: every batch-norm layer normalises by the batch's statistics and leaves its stored ones unchanged
+    (train mode, momentum 0); modes and momenta restored after."""
+    norms = batch_norms(model)
+    saved = [(norm.training, norm.momentum) for norm in norms]
+    for norm in norms:
+        norm.train(True)
+        norm.momentum = 0.0
+    try:
+        yield
+    finally:
+        for norm, (training, momentum) in zip(norms, saved, strict=True):
+            norm.train(training)
+            norm.momentum = momentum
+
+
+class SourceSupervised(AdaptationMethod):
+    """Base of the UDA baselines: `source_of(batch)`, `source_forward`, `source_loss`."""
+
+    uses_source = True
+
+    class_weights: Tensor | None = None  # [K], from the source labels (workflows.source_pairs)
+
+    def set_source_class_weights(self, weights: Tensor) -> None:
+        self.class_weights = weights
+
+    @staticmethod
+    def source_of(batch: PairBatch) -> PairBatch:
+        if batch.source is None or batch.source.label is None:
+            raise StplError("this method trains with labelled source pairs, and the batch carries none")
+        return batch.source
+
+    def source_forward(self, current: Tensor, previous: Tensor, flow: Tensor) -> SegmenterOutput:
+        with own_batch_statistics(self.model):
+            return self.model(current, previous, flow)
+
+    def source_loss(self, output: SegmenterOutput, labels: Tensor) -> Tensor:
+        logits = upsample(output.logits, labels.shape[-2:]).float()
+        weight = None if self.class_weights is None else self.class_weights.to(logits.device)
+        if not bool((labels != IGNORE_INDEX).any()):
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits, labels, weight=weight, ignore_index=IGNORE_INDEX)
+
+    def supervised_source(self, batch: PairBatch) -> Tensor:
+        """The plain source term of the step: the source pairs as they come, their weighted cross-entropy."""
+        source = self.source_of(batch)
+        return self.source_loss(self.source_forward(source.current, source.previous, source.flow), source.label)
