@@ -33,6 +33,14 @@ def toy_batch(seed: int = 0) -> PairBatch:
     return PairBatch(current, previous, flow, None, [0, 1])
 
 
+def with_source(batch: PairBatch, seed: int = 1, num_classes: int = 5) -> PairBatch:
+    """The batch with labelled source pairs attached (what the workflow gives the methods that use source data)."""
+    source = toy_batch(seed)
+    labels = torch.randint(0, num_classes, source.current[:, 0].shape, generator=torch.Generator().manual_seed(seed))
+    batch.source = PairBatch(source.current, source.previous, source.flow, labels, source.index)
+    return batch
+
+
 def make_method(name: str, *sets: str):
     model = make_tiny_model()
     config = build_config(sets=[*TOY_SETTINGS, f"adapt.method={name}", "adapt.lr=0.05", *sets])
@@ -290,7 +298,7 @@ NO_GRADIENT_BY_DESIGN["davsn"] = (*ADAPTATION_MODULES, "score_fusion.")
 def test_gradient_reaches_every_parameter_a_method_trains(name):
     method = make_method(name)
     method.train_mode()
-    values = method.step(toy_batch(), 0)
+    values = method.step(with_source(toy_batch()) if method.uses_source else toy_batch(), 0)
     torch.stack([v for k, v in values.items() if k.startswith("loss_")]).sum().backward()
     trained = {id(p) for group in method.param_groups() for p in group["params"]}
     parameters = dict(method.model.named_parameters())

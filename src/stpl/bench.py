@@ -18,6 +18,7 @@ from typing import Any
 
 from stpl import workflows
 from stpl.adapt import METHODS as ADAPT_METHODS
+from stpl.adapt import uses_source
 from stpl.atomic import write_json, write_text
 from stpl.config import Config, build_config, config_to_dict, with_overrides
 from stpl.config_files import environment_sets, packaged_config_dir
@@ -173,6 +174,7 @@ def summarise(runs: list[dict[str, Any]], classes: list[str]) -> dict[str, Any]:
             "reference": method in REFERENCE_METHODS,
             "adapt_seconds_mean": mean_std([run.get("adapt_seconds", 0.0) for run in chosen])[0],
             "collapsed_runs": sum(bool(run.get("collapsed")) for run in chosen),
+            "uses_source": any(run.get("uses_source", False) for run in chosen),
         }
         if method in ONLINE:  # adapting while predicting: what each evaluation frame costs, updates included
             costs = [run["pass_seconds"] / run["eval_frames"] for run in chosen if run.get("pass_seconds")]
@@ -204,6 +206,8 @@ def markdown_table(benchmark: str, commit: str, summary: dict[str, Any], classes
     ]
     for method, row in summary.items():
         name = f"{method} (reference)" if row["reference"] else method
+        if row.get("uses_source"):  # domain adaptation with the labelled source data: not source-free
+            name += " (uses source data)"
         if row.get("collapsed_runs"):  # scored as they are, but a reader must see that they degenerated
             name += f" (collapsed: {row['collapsed_runs']} of {row['n']} runs)"
         mean = cell((row["mIoU_mean"], row["mIoU_std"]))
@@ -320,6 +324,7 @@ def run_bench(
                 "method": method, "seed": seed, "mIoU": result["mIoU"], "per_class": result["per_class"],
                 "adapt_seconds": seconds, "eval_frames": result.get("num_frames"),
                 "pass_seconds": result.get("pass_seconds"), "collapsed": bool(result.get("collapsed", False)),
+                "uses_source": method not in ("source-only", *REFERENCE_METHODS) and uses_source(config.adapt.method),
                 "checkpoint": str(checkpoint), "source": str(source),
                 "commit": commit, "code": code,
                 "key": key, "config": config_to_dict(config),

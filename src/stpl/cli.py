@@ -225,7 +225,8 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
                         "0.5 makes streaming cheaper, docs/speed.md)")  # fmt: skip
     parser.add_argument("--adapt", choices=["off", "online"], default="off",
                         help="online: adapt while predicting, frame t after updates on frames up to t")  # fmt: skip
-    parser.add_argument("--method", choices=[m for m, e in METHODS.items() if e.method], default="tent",
+    parser.add_argument("--method", choices=[m for m, e in METHODS.items() if e.method and not e.method.uses_source],
+                        default="tent",
                         help="the online adaptation method")  # fmt: skip
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="settings over the checkpoint's, e.g. threads=1, flow.dis_preset=fast, or adapt.* "
