@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -40,6 +41,13 @@ def own_batch_statistics(model: nn.Module) -> Iterator[None]:
         for norm, (training, momentum) in zip(norms, saved, strict=True):
             norm.train(training)
             norm.momentum = momentum
+
+
+def resized(images: Tensor, size: tuple[int, ...] | torch.Size) -> Tensor:
+    """Frames of one domain at the other's size (bilinear), e.g. a target frame whose style a source frame takes."""
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    return F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 class SourceSupervised(AdaptationMethod):

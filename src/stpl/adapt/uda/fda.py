@@ -26,7 +26,7 @@ from torch import Tensor
 
 from stpl.adapt.self_training import SelfTraining
 from stpl.adapt.shared import masked_cross_entropy, teacher_class_thresholds
-from stpl.adapt.uda.base import SourceSupervised
+from stpl.adapt.uda.base import SourceSupervised, resized
 from stpl.config import AdaptConfig
 from stpl.data.fourier import low_frequency_swap
 from stpl.data.pairs import PairBatch, denormalize, normalize
@@ -68,7 +68,7 @@ class FDA(SourceSupervised, SelfTraining):
     def step(self, batch: PairBatch, step: int) -> dict[str, Tensor]:
         source = self.source_of(batch)
         pick = torch.randint(0, batch.current.shape[0], (source.current.shape[0],), generator=self.generator)
-        style = batch.current[pick.to(batch.current.device)]
+        style = resized(batch.current[pick.to(batch.current.device)], source.current.shape[-2:])
         beta = self.options.fda_beta
         translated = self.source_forward(
             styled_like(source.current, style, beta), styled_like(source.previous, style, beta), source.flow

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from stpl.adapt.self_training import SelfTraining
 from stpl.adapt.shared import masked_cross_entropy
-from stpl.adapt.uda.base import SourceSupervised
+from stpl.adapt.uda.base import SourceSupervised, resized
 from stpl.constants import IGNORE_INDEX
 from stpl.data.fourier import frequency_bands, swap_band_amplitudes
 from stpl.data.pairs import PairBatch, denormalize, normalize
@@ -105,9 +105,3 @@ class RDA(SourceSupervised, SelfTraining):
         values["loss_pl"] = uda.rda_lambda_target * target_loss(*attacked)
         values["kept_fraction"] = (labels != IGNORE_INDEX).float().mean()
         return values
-
-
-def resized(images: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
-    if tuple(images.shape[-2:]) == tuple(size):
-        return images
-    return torch.nn.functional.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False)
