@@ -14,9 +14,10 @@ def load_script():
     return module
 
 
-def test_table_picks_the_best_other_source_free_method(tmp_path):
-    def row(mean):
-        return {"mIoU_mean": mean, "mIoU_std": 0.0, "n": 3, "per_class": {}, "reference": False}
+def test_table_picks_the_best_other_source_free_method_and_the_best_with_source_data(tmp_path):
+    def row(mean, uses_source=False):
+        return {"mIoU_mean": mean, "mIoU_std": 0.0, "n": 3, "per_class": {}, "reference": False,
+                "uses_source": uses_source}  # fmt: skip
 
     summary = {
         "source-only": row(40.0),
@@ -26,9 +27,11 @@ def test_table_picks_the_best_other_source_free_method(tmp_path):
         "stpl": row(47.5),
         "stpl-notemporal": row(47.0),
         "stpl-no-pl": row(49.0),
+        "uda-tps": row(48.04, uses_source=True),  # above every source-free row: never their "best other"
+        "uda-fda": row(46.5, uses_source=True),
         "oracle": row(55.0),
     }
     (tmp_path / "camvid-dusk").mkdir()
     (tmp_path / "camvid-dusk" / "results.json").write_text(json.dumps({"summary": summary}))
     table = load_script().build_table(tmp_path).splitlines()
-    assert table[2] == "| camvid-dusk | 3 | 40.0 | 45.2 | vst 46.0 | 47.5 | 47.0 | 55.0 |"
+    assert table[2] == "| camvid-dusk | 3 | 40.0 | 45.2 | vst 46.0 | 47.5 | 47.0 | uda-tps 48.0 | 55.0 |"
