@@ -325,6 +325,7 @@ def run_bench(
                 "adapt_seconds": seconds, "eval_frames": result.get("num_frames"),
                 "pass_seconds": result.get("pass_seconds"), "collapsed": bool(result.get("collapsed", False)),
                 "uses_source": method not in ("source-only", *REFERENCE_METHODS) and uses_source(config.adapt.method),
+                "health": result.get("health"),  # online runs: the predictions' label-free signals
                 "checkpoint": str(checkpoint), "source": str(source),
                 "commit": commit, "code": code,
                 "key": key, "config": config_to_dict(config),

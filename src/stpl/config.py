@@ -313,6 +313,9 @@ class OnlineConfig:
     steps: int = 1  # update steps before each prediction
     every: int = 1  # update before every N-th frame only (the others are predicted with the current weights)
     episodic: bool = False  # reset to the starting weights before each update (no memory across windows)
+    # back to the starting weights (and a fresh teacher and optimiser) when the label-free health signals read as
+    # collapsed (engine/frame_health.py: the last min(10, half the frames so far) frames one class or certain)
+    reset_on_collapse: bool = False
 
 
 @dataclass

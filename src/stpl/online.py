@@ -18,6 +18,7 @@ import torch
 from stpl.adapt import METHODS, build_method
 from stpl.config import AdaptConfig
 from stpl.data.pairs import PairBatch, PairDataset
+from stpl.engine.frame_health import HealthLog, frame_health
 from stpl.engine.loop import LoopSettings, build_optimizer, train_step
 from stpl.engine.precision import Precision
 from stpl.errors import StplError
@@ -53,9 +54,11 @@ class OnlineAdapter:
         self.options = config.online
         self.seed = seed
         self.precision = Precision(config.amp, next(model.parameters()).device)
-        self.start = copy.deepcopy(model.state_dict()) if config.online.episodic else None
+        self.start = copy.deepcopy(model.state_dict())  # for episodic updates and resets after a collapse
         self._build()
         self.steps_done = 0
+        self.health = HealthLog()  # the predictions' label-free signals, frame by frame
+        self.resets: list[int] = []  # the frames (0-based, in prediction order) after which it went back to the start
 
     def _build(self) -> None:
         """The method (with its teacher and any state of its own) and the optimiser, from the current weights."""
@@ -69,10 +72,23 @@ class OnlineAdapter:
         return LoopSettings(iterations=1, momentum=c.momentum, weight_decay=c.weight_decay, log_every=1,
                             checkpoint_every=1, label="online", amp=c.amp)  # fmt: skip
 
+    def reset(self) -> None:
+        """Back to the starting weights, with a fresh method (teacher, state) and optimiser."""
+        self.model.load_state_dict(self.start)
+        self._build()
+
+    def observe(self, output: SegmenterOutput, has_earlier: bool) -> None:
+        """Record a prediction's health signals; with adapt.online.reset_on_collapse, reset when they show a
+        collapse (the watch starts afresh, so the reset model has frames to prove itself)."""
+        self.health.add(frame_health(output, has_earlier))
+        if self.options.reset_on_collapse and self.health.collapsing():
+            self.resets.append(len(self.health.frames) - 1)
+            self.health.streak = 0
+            self.reset()
+
     def update(self, batch: PairBatch) -> dict[str, float]:
-        if self.start is not None:  # episodic: every window starts from the starting model, teacher, optimiser
-            self.model.load_state_dict(self.start)
-            self._build()
+        if self.options.episodic:  # every window starts from the starting model, teacher, optimiser
+            self.reset()
         values: dict[str, torch.Tensor] = {}
         for _ in range(self.options.steps):
             values, _ = train_step(self.method, self.optimizer, batch, self.steps_done, "online", None, self.precision)
@@ -101,4 +117,6 @@ def online_pass(
             if on_update is not None:
                 on_update(index, values)
         batch = dataset.batch([index]).to(device)
-        yield index, batch, adapter.predict(batch)
+        output = adapter.predict(batch)
+        adapter.observe(output, has_earlier=int(dataset.pairs[index, 0]) != int(dataset.pairs[index, 1]))
+        yield index, batch, output

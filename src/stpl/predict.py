@@ -34,6 +34,7 @@ from stpl.data.pairs import PairDataset, normalize
 from stpl.data.palettes import palette_for
 from stpl.engine.checkpoint import load_checkpoint
 from stpl.engine.checkpoint_model import checkpoint_settings, model_for_checkpoint, model_from_checkpoint
+from stpl.engine.frame_health import FrameHealth, HealthLog, frame_health
 from stpl.errors import StplError
 from stpl.flow.dis import PRESETS, DISFlow
 from stpl.models import VideoSegmenter
@@ -52,6 +53,7 @@ class FramePrediction:
     name: str
     classes: np.ndarray  # [H,W] uint8 class ids at the frame's own size
     probabilities: np.ndarray | None = None  # [K,H,W] float32, when asked for
+    health: FrameHealth | None = None  # label-free signals of the prediction (engine/frame_health.py)
 
 
 class Predictor:
@@ -99,11 +101,12 @@ class Predictor:
                 flow = torch.zeros(1, 2, *self.size, device=self.device)
                 previous, previous_encoded = current, encoded
             output = self.model(current, previous, flow, previous_encoded=previous_encoded, current_encoded=encoded)
+            health = frame_health(output, has_earlier=self.temporal and earlier is not None)
             earlier = (small, current, encoded)
             logits = upsample(output.logits, frame.shape[:2])[0]
             classes = class_map(logits)
             probs = logits.softmax(dim=0).cpu().numpy() if probabilities else None
-            yield FramePrediction(name, classes, probs)
+            yield FramePrediction(name, classes, probs, health)
 
     def stream_online(
         self, frames: Iterable[np.ndarray | tuple[str, np.ndarray]], adapter: OnlineAdapter
@@ -131,8 +134,9 @@ class Predictor:
             if index % adapter.options.every == 0:
                 adapter.update(dataset.batch(list(range(len(dataset)))).to(self.device))
             output = adapter.predict(dataset.batch([len(dataset) - 1]).to(self.device))
+            adapter.observe(output, has_earlier=self.temporal and len(recent) > 1)  # may reset after a collapse
             logits = upsample(output.logits, frame.shape[:2])[0]
-            yield FramePrediction(name, class_map(logits))
+            yield FramePrediction(name, class_map(logits), health=adapter.health.frames[-1])
 
     def predict(self, frames: Iterable[np.ndarray] | np.ndarray, probabilities: bool = False) -> Any:
         """Class-id maps [H,W] for frames given in order (a list or any iterable of uint8 RGB [H,W,3] arrays, or a
@@ -186,6 +190,7 @@ class Predictor:
         video = OverlayVideo(out / "overlay.mp4", source.fps())
         frames_in: list[np.ndarray] = []
         sizes: set[tuple[int, int]] = set()
+        health, names = HealthLog(), []
         count, started = 0, time.perf_counter()
         progress = Progress("predict", max(source.count(), 1), every_seconds=5.0)
 
@@ -205,6 +210,9 @@ class Predictor:
                 _write_png(out / "overlay" / f"{prediction.name}.png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
                 video.add(picture)
                 sizes.add(frame.shape[:2])
+                if prediction.health is not None:
+                    health.add(prediction.health)
+                    names.append(prediction.name)
                 count += 1
                 progress.update(count)
         finally:
@@ -219,7 +227,10 @@ class Predictor:
             "overlay_video_size": list(video.size or ()), "checkpoint": self.checkpoint,
             "classes": self.class_names, "palette": [list(c) for c in self.palette], "temporal": self.temporal,
             "online": None if adapter is None else {"method": adapter.config.method, **vars(adapter.options)},
+            "health": {"summary": health.summary(), "per_frame": health.per_frame(names)},
         }  # fmt: skip
+        if adapter is not None:  # the frames after which a collapse sent the model back to its starting weights
+            summary["online"]["resets_after"] = [names[index] for index in adapter.resets]
         write_json(out / "predict.json", summary)
         progress.done(f"{count} frames, {summary['frames_per_second']:.1f} frames/s")
         return summary

@@ -303,6 +303,9 @@ def online_evaluate(config: Config, source_checkpoint: Path, out_dir: Path) -> d
         result["pass_seconds"] = time.perf_counter() - started  # updates and predictions, no loading
         online = dataclasses.asdict(config.adapt.online)
         result.update(split=config.eval.split, online=online, config=config_to_dict(config))
+        # label-free signals of the online predictions (engine/frame_health.py), and any reset they caused
+        result["health"] = {**adapter.health.summary(), "resets_after_frames": adapter.resets}
+        result["collapsed"] = bool(result["health"]["collapsed"])
         meta = {"kind": "online", "method": config.adapt.method, "config": config_to_dict(config),
                 "class_names": checkpoint.class_names, "source_checkpoint": str(source_checkpoint),
                 "online": online, "palette": checkpoint.meta.get("palette")}  # fmt: skip
