@@ -18,7 +18,7 @@ from stpl.adapt.uda.fda import styled_like
 from stpl.adapt.uda.rda import fourier_attack
 from stpl.config import build_config
 from stpl.data.fourier import frequency_bands, swap_band_amplitudes
-from stpl.data.pairs import normalize
+from stpl.data.pairs import PairBatch, normalize
 from stpl.losses.adversarial import discriminator_loss, fooling_loss
 from stpl.models.discriminator import Discriminator
 from test_baselines import toy_batch, with_source
@@ -173,3 +173,23 @@ def test_a_uda_method_refuses_a_batch_without_source_pairs():
 
     with pytest.raises(StplError, match="labelled source pairs"):
         uda_method("uda-tps").step(toy_batch(), 0)
+
+
+@pytest.mark.parametrize("name", ["uda-fda", "uda-pixmatch", "uda-rda", "uda-davsn", "uda-vatvst", "uda-tps"])
+def test_the_last_forward_pass_of_a_step_is_a_target_one(name):
+    """The collapse watch judges the last forward pass of each step: it must see target predictions, not source
+    ones. Source batches of 3 pairs beside target batches of 2 tell them apart."""
+    method = uda_method(name)
+    method.train_mode()
+    batch = toy_batch()
+    first, second = toy_batch(seed=3), toy_batch(seed=4)
+    source = PairBatch(
+        torch.cat([first.current, second.current[:1]]), torch.cat([first.previous, second.previous[:1]]),
+        torch.cat([first.flow, second.flow[:1]]), torch.randint(0, 5, (3, 33, 47)), [0, 1, 2],
+    )  # fmt: skip
+    batch.source = source
+    seen = []
+    handle = method.model.register_forward_hook(lambda module, inputs, output: seen.append(output.logits.shape[0]))
+    method.step(batch, 0)
+    handle.remove()
+    assert 3 in seen and seen[-1] == 2

@@ -41,7 +41,9 @@ class PixMatch(SourceSupervised, SelfTraining):
         )  # fmt: skip
 
     def step(self, batch: PairBatch, step: int) -> dict[str, Tensor]:
+        # The source term first: the collapse watch (engine/health.py) reads the step's last forward pass, which
+        # must be a target one.
+        source = self.config.uda.lambda_source * self.supervised_source(batch)
         values = super().step(batch, step)  # the consistency term, as self-training on the perturbed view
         values["loss_pl"] = self.config.uda.pixmatch_lambda * values["loss_pl"]
-        values["loss_source"] = self.config.uda.lambda_source * self.supervised_source(batch)
-        return values
+        return {**values, "loss_source": source}

@@ -23,6 +23,5 @@ class UdaTPS(SourceSupervised, TPS):
     name = "uda-tps"
 
     def step(self, batch: PairBatch, step: int) -> dict[str, Tensor]:
-        values = super().step(batch, step)
-        values["loss_source"] = self.config.uda.lambda_source * self.supervised_source(batch)
-        return values
+        source = self.config.uda.lambda_source * self.supervised_source(batch)  # first: the watch reads the last pass
+        return {**super().step(batch, step), "loss_source": source}
