@@ -50,7 +50,8 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 }
 # what `stpl bench --methods` accepts: the source model as it is, every adaptation method, the references, variants
 # Online test-time adaptation over the evaluation split in order (online.py): name -> the method that adapts
-ONLINE: dict[str, str] = {"stpl-online": "stpl", "tent-online": "tent", "self-training-online": "self-training"}
+ONLINE: dict[str, str] = {"stpl-online": "stpl", "tent-online": "tent", "self-training-online": "self-training",
+                          "norm-online": "norm-ema", "cotta-online": "cotta"}  # fmt: skip
 
 
 def known_methods() -> tuple[str, ...]:

@@ -28,6 +28,8 @@ TARGET_ONLY = {"target_only": True}  # only chooses target frames: source traini
 
 DATASET_NAMES = ("synthetic", "camvid", "cityscapes_seq", "viper", "synthia_seq", "frames")
 METHOD_NAMES = ["stpl", "adabn", "tent", "self-training", "ur", "hcl", "tps", "davsn", "vst"]
+# stream baselines (online: norm-online, cotta-online)
+METHOD_NAMES += ["norm-ema", "cotta"]
 # domain adaptation with labelled source data (adapt/uda/): the paper's UDA rows
 METHOD_NAMES += ["uda-fda", "uda-pixmatch", "uda-rda", "uda-davsn", "uda-vatvst", "uda-tps"]
 
@@ -271,6 +273,16 @@ class DavsnConfig:
 
 
 @dataclass
+class CottaConfig:
+    """CoTTA (adapt/cotta.py), the continual test-time adaptation baseline."""
+
+    ema_momentum: float = 0.999  # the mean teacher (CoTTA: 0.999)
+    threshold: float = 0.9  # below this mean source confidence, pseudo-labels average augmented copies
+    scales: tuple[float, ...] = (0.75, 1.0, 1.5)  # the copies' scales, each also mirrored (CoTTA: 0.5-2.0, 7 scales)
+    restore_probability: float = 0.01  # each weight back to its source value with this probability per step
+
+
+@dataclass
 class UdaConfig:
     """The domain-adaptation baselines that train with labelled source data (adapt/uda/): what the originals
     use, scaled to our protocols (docs/uda.md says where each value comes from)."""
@@ -380,6 +392,8 @@ class AdaptConfig:
     tps: TpsConfig = field(default_factory=TpsConfig)  # options of method=tps
     davsn: DavsnConfig = field(default_factory=DavsnConfig)  # options of method=davsn
     uda: UdaConfig = field(default_factory=UdaConfig)  # options of the uda-* methods (with source data)
+    cotta: CottaConfig = field(default_factory=CottaConfig)  # options of method=cotta
+    norm_ema_momentum: float = 0.1  # method=norm-ema: how far each update moves the stored BN statistics
     online: OnlineConfig = field(default_factory=OnlineConfig)  # online adaptation while predicting
 
 

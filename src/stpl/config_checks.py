@@ -151,6 +151,13 @@ def _validate_baselines(adapt: AdaptConfig) -> None:
     if len(tps.scale_range) != 2 or not 0.0 < tps.scale_range[0] <= tps.scale_range[1]:
         raise StplError("config key 'adapt.tps.scale_range' must be [low, high] with 0 < low <= high")
     _validate_uda(adapt.uda)
+    cotta = adapt.cotta
+    if not 0.0 <= cotta.ema_momentum < 1.0 or not 0.0 <= cotta.restore_probability <= 1.0:
+        raise StplError("config keys 'adapt.cotta.ema_momentum' must be in [0, 1), 'restore_probability' in [0, 1]")
+    if not cotta.scales or min(cotta.scales) <= 0:
+        raise StplError("config key 'adapt.cotta.scales' must list positive scales")
+    if not 0.0 < adapt.norm_ema_momentum <= 1.0:
+        raise StplError("config key 'adapt.norm_ema_momentum' must be in (0, 1]")
     if ur.decoders < 1 or not 0.0 <= ur.dropout < 1.0:
         raise StplError("config keys 'adapt.ur.decoders' must be >= 1 and 'adapt.ur.dropout' in [0, 1)")
     if not 0.0 < ur.class_fraction <= 1.0:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stpl.adapt.cotta import CoTTA
 from stpl.adapt.davsn import DAVSN
 from stpl.adapt.hcl import HCL
+from stpl.adapt.norm_ema import NormEMA
 from stpl.adapt.self_training import SelfTraining
 from stpl.adapt.stpl import STPL
 from stpl.adapt.tent import Tent
@@ -45,6 +47,9 @@ METHODS: dict[str, MethodEntry] = {
     "tps": MethodEntry(TPS, "TPS*: cross-frame pseudo-labels under a strong view, source-free"),
     "davsn": MethodEntry(DAVSN, "DA-VSN*: cross-frame consistency, source-free"),
     "vst": MethodEntry(VST, "VAT-VST*: temporally consistent pseudo-labels of the frozen source model"),
+    # stream baselines (run online as norm-online, cotta-online)
+    "norm-ema": MethodEntry(NormEMA, "normalisation statistics as a moving average over the target batches"),
+    "cotta": MethodEntry(CoTTA, "CoTTA: mean teacher, augmentation-averaged labels, stochastic restore"),
     # domain adaptation WITH labelled source data (adapt/uda/): baselines, not source-free
     "uda-fda": MethodEntry(FDA, "FDA, uses source data: source in target style + target entropy"),
     "uda-pixmatch": MethodEntry(PixMatch, "PixMatch, uses source data: source + target pixelwise consistency"),

@@ -156,7 +156,12 @@ def train_step(
     method.train_mode()
     with precision.autocast():
         values = method.step(distributed.shard(batch), step)  # this process's share (all of it alone)
-    total = torch.stack([value.float() for key, value in values.items() if key.startswith("loss_")]).sum()
+    losses = [value.float() for key, value in values.items() if key.startswith("loss_")]
+    if not losses:  # a step that trains nothing (e.g. statistics that follow the stream): only the hook runs
+        distributed.average_buffers(method.model)
+        method.after_step()
+        return values, torch.zeros(())
+    total = torch.stack(losses).sum()
     if not distributed.all_finite(total):  # a diverged run must not be saved, scored or reported
         raise StplError(divergence_message(label, step + 1, values, checkpoint))
     optimizer.zero_grad(set_to_none=True)
