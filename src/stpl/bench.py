@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, str | None] = {
     "camvid-dusk": "camvid_dusk/base.yaml",
     "camvid-15hz-night": "camvid_15hz_night/base.yaml",
     "camvid-15hz-adverse": "camvid_15hz_adverse/base.yaml",
+    "camvid-15hz-continual": "camvid_15hz_continual/base.yaml",
     "synthetic-temporal": "synthetic_temporal/base.yaml",
 }
 # trained on target labels: references, never competitors. "oracle" fine-tunes the source model on the target
@@ -177,6 +178,10 @@ def summarise(runs: list[dict[str, Any]], classes: list[str]) -> dict[str, Any]:
             "collapsed_runs": sum(bool(run.get("collapsed")) for run in chosen),
             "uses_source": any(run.get("uses_source", False) for run in chosen),
         }
+        streams = [run["continual"] for run in chosen if run.get("continual")]
+        if streams:  # a continual stream: the first and last rounds' means over shifts, over seeds
+            summary[method]["continual_first_round"] = mean_std([s["first_round"] for s in streams])
+            summary[method]["continual_last_round"] = mean_std([s["last_round"] for s in streams])
         if method in ONLINE:  # adapting while predicting: what each evaluation frame costs, updates included
             costs = [run["pass_seconds"] / run["eval_frames"] for run in chosen if run.get("pass_seconds")]
             summary[method]["seconds_per_frame"] = mean_std(costs)[0]
@@ -220,6 +225,12 @@ def markdown_table(benchmark: str, commit: str, summary: dict[str, Any], classes
             + " | ".join(cell(row["per_class"][c]) for c in classes)
             + " |"
         )
+    rounds = [(method, row) for method, row in summary.items() if row.get("continual_first_round")]
+    if rounds:
+        lines += ["", "Continual stream: mean mIoU over shifts of the first and the last round.", "",
+                  "| method | first round | last round |", "|---|---|---|"]  # fmt: skip
+        for method, row in rounds:
+            lines.append(f"| {method} | {cell(row['continual_first_round'])} | {cell(row['continual_last_round'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -327,6 +338,7 @@ def run_bench(
                 "pass_seconds": result.get("pass_seconds"), "collapsed": bool(result.get("collapsed", False)),
                 "uses_source": method not in ("source-only", *REFERENCE_METHODS) and uses_source(config.adapt.method),
                 "health": result.get("health"),  # online runs: the predictions' label-free signals
+                "continual": result.get("continual"),  # a continual stream's scores per round and shift
                 "checkpoint": str(checkpoint), "source": str(source),
                 "commit": commit, "code": code,
                 "key": key, "config": config_to_dict(config),

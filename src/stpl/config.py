@@ -65,7 +65,15 @@ class CamVidConfig:
     eval_range: tuple[int, ...] = field(default=(), metadata=TARGET_ONLY)
     # a fixed, deterministic corruption of the target frames (adapt and eval splits; data/corruptions.py)
     # (night: darker, blurred, noisy; adverse: a different flicker, rain, occluder, blur and noise in every frame)
-    target_corruption: Literal["none", "night", "adverse"] = field(default="none", metadata=TARGET_ONLY)
+    target_corruption: Literal["none", "night", "adverse", "fog", "colour_cast"] = field(
+        default="none", metadata=TARGET_ONLY
+    )
+    # A continual stream (data/continual.py) as the evaluation split: the eval frames in blocks of
+    # continual_frames, block j under continual_shifts[j] (these corruptions replace target_corruption there), the
+    # whole sequence of shifts repeated continual_rounds times; empty = off
+    continual_shifts: tuple[str, ...] = field(default=(), metadata=TARGET_ONLY)
+    continual_frames: int = field(default=8, metadata=TARGET_ONLY)
+    continual_rounds: int = field(default=5, metadata=TARGET_ONLY)
 
 
 @dataclass

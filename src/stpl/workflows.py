@@ -29,6 +29,7 @@ from stpl.engine.checkpoint_model import (
     model_from_checkpoint,
     with_checkpoint_model,
 )
+from stpl.engine.continual_scores import ContinualScores
 from stpl.engine.evaluate import ConfusionMatrix, evaluate, scores
 from stpl.engine.loop import LoopSettings, run_loop
 from stpl.engine.run_files import CONFIG_FILE, EVAL_FILE, FINAL_CHECKPOINT, LAST_CHECKPOINT
@@ -274,6 +275,14 @@ def _evaluate(checkpoint: Checkpoint, checkpoint_path: Path, config: Config, out
     return result
 
 
+def continual_scores(config: Config, num_classes: int) -> ContinualScores | None:
+    """Per-segment scores when the evaluation split is a continual stream (data.camvid.continual_shifts)."""
+    camvid = config.data.camvid
+    if config.data.dataset != "camvid" or config.eval.split != "eval" or not camvid.continual_shifts:
+        return None
+    return ContinualScores(num_classes, camvid.continual_shifts, camvid.continual_frames, camvid.continual_rounds)
+
+
 def online_evaluate(config: Config, source_checkpoint: Path, out_dir: Path) -> dict[str, Any]:
     """Online test-time adaptation over the evaluation split in order, scored as it goes: frame t is predicted
     after adapt.online.steps updates on the unlabelled pairs up to frame t (labels are read only to score the
@@ -293,13 +302,19 @@ def online_evaluate(config: Config, source_checkpoint: Path, out_dir: Path) -> d
         model = model_from_checkpoint(checkpoint, config, skip_adaptation_modules=True).to(device)
         adapter = OnlineAdapter(model, config.adapt, config.seed)
         confusion = ConfusionMatrix(labelled.num_classes)
+        continual = continual_scores(config, labelled.num_classes)
         progress = Progress("online", len(labelled), every_seconds=10.0)
         started = time.perf_counter()
         for index, _, output in online_pass(adapter, unlabelled, device):
             label = torch.from_numpy(labelled.labels[labelled.pairs[index, 0]]).long().to(device)[None]
-            confusion.update(upsample(output.logits, label.shape[-2:]).argmax(dim=1), label)
+            prediction = upsample(output.logits, label.shape[-2:]).argmax(dim=1)
+            confusion.update(prediction, label)
+            if continual is not None:
+                continual.update(index, prediction, label)
             progress.update(index + 1)
         result = scores(confusion, labelled.class_names, reported_classes(config), len(labelled))
+        if continual is not None:  # per round and per shift, first and last round side by side
+            result["continual"] = continual.summary(labelled.class_names, reported_classes(config))
         result["pass_seconds"] = time.perf_counter() - started  # updates and predictions, no loading
         online = dataclasses.asdict(config.adapt.online)
         result.update(split=config.eval.split, online=online, config=config_to_dict(config))

@@ -7,6 +7,7 @@ current frames' labels are ever read, and none when labels are withheld (adaptat
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 
 from stpl.config import CamVidConfig, Config
 from stpl.constants import IGNORE_INDEX
+from stpl.data.continual import continual_schedule
 from stpl.data.corruptions import corrupt
 from stpl.data.pairs import PairDataset, label_size
 from stpl.data.storage import RowSink, storage_directory
@@ -43,10 +45,11 @@ class CamVidFrame:
     frame: int
     image: Path
     label: Path | None
+    suffix: str = ""  # "@<corruption>" for a frame of a continual stream (data/continual.py)
 
     @property
     def name(self) -> str:
-        return f"{self.sequence}_{self.frame:06d}"
+        return f"{self.sequence}_{self.frame:06d}{self.suffix}"
 
 
 def parse_frame_name(filename: str) -> tuple[str, int]:
@@ -179,7 +182,18 @@ def build_camvid(config: Config, split: str, with_labels: bool) -> PairDataset:
             items.append(item)
         return frame_index[item.name]
 
+    corruption = camvid.target_corruption if split != "source" else "none"
+    corruptions: dict[str, str] = {}  # item name -> its corruption, where it is not `corruption`
     for ordering, current_names in select(camvid, root, split):
+        if split == "eval" and camvid.continual_shifts:  # the evaluation split as a continual stream
+            ordered = [item for item in ordering if item.name in current_names]
+            entries, stream = continual_schedule(
+                ordered, camvid.continual_shifts, camvid.continual_frames, camvid.continual_rounds
+            )
+            shifted = [dataclasses.replace(item, suffix=f"@{shift}") for item, shift in entries]
+            corruptions.update({item.name: shift for item, (_, shift) in zip(shifted, entries, strict=True)})
+            pairs += [(index_of(shifted[current]), index_of(shifted[earlier])) for current, earlier in stream]
+            continue
         for position, item in enumerate(ordering):
             if item.name in current_names:
                 earlier = ordering[max(position - gap, 0)]  # the first frame pairs with itself (zero motion)
@@ -192,13 +206,12 @@ def build_camvid(config: Config, split: str, with_labels: bool) -> PairDataset:
         )
     if config.flow.method != "dis":
         raise StplError(f"flow.method '{config.flow.method}' is not available for camvid (use dis)")
-    corruption = camvid.target_corruption if split != "source" else "none"
     scratch = storage_directory(config.data)
     frames_sink = RowSink(scratch)
     for item in items:
         frame = read_image(item.image, size)
-        if corruption != "none":  # a fixed function of each frame, so every run and the flow cache see the same pixels
-            frame = corrupt(frame, item.name, corruption)
+        # a fixed function of each frame, so every run and the flow cache see the same pixels
+        frame = corrupt(frame, item.name, corruptions.get(item.name, corruption))
         frames_sink.add(frame[None])
     frames = frames_sink.finish()
     labels = None
@@ -217,6 +230,8 @@ def build_camvid(config: Config, split: str, with_labels: bool) -> PairDataset:
     pairs_array = np.asarray(pairs, dtype=np.int64)
     names = [item.name for item in items]
     dataset_id = "camvid" if corruption == "none" else f"camvid-{corruption}"
+    if corruptions:  # names carry their shift: "<frame>@<corruption>"
+        dataset_id = "camvid-continual"
     flows = estimate_pair_flows(
         frames, pairs_array, names, dataset_id, config.flow, f"flow {split}", in_memory=scratch is None
     )

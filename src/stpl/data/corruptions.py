@@ -64,7 +64,24 @@ def adverse(image: np.ndarray, name: str, seed: int = 0) -> np.ndarray:
     return np.clip(np.round(unit * 255.0), 0, 255).astype(np.uint8)
 
 
-CORRUPTIONS = {"night": night, "adverse": adverse}
+def fog(image: np.ndarray, name: str, seed: int = 0) -> np.ndarray:
+    """Uniform haze: x <- t x + (1 - t) A on [0, 1], transmission t = 0.5, airlight A = 0.8 (grey), then a
+    Gaussian blur of sigma 1 (at 320 columns; scaled with the width). Deterministic; `name` and `seed` unused."""
+    unit = image.astype(np.float32) / 255.0
+    hazy = 0.5 * unit + 0.5 * 0.8
+    sigma = image.shape[1] / 320
+    hazy = cv2.GaussianBlur(hazy, ksize=(0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+    return np.clip(np.round(hazy * 255.0), 0, 255).astype(np.uint8)
+
+
+def colour_cast(image: np.ndarray, name: str, seed: int = 0) -> np.ndarray:
+    """A sodium-lamp cast: per-channel gains (R 1.2, G 0.9, B 0.55) after a gamma of 1.2 on [0, 1].
+    Deterministic; `name` and `seed` unused."""
+    unit = np.power(image.astype(np.float32) / 255.0, 1.2) * np.array([1.2, 0.9, 0.55], np.float32)
+    return np.clip(np.round(unit * 255.0), 0, 255).astype(np.uint8)
+
+
+CORRUPTIONS = {"night": night, "adverse": adverse, "fog": fog, "colour_cast": colour_cast}
 
 
 def corrupt(image: np.ndarray, name: str, corruption: str, seed: int = 0) -> np.ndarray:
