@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stpl import workflows
+from stpl import online_run, workflows
 from stpl.adapt import METHODS as ADAPT_METHODS
 from stpl.adapt import uses_source
 from stpl.atomic import write_json, write_text
@@ -327,7 +327,7 @@ def run_bench(
             print(f"[bench] {method} seed {seed}", flush=True)
             if method in ONLINE:  # adapted while it predicts the evaluation split: scored in the same pass
                 started = time.perf_counter()
-                result = workflows.online_evaluate(config, source, run_dir)
+                result = online_run.online_evaluate(config, source, run_dir)
                 checkpoint, seconds = Path(result["checkpoint"]), time.perf_counter() - started
             else:
                 checkpoint, seconds = run_method(method, config, source, run_dir)

@@ -6,7 +6,6 @@ resuming) and, once finished, model.safetensors. Inputs are checked before anyth
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,8 @@ import torch
 
 from stpl.adapt import METHODS, build_method, training_free
 from stpl.adapt.norm import reestimate_norm_statistics
-from stpl.atomic import remove_temporaries, write_json, write_text
-from stpl.config import Config, build_config, config_to_dict, config_to_yaml, with_overrides
+from stpl.atomic import remove_temporaries, write_json
+from stpl.config import Config, build_config, config_to_dict, with_overrides
 from stpl.data import DATASETS, PairDataset, RandomBatches, build_dataset, dataset_classes, reported_classes
 from stpl.data.neighbours import with_later_neighbours
 from stpl.data.pairs import SourceAndTarget
@@ -29,10 +28,9 @@ from stpl.engine.checkpoint_model import (
     model_from_checkpoint,
     with_checkpoint_model,
 )
-from stpl.engine.continual_scores import ContinualScores
-from stpl.engine.evaluate import ConfusionMatrix, evaluate, scores
+from stpl.engine.evaluate import evaluate
 from stpl.engine.loop import LoopSettings, run_loop
-from stpl.engine.run_files import CONFIG_FILE, EVAL_FILE, FINAL_CHECKPOINT, LAST_CHECKPOINT
+from stpl.engine.run_files import EVAL_FILE, FINAL_CHECKPOINT, LAST_CHECKPOINT
 from stpl.engine.run_folder import (
     check_out_dir,
     finished,
@@ -47,9 +45,6 @@ from stpl.engine.tensorboard import log_evaluation, require_tensorboard
 from stpl.errors import StplError
 from stpl.losses.class_weights import median_frequency_weights
 from stpl.models import build_model
-from stpl.models.segmenter import upsample
-from stpl.online import OnlineAdapter, causal_settings, online_pass
-from stpl.progress import Progress
 from stpl.runlock import run_lock
 
 
@@ -273,63 +268,6 @@ def _evaluate(checkpoint: Checkpoint, checkpoint_path: Path, config: Config, out
     tensorboard = config.log.tensorboard and distributed.is_main()
     log_evaluation(out_dir, tensorboard, result, checkpoint.step, model, dataset, palette)  # beside eval.json
     return result
-
-
-def continual_scores(config: Config, num_classes: int) -> ContinualScores | None:
-    """Per-segment scores when the evaluation split is a continual stream (data.camvid.continual_shifts)."""
-    camvid = config.data.camvid
-    if config.data.dataset != "camvid" or config.eval.split != "eval" or not camvid.continual_shifts:
-        return None
-    return ContinualScores(num_classes, camvid.continual_shifts, camvid.continual_frames, camvid.continual_rounds)
-
-
-def online_evaluate(config: Config, source_checkpoint: Path, out_dir: Path) -> dict[str, Any]:
-    """Online test-time adaptation over the evaluation split in order, scored as it goes: frame t is predicted
-    after adapt.online.steps updates on the unlabelled pairs up to frame t (labels are read only to score the
-    predictions). Writes OUT/eval.json (with the online options) and the final weights OUT/model.safetensors."""
-    source_checkpoint, out_dir = Path(source_checkpoint), Path(out_dir)
-    checkpoint = load_checkpoint(source_checkpoint)
-    check_classes(checkpoint, config, source_checkpoint)
-    config = with_checkpoint_model(config, checkpoint, architecture_only=True)
-    causal = causal_settings(config.adapt)  # what an online run can honour; recorded as the run's config
-    config = with_overrides(config, {"adapt": {"norm": causal.norm, "teacher_later": causal.teacher_later}})
-    device = setup_runtime(config)
-    labelled = load_split(config, config.eval.split, with_labels=True)
-    unlabelled = labelled.without_labels()  # what the adaptation sees
-    check_out_dir(out_dir)
-    with run_folder(out_dir):
-        write_text(out_dir / CONFIG_FILE, config_to_yaml(config))
-        model = model_from_checkpoint(checkpoint, config, skip_adaptation_modules=True).to(device)
-        adapter = OnlineAdapter(model, config.adapt, config.seed)
-        confusion = ConfusionMatrix(labelled.num_classes)
-        continual = continual_scores(config, labelled.num_classes)
-        progress = Progress("online", len(labelled), every_seconds=10.0)
-        started = time.perf_counter()
-        for index, _, output in online_pass(adapter, unlabelled, device):
-            label = torch.from_numpy(labelled.labels[labelled.pairs[index, 0]]).long().to(device)[None]
-            prediction = upsample(output.logits, label.shape[-2:]).argmax(dim=1)
-            confusion.update(prediction, label)
-            if continual is not None:
-                continual.update(index, prediction, label)
-            progress.update(index + 1)
-        result = scores(confusion, labelled.class_names, reported_classes(config), len(labelled))
-        if continual is not None:  # per round and per shift, first and last round side by side
-            result["continual"] = continual.summary(labelled.class_names, reported_classes(config))
-        result["pass_seconds"] = time.perf_counter() - started  # updates and predictions, no loading
-        online = dataclasses.asdict(config.adapt.online)
-        result.update(split=config.eval.split, online=online, config=config_to_dict(config))
-        # label-free signals of the online predictions (engine/frame_health.py), and any reset they caused
-        result["health"] = {**adapter.health.summary(), "resets_after_frames": adapter.resets}
-        result["collapsed"] = bool(result["health"]["collapsed"])
-        meta = {"kind": "online", "method": config.adapt.method, "config": config_to_dict(config),
-                "class_names": checkpoint.class_names, "source_checkpoint": str(source_checkpoint),
-                "online": online, "palette": checkpoint.meta.get("palette")}  # fmt: skip
-        result["checkpoint"] = str(save_final(out_dir, model, meta))
-        write_json(out_dir / EVAL_FILE, result)
-        palette = checkpoint.meta.get("palette") or palette_for(checkpoint.class_names)
-        # at the number of frames adapted over; the overlays show the final weights, not the online predictions
-        log_evaluation(out_dir, config.log.tensorboard, result, len(labelled), model, labelled, palette)
-        return result
 
 
 def demo(config: Config, out_dir: Path) -> dict[str, Any]:
