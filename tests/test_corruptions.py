@@ -21,8 +21,8 @@ def test_night_darkens_deterministically_per_frame():
 def test_corrupt_dispatch():
     image = np.zeros((5, 7, 3), np.uint8)
     assert corrupt(image, "a", "none") is image
-    with pytest.raises(ValueError, match="unknown corruption 'fog'"):
-        corrupt(image, "a", "fog")
+    with pytest.raises(ValueError, match="unknown corruption 'hail'"):
+        corrupt(image, "a", "hail")
 
 
 def test_adverse_changes_from_frame_to_frame_and_repeats_per_frame():
