@@ -193,3 +193,18 @@ def test_the_last_forward_pass_of_a_step_is_a_target_one(name):
     method.step(batch, 0)
     handle.remove()
     assert 3 in seen and seen[-1] == 2
+
+
+def test_shared_statistics_put_source_pairs_through_the_stored_ones():
+    """With "shared", a source forward in the loop's modes (stored statistics) equals the target-style forward; with
+    "own" it normalises by the batch and differs."""
+    batch = with_source(toy_batch())
+    outputs = {}
+    for mode in ("own", "shared"):
+        method = uda_method("uda-tps", f"adapt.uda.source_statistics={mode}")
+        method.train_mode()
+        source = batch.source
+        with torch.no_grad():
+            outputs[mode] = method.source_forward(source.current, source.previous, source.flow).logits
+            stored = method.model(source.current, source.previous, source.flow).logits
+        assert torch.equal(outputs[mode], stored) == (mode == "shared")

@@ -296,6 +296,9 @@ class UdaConfig:
     use, scaled to our protocols (docs/uda.md says where each value comes from)."""
 
     lambda_source: float = 1.0  # weight of the supervised source cross-entropy (1 in every original)
+    # How source pairs are normalised: "own" batch statistics (domain-specific; the stored, target ones untouched)
+    # or the "shared" stored statistics the target frames use (as the originals' frozen batch-norm does for both)
+    source_statistics: Literal["own", "shared"] = "own"
     # FDA: band of the amplitude spectrum swapped, b = floor(beta * min(H, W)); target entropy weight and
     # Charbonnier exponent (release: LB 0.01 in its recipe, entW 0.005, ita 2.0)
     fda_beta: float = 0.01

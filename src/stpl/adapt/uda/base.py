@@ -4,9 +4,12 @@ step (`batch.source`), their supervised loss, and how they pass through normalis
 The source term is the source model's own loss: cross-entropy of the fused video prediction at the label size,
 weighted by the source labels' median-frequency class weights (train.class_weight_power, set by the workflow).
 Normalisation: the target frames use the statistics `adapt.norm` says (re-estimated on the target video by
-default); the source pairs are normalised by their own batch statistics, as when the source model was trained, and
-never change the stored ones (domain-specific normalisation, so that the model scored on the target keeps target
-statistics). The originals use DeepLab-v2 with frozen batch-norm, where the question does not arise.
+default). With adapt.uda.source_statistics "own" (default) the source pairs are normalised by their own batch
+statistics, as when the source model was trained, and never change the stored ones (domain-specific
+normalisation, so that the model scored on the target keeps target statistics); "shared" normalises them with the
+stored statistics the target frames use, as the originals' frozen batch-norm treats both domains alike. With
+"own", a target term can drive the target predictions into collapse while the source term, under other
+statistics, stays satisfied (uda-tps on the synthetic benchmark: docs/uda.md).
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ class SourceSupervised(AdaptationMethod):
         return batch.source
 
     def source_forward(self, current: Tensor, previous: Tensor, flow: Tensor) -> SegmenterOutput:
+        if self.config.uda.source_statistics == "shared":  # as the target frames: the model's current modes
+            return self.model(current, previous, flow)
         with own_batch_statistics(self.model):
             return self.model(current, previous, flow)
 
