@@ -11,8 +11,8 @@ import torch
 
 from conftest import TOY_SETTINGS, make_tiny_model
 from stpl.adapt import build_method
+from stpl.adapt.norm import batch_statistics
 from stpl.adapt.pseudo_labels import class_median_thresholds
-from stpl.adapt.uda.base import own_batch_statistics
 from stpl.adapt.uda.davsn import joint_probabilities
 from stpl.adapt.uda.fda import styled_like
 from stpl.adapt.uda.rda import fourier_attack
@@ -130,7 +130,7 @@ def test_source_pairs_use_their_own_statistics_and_leave_the_stored_ones():
     norm = torch.nn.BatchNorm2d(3).eval()
     norm.running_mean.fill_(5.0)
     images = 3.0 + 2.0 * torch.randn(4, 3, 5, 5, generator=torch.Generator().manual_seed(0))
-    with own_batch_statistics(norm):
+    with batch_statistics([norm], update_running=False):
         out = norm(images)
     assert torch.allclose(out.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)  # normalised by the batch
     assert torch.equal(norm.running_mean, torch.full((3,), 5.0)) and torch.equal(norm.running_var, torch.ones(3))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -55,3 +56,19 @@ def reestimate_norm_statistics(model: nn.Module, batches: Iterable[PairBatch], s
         norm.running_var.mul_(1.0 - source_weight).add_(var, alpha=source_weight)
     model.train(was_training)
     return count
+
+
+@contextmanager
+def batch_statistics(norms: list[nn.modules.batchnorm._BatchNorm], update_running: bool) -> Iterator[None]:
+    """Normalise with batch statistics; the stored running statistics change only if `update_running`."""
+    saved = [(norm.training, norm.track_running_stats) for norm in norms]
+    for norm in norms:
+        norm.train(True)
+        # BN in train mode without tracking passes no running buffers to F.batch_norm: nothing is written.
+        norm.track_running_stats = update_running
+    try:
+        yield
+    finally:
+        for norm, (training, tracking) in zip(norms, saved, strict=True):
+            norm.train(training)
+            norm.track_running_stats = tracking

@@ -15,35 +15,17 @@ Hyper-parameters: the shared schedule (adapt.lr, poly decay, momentum); TENT has
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from torch import Tensor, nn
 
-from stpl.adapt.norm import batch_norms
+from stpl.adapt.norm import batch_norms, batch_statistics
 from stpl.config import AdaptConfig
 from stpl.data.pairs import PairBatch
 from stpl.engine.method import Method, parameter_groups
 from stpl.errors import StplError
 from stpl.losses.entropy import entropy_map
 from stpl.models.segmenter import upsample
-
-
-@contextmanager
-def batch_statistics(norms: list[nn.modules.batchnorm._BatchNorm], update_running: bool) -> Iterator[None]:
-    """Normalise with batch statistics; the stored running statistics change only if `update_running`."""
-    saved = [(norm.training, norm.track_running_stats) for norm in norms]
-    for norm in norms:
-        norm.train(True)
-        # BN in train mode without tracking passes no running buffers to F.batch_norm: nothing is written.
-        norm.track_running_stats = update_running
-    try:
-        yield
-    finally:
-        for norm, (training, tracking) in zip(norms, saved, strict=True):
-            norm.train(training)
-            norm.track_running_stats = tracking
 
 
 class Tent(Method):

@@ -14,36 +14,16 @@ statistics, stays satisfied (uda-tps on the synthetic benchmark: docs/uda.md).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from stpl.adapt.base import AdaptationMethod
-from stpl.adapt.norm import batch_norms
+from stpl.adapt.norm import batch_norms, batch_statistics
 from stpl.constants import IGNORE_INDEX
 from stpl.data.pairs import PairBatch
 from stpl.errors import StplError
 from stpl.models.segmenter import SegmenterOutput, upsample
-
-
-@contextmanager
-def own_batch_statistics(model: nn.Module) -> Iterator[None]:
-    """Within: every batch-norm layer normalises by the batch's statistics and leaves its stored ones unchanged
-    (train mode, momentum 0); modes and momenta restored after."""
-    norms = batch_norms(model)
-    saved = [(norm.training, norm.momentum) for norm in norms]
-    for norm in norms:
-        norm.train(True)
-        norm.momentum = 0.0
-    try:
-        yield
-    finally:
-        for norm, (training, momentum) in zip(norms, saved, strict=True):
-            norm.train(training)
-            norm.momentum = momentum
 
 
 def resized(images: Tensor, size: tuple[int, ...] | torch.Size) -> Tensor:
@@ -72,7 +52,7 @@ class SourceSupervised(AdaptationMethod):
     def source_forward(self, current: Tensor, previous: Tensor, flow: Tensor) -> SegmenterOutput:
         if self.config.uda.source_statistics == "shared":  # as the target frames: the model's current modes
             return self.model(current, previous, flow)
-        with own_batch_statistics(self.model):
+        with batch_statistics(batch_norms(self.model), update_running=False):
             return self.model(current, previous, flow)
 
     def source_loss(self, output: SegmenterOutput, labels: Tensor) -> Tensor:
