@@ -17,6 +17,7 @@ import yaml
 
 from stpl.config_checks import validate
 from stpl.config_files import load_config_file
+from stpl.config_methods import CottaConfig, DavsnConfig, HclConfig, OnlineConfig, TpsConfig, UdaConfig, UrConfig
 from stpl.config_overrides import apply_overrides, merged_overrides, parse_set_option
 
 # The names the schema accepts for data.dataset and adapt.method. Each has its registry (stpl.data.DATASETS,
@@ -237,108 +238,6 @@ class TrainConfig:
     # also a checkpoint whenever this many minutes passed since the last one (0 = by steps only), so that a
     # killed run never loses more; Ctrl-C and SIGTERM write one before stopping anyway
     checkpoint_minutes: float = field(default=5.0, metadata=NOT_A_RESULT)
-
-
-@dataclass
-class UrConfig:
-    """UR baseline (adapt/ur.py); defaults from the authors' released command line and argument defaults."""
-
-    decoders: int = 4  # auxiliary decoders, each reading dropout-perturbed encoder features
-    dropout: float = 0.5  # UR's feature noise: Dropout2d probability before each auxiliary decoder
-    lambda_pl: float = 1.0  # cross-entropy on the frozen source model's class-balanced pseudo-labels
-    lambda_entropy: float = 1.0  # entropy of the prediction, normalised by log K
-    lambda_consistency: float = 0.1  # auxiliary decoders pulled towards the main prediction (softmax MSE)
-    class_fraction: float = 0.2  # per-class share kept as pseudo-labels (CRST's initial target portion, as UR)
-    decoder_lr_scale: float = 10.0  # the fresh auxiliary decoders learn 10x faster, as released
-    freeze_classifier: bool = True  # class-score layers fixed, so entropy cannot fall by rescaling logits
-
-
-@dataclass
-class HclConfig:
-    """HCL baseline (adapt/hcl.py); defaults from the authors' released segmentation code unless noted."""
-
-    momentum: float = 0.996  # the historical model is this EMA of the adapted model
-    temperature: float = 0.07  # τ of the historical contrastive (HisNCE) loss
-    pixels: int = 256  # feature pixels sampled per batch as instances (ours; the cost grows with its square)
-    lambda_instance: float = 0.5  # HCID weight
-    lambda_category: float = 1.0  # HCCD weight (consistency-weighted pseudo-label cross-entropy)
-
-
-@dataclass
-class TpsConfig:
-    """TPS source-free baseline (adapt/tps.py)."""
-
-    lambda_tps: float = 0.5  # LAMBDA_T of the release: weight of the cross-frame pseudo-label loss
-    scale_range: tuple[float, ...] = (0.8, 1.2)  # random rescale of the student's view (release, VIPER config)
-    augmentation: float = 2.0  # photometric_augment strength of the student's view (approximates TPS's jitter)
-
-
-@dataclass
-class DavsnConfig:
-    """DA-VSN source-free baseline (adapt/davsn.py)."""
-
-    lambda_itcr: float = 1.0  # release: 0.001 beside a source loss of 1; alone it only rescales the lr
-
-
-@dataclass
-class CottaConfig:
-    """CoTTA (adapt/cotta.py), the continual test-time adaptation baseline."""
-
-    ema_momentum: float = 0.999  # the mean teacher (CoTTA: 0.999)
-    threshold: float = 0.9  # below this mean source confidence, pseudo-labels average augmented copies
-    scales: tuple[float, ...] = (0.75, 1.0, 1.5)  # the copies' scales, each also mirrored (CoTTA: 0.5-2.0, 7 scales)
-    restore_probability: float = 0.01  # each weight back to its source value with this probability per step
-
-
-@dataclass
-class UdaConfig:
-    """The domain-adaptation baselines that train with labelled source data (adapt/uda/): what the originals
-    use, scaled to our protocols (docs/uda.md says where each value comes from)."""
-
-    lambda_source: float = 1.0  # weight of the supervised source cross-entropy (1 in every original)
-    # How source pairs are normalised: "own" batch statistics (domain-specific; the stored, target ones untouched)
-    # or the "shared" stored statistics the target frames use (as the originals' frozen batch-norm does for both)
-    source_statistics: Literal["own", "shared"] = "own"
-    # FDA: band of the amplitude spectrum swapped, b = floor(beta * min(H, W)); target entropy weight and
-    # Charbonnier exponent (release: LB 0.01 in its recipe, entW 0.005, ita 2.0)
-    fda_beta: float = 0.01
-    fda_lambda_entropy: float = 0.005
-    fda_eta: float = 2.0
-    # FDA's self-training round as an option: pseudo-labels of the frozen starting model, per-class thresholds at
-    # the 66th percentile of the class's confidences over the adaptation set, capped at 0.9 (release)
-    fda_self_training: bool = False
-    # PixMatch: consistency weight (lam_aug 0.1) and the perturbation: a random zoom-and-crop in this range
-    # (the release's resized crop of 0.2-1 of the area is a zoom of 1-2.2) and photometric noise of this strength
-    pixmatch_lambda: float = 0.1
-    pixmatch_scale_range: tuple[float, ...] = (1.0, 2.0)
-    pixmatch_augmentation: float = 1.0
-    # RDA: the spectrum in `rda_bands` concentric bands per colour channel; bands rda_semantic_bands[0]..[1]
-    # (inclusive) carry the content and are never touched; of the rest, the share rda_share of all components
-    # whose swap to another domain's amplitude raises the loss most is swapped (release: 32 bands, 10 %, 2-15)
-    rda_bands: int = 32
-    rda_semantic_bands: tuple[int, ...] = (2, 15)
-    rda_share: float = 0.1
-    rda_lambda_target: float = 1.0  # weight of the target self-training term on attacked frames
-    # DA-VSN and VAT-VST: adversarial weight of each discriminator's fooling loss (lamda_u 0.001)
-    lambda_adversarial: float = 0.001
-    davsn_lambda_itcr: float = 0.001  # DA-VSN's intra-domain temporal consistency beside the source loss
-    # VAT-VST: the share of the steps in phase 1 (source + video adversarial training); phase 2 self-trains on
-    # target pseudo-labels of the phase-1 model, ensembled over frame t and the earlier frame warped to t
-    vatvst_vat_share: float = 0.5
-
-
-@dataclass
-class OnlineConfig:
-    """Online (test-time) adaptation while predicting (online.py): `stpl predict --adapt online`, and the
-    `*-online` methods of `stpl bench`, which adapt over the evaluation split in order."""
-
-    window: int = 8  # the update batch: the last `window` pairs up to and including frame t
-    steps: int = 1  # update steps before each prediction
-    every: int = 1  # update before every N-th frame only (the others are predicted with the current weights)
-    episodic: bool = False  # reset to the starting weights before each update (no memory across windows)
-    # back to the starting weights (and a fresh teacher and optimiser) when the label-free health signals read as
-    # collapsed (engine/frame_health.py: the last min(10, half the frames so far) frames one class or certain)
-    reset_on_collapse: bool = False
 
 
 @dataclass

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 from stpl.errors import StplError
 
 if TYPE_CHECKING:  # the schema imports this module, so only for type hints
-    from stpl.config import AdaptConfig, Config, UdaConfig
+    from stpl.config import AdaptConfig, Config
+    from stpl.config_methods import UdaConfig
 
 
 def validate(config: Config, method_names: Sequence[str]) -> None:
