@@ -47,3 +47,22 @@ def test_a_merge_is_refused_when_the_source_models_score_otherwise_or_a_row_exis
     assert refused.returncode != 0 and "source-only differs" in refused.stderr
     assert merge(table, new, "--methods", "stpl").returncode != 0  # already in the table
     assert (table / "results.json").read_text() == before
+
+
+def test_replaced_rows_move_to_their_own_table_and_the_new_ones_take_their_place(tmp_path):
+    table, new, kept = tmp_path / "table", tmp_path / "new", tmp_path / "superseded"
+    old_runs = [run("source-only", 0, 40.0, "old"), run("stpl", 0, 50.0, "old"), run("uda-tps", 0, 30.0, "mid", True)]
+    write(table, old_runs, "old")
+    write(new, [run("source-only", 0, 40.0, "new"), run("uda-tps", 0, 47.0, "new", True)], "new")
+    done = merge(table, new, "--methods", "uda-tps", "--check-source-only", "--replace-into", kept)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((table / "results.json").read_text())
+    assert [(r["method"], r["commit"]) for r in results["runs"]] == [("source-only", "old"), ("stpl", "old"),
+                                                                      ("uda-tps", "new")]  # fmt: skip
+    assert results["summary"]["uda-tps"]["mIoU_mean"] == 47.0
+    assert results["merged"][-1]["replaced"] == {"methods": ["uda-tps"], "kept_in": str(kept)}
+    old = json.loads((kept / "results.json").read_text())
+    assert [(r["method"], r["mIoU"]) for r in old["runs"]] == [("source-only", 40.0), ("uda-tps", 30.0)]
+    assert "| uda-tps (uses source data) | 1 | 30.0" in (kept / "results.md").read_text()
+    again = merge(table, new, "--methods", "uda-tps", "--replace-into", kept)  # the folder already holds a table
+    assert again.returncode != 0 and "already holds" in again.stderr

@@ -137,6 +137,9 @@ def test_source_pairs_use_their_own_statistics_and_leave_the_stored_ones():
     assert not norm.training and norm.momentum == 0.1
 
 
+UDA_NAMES = ("uda-fda", "uda-pixmatch", "uda-rda", "uda-davsn", "uda-vatvst", "uda-tps")
+
+
 def uda_method(name: str, *sets: str):
     config = build_config(sets=[*TOY_SETTINGS, f"adapt.method={name}", *sets])
     return build_method(make_tiny_model(), config.adapt, seed=0)
@@ -208,3 +211,21 @@ def test_shared_statistics_put_source_pairs_through_the_stored_ones():
             outputs[mode] = method.source_forward(source.current, source.previous, source.flow).logits
             stored = method.model(source.current, source.previous, source.flow).logits
         assert torch.equal(outputs[mode], stored) == (mode == "shared")
+
+
+def test_each_method_normalises_source_pairs_as_held_out_frames_chose_unless_told():
+    """The "default" choice resolves per method (shared for the methods that self-train on perturbed target
+    views); an explicit choice wins for every method."""
+    defaults = {name: uda_method(name).source_statistics for name in UDA_NAMES}
+    assert defaults == {
+        "uda-fda": "own",
+        "uda-pixmatch": "shared",
+        "uda-rda": "shared",
+        "uda-davsn": "own",
+        "uda-vatvst": "own",
+        "uda-tps": "shared",
+    }
+    for mode in ("own", "shared"):
+        assert {uda_method(name, f"adapt.uda.source_statistics={mode}").source_statistics for name in UDA_NAMES} == {
+            mode
+        }

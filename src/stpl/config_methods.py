@@ -66,8 +66,9 @@ class UdaConfig:
 
     lambda_source: float = 1.0  # weight of the supervised source cross-entropy (1 in every original)
     # How source pairs are normalised: "own" batch statistics (domain-specific; the stored, target ones untouched)
-    # or the "shared" stored statistics the target frames use (as the originals' frozen batch-norm does for both)
-    source_statistics: Literal["own", "shared"] = "own"
+    # or the "shared" stored statistics the target frames use (as the originals' frozen batch-norm does for both);
+    # "default": each method's own choice (SourceSupervised.default_source_statistics), made on held-out frames
+    source_statistics: Literal["default", "own", "shared"] = "default"
     # FDA: band of the amplitude spectrum swapped, b = floor(beta * min(H, W)); target entropy weight and
     # Charbonnier exponent (release: LB 0.01 in its recipe, entW 0.005, ita 2.0)
     fda_beta: float = 0.01
