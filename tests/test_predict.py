@@ -260,6 +260,32 @@ def test_online_settings_are_the_causal_ones(toy_checkpoint):
     assert all(torch.allclose(teacher[k], start[k], atol=0.01) for k in start if start[k].is_floating_point())
 
 
+def test_online_restore_sends_every_trained_weight_back_with_probability_one(toy_checkpoint):
+    """adapt.online.restore_probability=1 undoes each update (predictions as the starting model's); 0 keeps it."""
+    from stpl.predict import load_online
+
+    moved = {}
+    for probability in (0.0, 1.0):
+        sets = ["adapt.online.window=3", "adapt.lr=0.5", f"adapt.online.restore_probability={probability}"]
+        predictor, adapter = load_online(toy_checkpoint, "tent", sets)
+        start = {k: v.clone() for k, v in predictor.model.named_parameters()}
+        list(predictor.stream_online(clip(3), adapter))
+        moved[probability] = any(not torch.equal(v, start[k]) for k, v in predictor.model.named_parameters())
+    assert moved == {0.0: True, 1.0: False}
+
+
+def test_the_replay_joins_earlier_pairs_drawn_once_per_seed_and_frame():
+    from stpl.online import update_window
+
+    assert update_window(2, window=4, replay=3, seed=0) == [0, 1, 2]  # nothing before the window yet
+    assert update_window(9, window=4, replay=0, seed=0) == [6, 7, 8, 9]
+    assert update_window(6, window=4, replay=5, seed=0) == [0, 1, 2, 3, 4, 5, 6]  # all 3 earlier ones
+    drawn = update_window(20, window=4, replay=3, seed=1)
+    assert drawn[3:] == [17, 18, 19, 20] and len(set(drawn[:3])) == 3 and max(drawn[:3]) < 17
+    assert drawn == update_window(20, window=4, replay=3, seed=1)
+    assert {tuple(update_window(20, 4, 3, seed)[:3]) for seed in range(5)} != {tuple(drawn[:3])}
+
+
 def test_class_map_is_argmax_with_the_first_of_tied_maxima():
     from stpl.predict import class_map
 

@@ -109,3 +109,9 @@ class OnlineConfig:
     # back to the starting weights (and a fresh teacher and optimiser) when the label-free health signals read as
     # collapsed (engine/frame_health.py: the last min(10, half the frames so far) frames one class or certain)
     reset_on_collapse: bool = False
+    # after each update step, each element of each trained weight goes back to its starting value with this
+    # probability (CoTTA's stochastic restore, for any method: a pull towards the source model that never stops)
+    restore_probability: float = 0.0
+    # this many earlier pairs of the stream (before the window), drawn at random, join each update's batch: a
+    # replay of what the stream showed before, against forgetting it (0 = the window alone)
+    replay: int = 0

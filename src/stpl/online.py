@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from stpl.adapt import METHODS, build_method
+from stpl.adapt.cotta import stochastic_restore
 from stpl.config import AdaptConfig
 from stpl.data.pairs import PairBatch, PairDataset
 from stpl.engine.frame_health import HealthLog, frame_health
@@ -54,7 +55,8 @@ class OnlineAdapter:
         self.options = config.online
         self.seed = seed
         self.precision = Precision(config.amp, next(model.parameters()).device)
-        self.start = copy.deepcopy(model.state_dict())  # for episodic updates and resets after a collapse
+        self.start = copy.deepcopy(model.state_dict())  # for episodic updates, restores and resets after a collapse
+        self.generator = torch.Generator().manual_seed(seed)  # the restore's draws
         self._build()
         self.steps_done = 0
         self.health = HealthLog()  # the predictions' label-free signals, frame by frame
@@ -92,6 +94,7 @@ class OnlineAdapter:
         values: dict[str, torch.Tensor] = {}
         for _ in range(self.options.steps):
             values, _ = train_step(self.method, self.optimizer, batch, self.steps_done, "online", None, self.precision)
+            stochastic_restore(self.model, self.start, self.options.restore_probability, self.generator)
             self.steps_done += 1
         return {key: float(value.detach()) for key, value in values.items()}
 
@@ -101,6 +104,17 @@ class OnlineAdapter:
         return self.model(batch.current, batch.previous, batch.flow)
 
 
+def update_window(index: int, window: int, replay: int, seed: int) -> list[int]:
+    """The pairs an update before pair `index` trains on: the last `window` up to `index`, and `replay` of the
+    earlier ones drawn without replacement (as many as there are), the same for the same (seed, index)."""
+    first = max(0, index - window + 1)
+    recent = list(range(first, index + 1))
+    if replay <= 0 or first == 0:
+        return recent
+    draw = np.random.default_rng([seed, index]).choice(first, size=min(replay, first), replace=False)
+    return sorted(int(i) for i in draw) + recent
+
+
 def online_pass(
     adapter: OnlineAdapter,
     dataset: PairDataset,
@@ -108,11 +122,11 @@ def online_pass(
     on_update: Callable[[int, dict[str, float]], None] | None = None,
 ) -> Iterator[tuple[int, PairBatch, SegmenterOutput]]:
     """The pairs of `dataset` in order: before predicting pair i (every `every`-th), update on the pairs
-    max(0, i - window + 1) .. i. Yields (i, its batch, the prediction)."""
+    max(0, i - window + 1) .. i, with `replay` earlier ones. Yields (i, its batch, the prediction)."""
     options = adapter.options
     for index in range(len(dataset)):
         if index % options.every == 0:
-            window = np.arange(max(0, index - options.window + 1), index + 1).tolist()
+            window = update_window(index, options.window, options.replay, adapter.seed)
             values = adapter.update(dataset.batch(window).to(device))
             if on_update is not None:
                 on_update(index, values)
