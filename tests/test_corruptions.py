@@ -42,3 +42,29 @@ def test_adverse_changes_from_frame_to_frame_and_repeats_per_frame():
             out[y : y + 4, x : x + 4].std(axis=(0, 1)).mean() < 20 for y in range(0, 57, 4) for x in range(0, 77, 4)
         ]
         assert 0.02 < np.mean(flat) < 0.4  # measured 0.07-0.15 for a, b, c
+
+
+def test_held_out_shifts_by_hand():
+    from stpl.data.corruptions import cold_cast, defocus, low_contrast, sensor_noise
+
+    black, white = np.zeros((4, 6, 3), np.uint8), np.full((4, 6, 3), 255, np.uint8)
+    # low_contrast: 0.4 x + 0.35 -> black 0.35 * 255 = 89.25, white 0.75 * 255 = 191.25
+    assert (low_contrast(black, "a") == 89).all() and (low_contrast(white, "a") == 191).all()
+    # cold_cast on white: gains 0.65, 0.9, 1.25 of 255 -> 165.75, 229.5, 318.75 (clipped to 255)
+    np.testing.assert_array_equal(cold_cast(white, "a")[0, 0], [166, 230, 255])
+    # on mid-grey 128: (128/255)^0.9 = 0.5378 -> 89.1, 123.4, 171.4
+    np.testing.assert_array_equal(cold_cast(np.full((2, 2, 3), 128, np.uint8), "a")[0, 0], [89, 123, 171])
+    # defocus keeps a flat image and spreads a step: the columns next to a black/white edge turn grey
+    assert (defocus(np.full((8, 32, 3), 77, np.uint8), "a") == 77).all()
+    step = np.zeros((8, 320, 3), np.uint8)
+    step[:, 160:] = 255
+    row = defocus(step, "a")[4, :, 0].astype(int)  # sigma 3 at 320 columns: the edge spreads over a few pixels
+    # one pixel either side of the edge: 255 * (1 - Phi(0.5 / 3)) = 111.6 and 255 * Phi(0.5 / 3) = 143.4
+    assert row[0] == 0 and row[-1] == 255
+    assert abs(row[159] - 111.6) < 3 and abs(row[160] - 143.4) < 3
+    # sensor_noise: sigma 20 on grey (no clipping within 6 sigma of 128), the same per frame, other per frame
+    grey = np.full((64, 64, 3), 128, np.uint8)
+    noisy = sensor_noise(grey, "f1")
+    assert noisy.astype(float).std() == pytest.approx(20.0, abs=1.0)
+    np.testing.assert_array_equal(noisy, sensor_noise(grey, "f1"))
+    assert not np.array_equal(noisy, sensor_noise(grey, "f2"))

@@ -66,7 +66,10 @@ class CamVidConfig:
     eval_range: tuple[int, ...] = field(default=(), metadata=TARGET_ONLY)
     # a fixed, deterministic corruption of the target frames (adapt and eval splits; data/corruptions.py)
     # (night: darker, blurred, noisy; adverse: a different flicker, rain, occluder, blur and noise in every frame)
-    target_corruption: Literal["none", "night", "adverse", "fog", "colour_cast"] = field(
+    # (low_contrast, defocus, cold_cast, sensor_noise: held-out shifts, for choosing online settings)
+    target_corruption: Literal[
+        "none", "night", "adverse", "fog", "colour_cast", "low_contrast", "defocus", "cold_cast", "sensor_noise"
+    ] = field(
         default="none", metadata=TARGET_ONLY
     )
     # A continual stream (data/continual.py) as the evaluation split: the eval frames in blocks of

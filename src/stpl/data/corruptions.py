@@ -81,7 +81,43 @@ def colour_cast(image: np.ndarray, name: str, seed: int = 0) -> np.ndarray:
     return np.clip(np.round(unit * 255.0), 0, 255).astype(np.uint8)
 
 
-CORRUPTIONS = {"night": night, "adverse": adverse, "fog": fog, "colour_cast": colour_cast}
+# Held-out shifts: for choosing online settings on streams whose shifts differ from the scored ones
+# (camvid-15hz-continual scores night, fog, adverse and colour_cast).
+
+
+def low_contrast(image: np.ndarray, name: str, seed: int = 0) -> np.ndarray:
+    """Washed out: x <- 0.4 x + 0.35 on [0, 1] (a third of the range left, lifted blacks), no blur.
+    Deterministic; `name` and `seed` unused."""
+    unit = 0.4 * (image.astype(np.float32) / 255.0) + 0.35
+    return np.clip(np.round(unit * 255.0), 0, 255).astype(np.uint8)
+
+
+def defocus(image: np.ndarray, name: str, seed: int = 0) -> np.ndarray:
+    """Out of focus: a Gaussian blur of sigma 3 (at 320 columns; scaled with the width).
+    Deterministic; `name` and `seed` unused."""
+    sigma = 3.0 * image.shape[1] / 320
+    blurred = cv2.GaussianBlur(image.astype(np.float32), ksize=(0, 0), sigmaX=sigma, sigmaY=sigma,
+                               borderType=cv2.BORDER_REFLECT)  # fmt: skip
+    return np.clip(np.round(blurred), 0, 255).astype(np.uint8)
+
+
+def cold_cast(image: np.ndarray, name: str, seed: int = 0) -> np.ndarray:
+    """A blue, LED-lit cast: per-channel gains (R 0.65, G 0.9, B 1.25) after a gamma of 0.9 on [0, 1].
+    Deterministic; `name` and `seed` unused."""
+    unit = np.power(image.astype(np.float32) / 255.0, 0.9) * np.array([0.65, 0.9, 1.25], np.float32)
+    return np.clip(np.round(unit * 255.0), 0, 255).astype(np.uint8)
+
+
+def sensor_noise(image: np.ndarray, name: str, seed: int = 0) -> np.ndarray:
+    """High-gain sensor noise: Gaussian, sigma 20/255, seeded by (seed, name) like `night`'s."""
+    noise = np.random.default_rng(frame_seed(f"sensor_noise:{name}", seed)).normal(0.0, 20.0, size=image.shape)
+    return np.clip(np.round(image.astype(np.float32) + noise), 0, 255).astype(np.uint8)
+
+
+CORRUPTIONS = {
+    "night": night, "adverse": adverse, "fog": fog, "colour_cast": colour_cast,
+    "low_contrast": low_contrast, "defocus": defocus, "cold_cast": cold_cast, "sensor_noise": sensor_noise,
+}  # fmt: skip
 
 
 def corrupt(image: np.ndarray, name: str, corruption: str, seed: int = 0) -> np.ndarray:
