@@ -256,6 +256,9 @@ class AdaptConfig:
     backbone_lr_scale: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    # what trains: every weight, or only the batch-norm affine parameters (TENT's choice, without weight decay),
+    # for the methods built on adapt/base.py (stpl, self-training, vst, hcl, tps, cotta, ...); tent always trains "norm"
+    trainable: Literal["all", "norm"] = "all"
     norm: Literal["frozen", "reestimate", "update"] = "reestimate"
     norm_source_weight: float = 0.0  # reestimate: share of the source statistics kept (0 = plain AdaBN)
     teacher: Literal["source", "ema", "current"] = "ema"

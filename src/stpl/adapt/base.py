@@ -6,9 +6,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from stpl.adapt.norm import set_norm_mode
+from stpl.adapt.norm import batch_norms, set_norm_mode
 from stpl.config import AdaptConfig
 from stpl.engine.method import Method, parameter_groups
+from stpl.errors import StplError
 
 
 class AdaptationMethod(Method):
@@ -16,12 +17,15 @@ class AdaptationMethod(Method):
 
     With adapt.lambda_anchor > 0, `anchor_loss` pulls the weights towards the starting model's (L2-SP, Li et al.
     2018). Built before any step, so the anchor is the source model's weights, on resume too (re-estimated
-    normalisation statistics are buffers, not weights).
+    normalisation statistics are buffers, not weights). With adapt.trainable "norm" only the batch-norm affine
+    parameters train, without weight decay (as TENT's; decay would pull the scales towards 0).
     """
 
     def __init__(self, model: nn.Module, config: AdaptConfig):
         super().__init__(model)
         self.config = config
+        if config.trainable == "norm":
+            train_only_norm_affine(model)
         self.anchor: dict[str, Tensor] = {}
         if config.lambda_anchor > 0:
             self.anchor = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -35,8 +39,22 @@ class AdaptationMethod(Method):
         return {"loss_anchor": 0.5 * self.config.lambda_anchor * total}
 
     def param_groups(self) -> list[dict[str, Any]]:
-        return parameter_groups(self.model, self.config.lr, self.config.backbone_lr_scale)
+        groups = parameter_groups(self.model, self.config.lr, self.config.backbone_lr_scale)
+        if self.config.trainable == "norm":
+            return [{**group, "weight_decay": 0.0} for group in groups]
+        return groups
 
     def train_mode(self) -> None:
         self.model.train()
         set_norm_mode(self.model, self.config.norm)
+
+
+def train_only_norm_affine(model: nn.Module) -> None:
+    """Freeze every parameter but the batch-norm scales and shifts."""
+    affine = [norm for norm in batch_norms(model) if norm.affine]
+    if not affine:
+        raise StplError("adapt.trainable=norm trains batch-norm affine parameters, and this model has none")
+    model.requires_grad_(False)
+    for norm in affine:
+        norm.weight.requires_grad_(True)
+        norm.bias.requires_grad_(True)
