@@ -327,3 +327,46 @@ def test_vst_keeps_its_own_temporal_rule_whatever_the_shared_teacher_options():
     method = make_method("vst", "adapt.teacher_later=true", "adapt.temporal_ensemble=true", "adapt.teacher=ema")
     c = method.config
     assert c.teacher == "source" and c.temporal_agreement and not c.temporal_ensemble and not c.teacher_later
+
+
+def test_trainable_norm_trains_only_batch_norm_affine_parameters_without_decay():
+    method = make_method("stpl", "adapt.trainable=norm")
+    method.train_mode()
+    before = {n: p.detach().clone() for n, p in method.model.named_parameters()}
+    trained = [p for group in method.param_groups() for p in group["params"]]
+    norm_affine = {id(p) for m in method.model.modules() if isinstance(m, torch.nn.BatchNorm2d)
+                   for p in (m.weight, m.bias)}  # fmt: skip
+    assert trained and {id(p) for p in trained} == norm_affine
+    assert all(group["weight_decay"] == 0.0 for group in method.param_groups())
+    optimizer = torch.optim.SGD(method.param_groups(), lr=0.1)
+    values = method.step(toy_batch(), 0)
+    torch.stack([v for k, v in values.items() if k.startswith("loss_")]).sum().backward()
+    optimizer.step()
+    changed = {n for n, p in method.model.named_parameters() if not torch.equal(p, before[n])}
+    by_id = {n: id(p) for n, p in method.model.named_parameters()}
+    assert changed and all(by_id[n] in norm_affine for n in changed)  # a frozen weight that moved would be named
+
+
+@pytest.mark.parametrize("name", ["stpl", "cotta"])
+def test_teachers_normalise_with_the_students_statistics_when_they_follow_the_target(name):
+    method = make_method(name, "adapt.norm=update")
+    teachers = [method.teacher, *([method.anchor] if name == "cotta" else [])]
+    norms = [m for m in method.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        for norm in norms:  # statistics as a stream would have moved them: far from those the copies started with
+            norm.running_mean.add_(0.5)
+            norm.running_var.mul_(3.0)
+    batch = toy_batch()
+    method.model.eval()
+    expected = method.model(batch.current, batch.previous, batch.flow).logits
+    for teacher in teachers:
+        # a frozen copy (cotta's anchor) and an EMA that has not moved yet differ from the student by statistics
+        # alone, so with the student's copied in they predict what the student does, to float rounding
+        torch.testing.assert_close(teacher.predict(batch).logits, expected)
+    fixed = make_method(name, "adapt.norm=reestimate")  # statistics fixed after re-estimation: the copy keeps its own
+    with torch.no_grad():
+        for norm in [m for m in fixed.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]:
+            norm.running_mean.add_(0.5)
+    fixed.model.eval()
+    moved = fixed.model(batch.current, batch.previous, batch.flow).logits
+    assert (fixed.teacher.predict(batch).logits - moved).abs().max() > 1e-3

@@ -32,7 +32,7 @@ from stpl.adapt.shared import (
     mean_confidence,
     prefixed_state,
 )
-from stpl.adapt.teachers import Teacher, mirror_pair
+from stpl.adapt.teachers import Teacher, mirror_pair, statistics_source
 from stpl.config import AdaptConfig
 from stpl.data.pairs import PairBatch
 from stpl.models.segmenter import VideoSegmenter, upsample
@@ -82,8 +82,10 @@ class CoTTA(AdaptationMethod):
     def __init__(self, model: VideoSegmenter, config: AdaptConfig, seed: int = 0):
         super().__init__(model, config)
         self.options = config.cotta
-        self.teacher = Teacher("ema", model, self.options.ema_momentum)
-        self.anchor = Teacher("source", model)  # the frozen starting model: its confidence decides augmentation
+        follow = statistics_source(model, config)  # online: the stream's statistics, as the original's batch's
+        self.teacher = Teacher("ema", model, self.options.ema_momentum, statistics_of=follow)
+        # the frozen starting model: its confidence decides augmentation
+        self.anchor = Teacher("source", model, statistics_of=follow)
         self.source = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         self.generator = torch.Generator().manual_seed(seed)
 

@@ -35,7 +35,7 @@ from stpl.adapt.shared import (
     load_prefixed_state,
     prefixed_state,
 )
-from stpl.adapt.teachers import Teacher
+from stpl.adapt.teachers import Teacher, statistics_source
 from stpl.config import AdaptConfig
 from stpl.data.pairs import PairBatch
 from stpl.data.photometric import photometric_augment
@@ -64,7 +64,7 @@ class HCL(AdaptationMethod):
     def __init__(self, model: VideoSegmenter, config: AdaptConfig, seed: int = 0):
         super().__init__(model, config)
         self.options = config.hcl
-        self.historical = Teacher("ema", model, self.options.momentum)
+        self.historical = Teacher("ema", model, self.options.momentum, statistics_of=statistics_source(model, config))
         self.generator = torch.Generator().manual_seed(seed)
 
     def instance_loss(self, current: Tensor, past: Tensor, past_logits: Tensor) -> Tensor:

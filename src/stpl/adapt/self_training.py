@@ -28,7 +28,7 @@ from stpl.adapt.shared import (
     teacher_class_thresholds,
 )
 from stpl.adapt.student_view import strong_view
-from stpl.adapt.teachers import LaterLook, Teacher
+from stpl.adapt.teachers import LaterLook, Teacher, statistics_source
 from stpl.config import AdaptConfig
 from stpl.constants import IGNORE_INDEX
 from stpl.data.pairs import PairBatch
@@ -40,7 +40,8 @@ class SelfTraining(AdaptationMethod):
 
     def __init__(self, model: VideoSegmenter, config: AdaptConfig, seed: int = 0):
         super().__init__(model, self.settings(config))
-        self.teacher = Teacher(self.config.teacher, model, self.config.ema_momentum, self.config.teacher_flip)
+        self.teacher = Teacher(self.config.teacher, model, self.config.ema_momentum, self.config.teacher_flip,
+                               statistics_of=statistics_source(model, self.config))  # fmt: skip
         self.generator = torch.Generator().manual_seed(seed)
         self.class_thresholds: Tensor | None = None  # the class_median rule's, set by `prepare`
 

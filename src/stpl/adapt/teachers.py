@@ -8,6 +8,7 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
+from stpl.config import AdaptConfig
 from stpl.data.pairs import PairBatch
 from stpl.models.segmenter import SegmenterOutput
 from stpl.models.warp import warp, warp_error
@@ -24,14 +25,29 @@ class LaterLook:
 
 
 class Teacher:
-    """`model` is what predicts pseudo-labels; `update(student)` follows the student (EMA only)."""
+    """`model` is what predicts pseudo-labels; `update(student)` follows the student (EMA only).
 
-    def __init__(self, kind: str, student: nn.Module, ema_momentum: float = 0.99, flip_average: bool = False):
+    `statistics_of`: a model whose batch-norm statistics the teacher predicts with (copied before each prediction),
+    for when the student's statistics follow the target (adapt.norm=update, and every online run): a frozen or
+    slowly averaged copy would otherwise keep normalising target frames with the statistics it started from (the
+    source's, online), which no re-estimation replaced. CoTTA's original normalises its teacher and anchor with the
+    current batch's statistics for the same reason.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        student: nn.Module,
+        ema_momentum: float = 0.99,
+        flip_average: bool = False,
+        statistics_of: nn.Module | None = None,
+    ):
         if kind not in TEACHERS:
             raise ValueError(f"unknown teacher '{kind}' (known: {', '.join(TEACHERS)})")
         self.kind = kind
         self.ema_momentum = ema_momentum
         self.flip_average = flip_average  # also predict the mirrored pair and average the two predictions
+        self.statistics_of = statistics_of
         if kind == "current":
             self.model = student
         else:
@@ -56,6 +72,8 @@ class Teacher:
     @torch.no_grad()
     def predict(self, batch: PairBatch) -> SegmenterOutput:
         """The teacher's prediction in eval mode (dropout off, stored BN statistics); module modes restored."""
+        if self.statistics_of is not None and self.statistics_of is not self.model:
+            copy_norm_statistics(self.statistics_of, self.model)
         modes = [(module, module.training) for module in self.model.modules()]
         self.model.eval()
         output = self.model(batch.current, batch.previous, batch.flow)
@@ -79,6 +97,23 @@ class Teacher:
             error = standardised_warp_error(batch.current, batch.later.current, batch.forward_flow, valid.shape[-2:])
             valid = valid & (error <= error_limit)
         return LaterLook(logits, valid)
+
+
+def statistics_source(student: nn.Module, config: AdaptConfig) -> nn.Module | None:
+    """The model a teacher takes its normalisation statistics from: the student's when they follow the target
+    (adapt.norm=update), else None (its own, fixed at the start)."""
+    return student if config.norm == "update" else None
+
+
+@torch.no_grad()
+def copy_norm_statistics(source: nn.Module, target: nn.Module) -> None:
+    """The batch-norm running statistics of `source` into the same layers of `target` (same architecture)."""
+    norms = [m for m in source.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    copies = [m for m in target.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for norm, copy_ in zip(norms, copies, strict=True):
+        if norm.running_mean is not None and copy_.running_mean is not None:
+            copy_.running_mean.copy_(norm.running_mean)
+            copy_.running_var.copy_(norm.running_var)
 
 
 def standardised_warp_error(current: Tensor, other: Tensor, flow: Tensor, size: tuple[int, int]) -> Tensor:

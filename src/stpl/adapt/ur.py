@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from stpl.adapt.norm import set_norm_mode
 from stpl.adapt.pseudo_labels import make_pseudo_labels
 from stpl.adapt.shared import load_prefixed_state, masked_cross_entropy, prefixed_state
-from stpl.adapt.teachers import Teacher
+from stpl.adapt.teachers import Teacher, statistics_source
 from stpl.config import AdaptConfig
 from stpl.constants import IGNORE_INDEX
 from stpl.data.pairs import PairBatch
@@ -59,7 +59,7 @@ class UR(Method):
         super().__init__(model)
         self.config = config
         self.options = config.ur
-        self.source = Teacher("source", model)
+        self.source = Teacher("source", model, statistics_of=statistics_source(model, config))
         device = next(model.parameters()).device
         self.decoders = nn.ModuleList(
             noisy_decoder(model.classifier, self.options.dropout) for _ in range(self.options.decoders)
