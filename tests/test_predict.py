@@ -293,3 +293,20 @@ def test_class_map_is_argmax_with_the_first_of_tied_maxima():
     logits[4, :5, :5] = logits[7, :5, :5] = logits.max() + 1.0  # a tie: the lower class id wins, as in argmax
     assert np.array_equal(class_map(logits), logits.argmax(dim=0).to(torch.uint8).numpy())
     assert (class_map(logits)[:5, :5] == 4).all()
+
+
+def test_stream_recipe_applies_once_to_its_method_only(toy_checkpoint):
+    from stpl.config import build_config
+    from stpl.online import stream_recipe
+    from stpl.predict import load_online
+
+    stpl = stream_recipe(build_config(sets=["adapt.method=stpl", "adapt.lr=0.003"]))
+    assert stpl.adapt.temporal_ensemble and stpl.adapt.lr == pytest.approx(0.006)
+    assert stream_recipe(stpl).adapt.lr == pytest.approx(0.006)  # applied once: the recorded config is what ran
+    offline = stream_recipe(build_config(sets=["adapt.method=stpl", "adapt.lr=0.003", "adapt.online.recipe=offline"]))
+    assert not offline.adapt.temporal_ensemble and offline.adapt.lr == pytest.approx(0.003)
+    tent = stream_recipe(build_config(sets=["adapt.method=tent", "adapt.lr=0.003"]))
+    assert not tent.adapt.temporal_ensemble and tent.adapt.lr == pytest.approx(0.003)
+    _, adapter = load_online(toy_checkpoint, "stpl", ["adapt.lr=0.01"])
+    assert adapter.config.temporal_ensemble
+    assert adapter.optimizer.param_groups[0]["lr"] == pytest.approx(0.02)

@@ -115,3 +115,6 @@ class OnlineConfig:
     # this many earlier pairs of the stream (before the window), drawn at random, join each update's batch: a
     # replay of what the stream showed before, against forgetting it (0 = the window alone)
     replay: int = 0
+    # "stream": a method with settings chosen on held-out streams adapts with them (online.STREAM_RECIPES; stpl:
+    # pseudo-labels from the temporal ensemble, twice the learning rate; docs/online.md); "offline": adapt.* as set
+    recipe: Literal["stream", "offline"] = "stream"

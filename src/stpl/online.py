@@ -11,13 +11,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from stpl.adapt import METHODS, build_method
 from stpl.adapt.cotta import stochastic_restore
-from stpl.config import AdaptConfig
+from stpl.config import AdaptConfig, Config, with_overrides
 from stpl.data.pairs import PairBatch, PairDataset
 from stpl.engine.frame_health import HealthLog, frame_health
 from stpl.engine.loop import LoopSettings, build_optimizer, train_step
@@ -40,6 +41,25 @@ def causal_settings(config: AdaptConfig) -> AdaptConfig:
         raise StplError("adapt.confidence=class_median needs the whole split before adapting; online, use another")
     norm = "update" if config.norm == "reestimate" else config.norm
     return dataclasses.replace(config, norm=norm, teacher_later=False)
+
+
+# Settings that carry a method over from offline adaptation to a stream, chosen on held-out streams (frames or
+# shifts that no benchmark scores; docs/online.md): what they replace, and the factor on the learning rate.
+# Online STPL's pseudo-labels average the teacher's prediction of frame t with its warped prediction of frame t-1:
+# one update per frame at twice the offline rate, on labels the earlier frame confirms.
+STREAM_RECIPES: dict[str, dict[str, Any]] = {"stpl": {"temporal_ensemble": True, "lr_factor": 2.0}}
+
+
+def stream_recipe(config: Config) -> Config:
+    """`config` with its method's stream recipe applied (adapt.online.recipe "stream"); once, where an online run
+    starts, so that the recorded config is what ran."""
+    recipe = STREAM_RECIPES.get(config.adapt.method)
+    if config.adapt.online.recipe != "stream" or recipe is None:
+        return config
+    settings = {key: value for key, value in recipe.items() if key != "lr_factor"}
+    settings["lr"] = config.adapt.lr * recipe.get("lr_factor", 1.0)
+    settings["online"] = {"recipe": "offline"}  # applied: the adapt.* settings now stand as they are
+    return with_overrides(config, {"adapt": settings})
 
 
 class OnlineAdapter:

@@ -22,7 +22,7 @@ from stpl.engine.run_files import CONFIG_FILE, EVAL_FILE
 from stpl.engine.run_folder import check_out_dir, run_folder
 from stpl.engine.tensorboard import log_evaluation
 from stpl.models.segmenter import upsample
-from stpl.online import OnlineAdapter, causal_settings, online_pass
+from stpl.online import OnlineAdapter, causal_settings, online_pass, stream_recipe
 from stpl.progress import Progress
 from stpl.workflows import load_split, save_final, setup_runtime
 
@@ -42,7 +42,7 @@ def online_evaluate(config: Config, source_checkpoint: Path, out_dir: Path) -> d
     source_checkpoint, out_dir = Path(source_checkpoint), Path(out_dir)
     checkpoint = load_checkpoint(source_checkpoint)
     check_classes(checkpoint, config, source_checkpoint)
-    config = with_checkpoint_model(config, checkpoint, architecture_only=True)
+    config = stream_recipe(with_checkpoint_model(config, checkpoint, architecture_only=True))
     causal = causal_settings(config.adapt)  # what an online run can honour; recorded as the run's config
     config = with_overrides(config, {"adapt": {"norm": causal.norm, "teacher_later": causal.teacher_later}})
     device = setup_runtime(config)

@@ -40,7 +40,7 @@ from stpl.flow.dis import PRESETS, DISFlow
 from stpl.models import VideoSegmenter
 from stpl.models.inference import inference_copy
 from stpl.models.segmenter import upsample
-from stpl.online import OnlineAdapter
+from stpl.online import OnlineAdapter, stream_recipe
 from stpl.output_folder import written_whole
 from stpl.pretrained import resolve_checkpoint
 from stpl.progress import Progress
@@ -405,6 +405,7 @@ def load_online(
     "adapt.online.window=4") over the checkpoint's own data, flow and model settings."""
     path = resolve_checkpoint(checkpoint)
     config = build_config(sets=[f"adapt.method={method}", *(sets or [])], base=checkpoint_settings(path))
+    config = stream_recipe(config)  # the method's settings chosen for streams, unless adapt.online.recipe=offline
     setup_runtime(config)
     saved = load_checkpoint(path)
     model = model_from_checkpoint(saved, config, skip_adaptation_modules=True).to(device)  # as `stpl adapt` builds it
