@@ -310,3 +310,24 @@ def test_stream_recipe_applies_once_to_its_method_only(toy_checkpoint):
     _, adapter = load_online(toy_checkpoint, "stpl", ["adapt.lr=0.01"])
     assert adapter.config.temporal_ensemble
     assert adapter.optimizer.param_groups[0]["lr"] == pytest.approx(0.02)
+
+
+def test_online_norm_momentum_sets_how_far_the_statistics_follow(toy_checkpoint):
+    import torch
+
+    from stpl.predict import load_online
+
+    moved = {}
+    for momentum in (0.01, 0.1):
+        sets = [f"adapt.online.norm_momentum={momentum}", "adapt.lr=1e-9"]
+        predictor, adapter = load_online(toy_checkpoint, "tent", sets)
+        norms = [m for m in predictor.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert norms and all(norm.momentum == momentum for norm in norms)
+        before = norms[0].running_mean.clone()
+        list(predictor.stream_online(clip(1), adapter))  # one update (its forward pass moves the statistics)
+        moved[momentum] = norms[0].running_mean - before
+    # stored <- (1 - m) stored + m batch, twice: a one-frame stream pairs the frame with itself and both frames of
+    # the pair pass the encoder, so the stored mean moves 1 - (1 - m)^2 of the way to the same batch mean
+    assert moved[0.1].abs().max() > 1e-4
+    ratio = (1 - 0.99**2) / (1 - 0.9**2)  # 0.1047; a single move would give 0.1, no change of momentum 1
+    torch.testing.assert_close(moved[0.01], ratio * moved[0.1], rtol=1e-3, atol=1e-7)

@@ -118,3 +118,6 @@ class OnlineConfig:
     # "stream": a method with settings chosen on held-out streams adapts with them (online.STREAM_RECIPES; stpl:
     # pseudo-labels from the temporal ensemble, twice the learning rate; docs/online.md); "offline": adapt.* as set
     recipe: Literal["stream", "offline"] = "stream"
+    # how far each update moves the stored batch-norm statistics towards the window's when they follow the stream
+    # (norm=update); 0 = the layers' own momentum (0.1). Smaller keeps more of the source statistics, a prior
+    norm_momentum: float = 0.0

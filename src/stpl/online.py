@@ -18,6 +18,7 @@ import torch
 
 from stpl.adapt import METHODS, build_method
 from stpl.adapt.cotta import stochastic_restore
+from stpl.adapt.norm import batch_norms
 from stpl.config import AdaptConfig, Config, with_overrides
 from stpl.data.pairs import PairBatch, PairDataset
 from stpl.engine.frame_health import HealthLog, frame_health
@@ -75,6 +76,9 @@ class OnlineAdapter:
         self.options = config.online
         self.seed = seed
         self.precision = Precision(config.amp, next(model.parameters()).device)
+        if self.options.norm_momentum > 0:
+            for norm in batch_norms(model):
+                norm.momentum = self.options.norm_momentum
         self.start = copy.deepcopy(model.state_dict())  # for episodic updates, restores and resets after a collapse
         self.generator = torch.Generator().manual_seed(seed)  # the restore's draws
         self._build()
