@@ -331,3 +331,24 @@ def test_online_norm_momentum_sets_how_far_the_statistics_follow(toy_checkpoint)
     assert moved[0.1].abs().max() > 1e-4
     ratio = (1 - 0.99**2) / (1 - 0.9**2)  # 0.1047; a single move would give 0.1, no change of momentum 1
     torch.testing.assert_close(moved[0.01], ratio * moved[0.1], rtol=1e-3, atol=1e-7)
+
+
+def test_online_norm_source_prior_pulls_the_statistics_back_towards_the_start(toy_checkpoint):
+    import torch
+
+    from stpl.errors import StplError
+    from stpl.predict import load_online
+
+    moved = {}
+    for prior in (0.0, 0.25):
+        sets = [f"adapt.online.norm_source_prior={prior}", "adapt.lr=1e-9"]
+        predictor, adapter = load_online(toy_checkpoint, "tent", sets)
+        norm = next(m for m in predictor.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        before = norm.running_mean.clone()
+        list(predictor.stream_online(clip(1), adapter))  # one update: the same batch statistics in both runs
+        moved[prior] = norm.running_mean - before
+    # after the update the stored mean goes 25 % of the way back: 0.75 of the displacement is left
+    assert moved[0.0].abs().max() > 1e-4
+    torch.testing.assert_close(moved[0.25], 0.75 * moved[0.0], rtol=1e-4, atol=1e-7)
+    with pytest.raises(StplError, match="norm_source_prior"):
+        load_online(toy_checkpoint, "tent", ["adapt.online.norm_source_prior=1.5"])

@@ -69,9 +69,7 @@ class CamVidConfig:
     # (low_contrast, defocus, cold_cast, sensor_noise: held-out shifts, for choosing online settings)
     target_corruption: Literal[
         "none", "night", "adverse", "fog", "colour_cast", "low_contrast", "defocus", "cold_cast", "sensor_noise"
-    ] = field(
-        default="none", metadata=TARGET_ONLY
-    )
+    ] = field(default="none", metadata=TARGET_ONLY)
     # A continual stream (data/continual.py) as the evaluation split: the eval frames in blocks of
     # continual_frames, block j under continual_shifts[j] (these corruptions replace target_corruption there), the
     # whole sequence of shifts repeated continual_rounds times; empty = off

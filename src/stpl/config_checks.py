@@ -103,6 +103,11 @@ def validate(config: Config, method_names: Sequence[str]) -> None:
     online = config.adapt.online
     if min(online.window, online.steps, online.every) < 1:
         raise StplError("config keys 'adapt.online.window', 'steps' and 'every' must be at least 1")
+    shares = {"restore_probability": online.restore_probability, "norm_momentum": online.norm_momentum,
+              "norm_source_prior": online.norm_source_prior}  # fmt: skip
+    for key, value in shares.items():
+        if not 0.0 <= value <= 1.0:
+            raise StplError(f"config key 'adapt.online.{key}' must be in [0, 1], got {value}")
     if config.adapt.ur.decoder_lr_scale <= 0:
         raise StplError("config key 'adapt.ur.decoder_lr_scale' must be positive")
     for key, amp in {"train.amp": config.train.amp, "adapt.amp": config.adapt.amp}.items():

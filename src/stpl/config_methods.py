@@ -121,3 +121,6 @@ class OnlineConfig:
     # how far each update moves the stored batch-norm statistics towards the window's when they follow the stream
     # (norm=update); 0 = the layers' own momentum (0.1). Smaller keeps more of the source statistics, a prior
     norm_momentum: float = 0.0
+    # after each update, the stored batch-norm statistics move this share of the way back to the starting (source)
+    # ones: statistics that follow the stream with a source prior (0 = off)
+    norm_source_prior: float = 0.0

@@ -120,12 +120,23 @@ class OnlineAdapter:
             values, _ = train_step(self.method, self.optimizer, batch, self.steps_done, "online", None, self.precision)
             stochastic_restore(self.model, self.start, self.options.restore_probability, self.generator)
             self.steps_done += 1
+        if self.options.norm_source_prior > 0:
+            pull_statistics_towards(self.model, self.start, self.options.norm_source_prior)
         return {key: float(value.detach()) for key, value in values.items()}
 
     @torch.no_grad()
     def predict(self, batch: PairBatch) -> SegmenterOutput:
         self.model.eval()
         return self.model(batch.current, batch.previous, batch.flow)
+
+
+@torch.no_grad()
+def pull_statistics_towards(model: torch.nn.Module, start: dict[str, torch.Tensor], share: float) -> None:
+    """Move every batch-norm layer's stored mean and variance `share` of the way to their values in `start`."""
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
+            module.running_mean.lerp_(start[f"{name}.running_mean"].to(module.running_mean), share)
+            module.running_var.lerp_(start[f"{name}.running_var"].to(module.running_var), share)
 
 
 def update_window(index: int, window: int, replay: int, seed: int) -> list[int]:
