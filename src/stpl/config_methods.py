@@ -119,7 +119,7 @@ class OnlineConfig:
     # pseudo-labels from the temporal ensemble, twice the learning rate; docs/online.md); "offline": adapt.* as set
     recipe: Literal["stream", "offline"] = "stream"
     # how far each update moves the stored batch-norm statistics towards the window's when they follow the stream
-    # (norm=update); 0 = the layers' own momentum (0.1). Smaller keeps more of the source statistics, a prior
+    # (norm=update); 0 = the layers' own momentum (0.1); norm-online uses adapt.norm_ema_momentum instead
     norm_momentum: float = 0.0
     # after each update, the stored batch-norm statistics move this share of the way back to the starting (source)
     # ones: statistics that follow the stream with a source prior (0 = off)
