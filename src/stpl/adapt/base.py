@@ -6,10 +6,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from stpl.adapt.norm import batch_norms, set_norm_mode
+from stpl.adapt.norm import set_norm_mode, train_only_norm_affine
 from stpl.config import AdaptConfig
 from stpl.engine.method import Method, parameter_groups
-from stpl.errors import StplError
 
 
 class AdaptationMethod(Method):
@@ -25,7 +24,7 @@ class AdaptationMethod(Method):
         super().__init__(model)
         self.config = config
         if config.trainable == "norm":
-            train_only_norm_affine(model)
+            train_only_norm_affine(model, "adapt.trainable=norm")
         self.anchor: dict[str, Tensor] = {}
         if config.lambda_anchor > 0:
             self.anchor = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -47,14 +46,3 @@ class AdaptationMethod(Method):
     def train_mode(self) -> None:
         self.model.train()
         set_norm_mode(self.model, self.config.norm)
-
-
-def train_only_norm_affine(model: nn.Module) -> None:
-    """Freeze every parameter but the batch-norm scales and shifts."""
-    affine = [norm for norm in batch_norms(model) if norm.affine]
-    if not affine:
-        raise StplError("adapt.trainable=norm trains batch-norm affine parameters, and this model has none")
-    model.requires_grad_(False)
-    for norm in affine:
-        norm.weight.requires_grad_(True)
-        norm.bias.requires_grad_(True)

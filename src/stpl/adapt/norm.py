@@ -9,12 +9,25 @@ import torch
 from torch import nn
 
 from stpl.data.pairs import PairBatch
+from stpl.errors import StplError
 
 NORM_MODES = ("frozen", "reestimate", "update")
 
 
 def batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def train_only_norm_affine(model: nn.Module, who: str) -> None:
+    """Freeze every parameter but the batch-norm scales and shifts (TENT's trainable set); `who` names what asked,
+    for the error when the model has none."""
+    affine = [norm for norm in batch_norms(model) if norm.affine]
+    if not affine:
+        raise StplError(f"{who} trains batch-norm affine parameters, and this model has none (frozen BN?)")
+    model.requires_grad_(False)
+    for norm in affine:
+        norm.weight.requires_grad_(True)
+        norm.bias.requires_grad_(True)
 
 
 def set_norm_mode(model: nn.Module, mode: str) -> None:

@@ -8,6 +8,7 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
+from stpl.adapt.norm import batch_norms
 from stpl.config import AdaptConfig
 from stpl.data.pairs import PairBatch
 from stpl.models.segmenter import SegmenterOutput
@@ -108,9 +109,7 @@ def statistics_source(student: nn.Module, config: AdaptConfig) -> nn.Module | No
 @torch.no_grad()
 def copy_norm_statistics(source: nn.Module, target: nn.Module) -> None:
     """The batch-norm running statistics of `source` into the same layers of `target` (same architecture)."""
-    norms = [m for m in source.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    copies = [m for m in target.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for norm, copy_ in zip(norms, copies, strict=True):
+    for norm, copy_ in zip(batch_norms(source), batch_norms(target), strict=True):
         if norm.running_mean is not None and copy_.running_mean is not None:
             copy_.running_mean.copy_(norm.running_mean)
             copy_.running_var.copy_(norm.running_var)

@@ -19,11 +19,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from stpl.adapt.norm import batch_norms, batch_statistics
+from stpl.adapt.norm import batch_norms, batch_statistics, train_only_norm_affine
 from stpl.config import AdaptConfig
 from stpl.data.pairs import PairBatch
 from stpl.engine.method import Method, parameter_groups
-from stpl.errors import StplError
 from stpl.losses.entropy import entropy_map
 from stpl.models.segmenter import upsample
 
@@ -35,13 +34,7 @@ class Tent(Method):
         super().__init__(model)
         self.config = config
         self.norms = batch_norms(model)
-        affine = [norm for norm in self.norms if norm.affine]
-        if not affine:
-            raise StplError("tent trains batch-norm affine parameters, and this model has none (frozen BN?)")
-        model.requires_grad_(False)
-        for norm in affine:
-            norm.weight.requires_grad_(True)
-            norm.bias.requires_grad_(True)
+        train_only_norm_affine(model, "tent")
 
     def param_groups(self) -> list[dict[str, Any]]:
         groups = parameter_groups(self.model, self.config.lr, self.config.backbone_lr_scale)
