@@ -104,7 +104,7 @@ def validate(config: Config, method_names: Sequence[str]) -> None:
     if min(online.window, online.steps, online.every) < 1:
         raise StplError("config keys 'adapt.online.window', 'steps' and 'every' must be at least 1")
     shares = {"restore_probability": online.restore_probability, "norm_momentum": online.norm_momentum,
-              "norm_source_prior": online.norm_source_prior}  # fmt: skip
+              "norm_source_prior": online.norm_source_prior, "frame_statistics": online.frame_statistics}  # fmt: skip
     for key, value in shares.items():
         if not 0.0 <= value <= 1.0:
             raise StplError(f"config key 'adapt.online.{key}' must be in [0, 1], got {value}")

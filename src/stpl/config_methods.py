@@ -124,3 +124,7 @@ class OnlineConfig:
     # after each update, the stored batch-norm statistics move this share of the way back to the starting (source)
     # ones: statistics that follow the stream with a source prior (0 = off)
     norm_source_prior: float = 0.0
+    # when predicting (the model's and its teachers'), each batch-norm layer normalises a frame by this share of
+    # the frame's own statistics and the rest of the stored ones: no lag after a change of conditions
+    # (adapt/frame_statistics.py; 0 = the stored statistics alone, 1 = the frame's alone)
+    frame_statistics: float = 0.0

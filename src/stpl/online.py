@@ -18,6 +18,7 @@ import torch
 
 from stpl.adapt import METHODS, build_method
 from stpl.adapt.cotta import stochastic_restore
+from stpl.adapt.frame_statistics import use_frame_statistics
 from stpl.adapt.norm import batch_norms
 from stpl.config import AdaptConfig, Config, with_overrides
 from stpl.data.pairs import PairBatch, PairDataset
@@ -79,6 +80,7 @@ class OnlineAdapter:
         if self.options.norm_momentum > 0:
             for norm in batch_norms(model):
                 norm.momentum = self.options.norm_momentum
+        use_frame_statistics(model, self.options.frame_statistics)  # before _build: teachers are copies of it
         self.start = copy.deepcopy(model.state_dict())  # for episodic updates, restores and resets after a collapse
         self.generator = torch.Generator().manual_seed(seed)  # the restore's draws
         self._build()
