@@ -352,3 +352,26 @@ def test_online_norm_source_prior_pulls_the_statistics_back_towards_the_start(to
     torch.testing.assert_close(moved[0.25], 0.75 * moved[0.0], rtol=1e-4, atol=1e-7)
     with pytest.raises(StplError, match="norm_source_prior"):
         load_online(toy_checkpoint, "tent", ["adapt.online.norm_source_prior=1.5"])
+
+
+def test_online_frame_statistics_one_predicts_without_the_stored_statistics(toy_checkpoint):
+    import torch
+
+    from stpl.predict import load_online
+
+    def stream(share: float, garble: bool) -> list[np.ndarray]:
+        sets = [f"adapt.online.frame_statistics={share}", "adapt.lr=1e-9"]
+        predictor, adapter = load_online(toy_checkpoint, "tent", sets)
+        if garble:  # stored statistics far from anything the frames show
+            for norm in (m for m in predictor.model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+                norm.running_mean.add_(3.0)
+                norm.running_var.mul_(4.0)
+        return [p.classes for p in predictor.stream_online(clip(3), adapter)]
+
+    # each frame is normalised by its own statistics alone: the stored ones cannot change a prediction
+    for plain, garbled in zip(stream(1.0, False), stream(1.0, True), strict=True):
+        np.testing.assert_array_equal(plain, garbled)
+    # the control: with the stored statistics (share 0) the same garbling does change them
+    assert any((a != b).any() for a, b in zip(stream(0.0, False), stream(0.0, True), strict=True))
+    with pytest.raises(StplError, match="frame_statistics"):
+        load_online(toy_checkpoint, "tent", ["adapt.online.frame_statistics=1.5"])

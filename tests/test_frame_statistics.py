@@ -1,0 +1,67 @@
+"""Frame statistics (adapt/frame_statistics.py): eval-mode batch norm with each frame's own statistics mixed in."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from stpl.adapt.frame_statistics import use_frame_statistics
+
+
+def stored_norm(channels: int = 3) -> nn.BatchNorm2d:
+    generator = torch.Generator().manual_seed(0)
+    norm = nn.BatchNorm2d(channels)
+    norm.running_mean.copy_(torch.rand(channels, generator=generator) * 2 - 1)
+    norm.running_var.copy_(torch.rand(channels, generator=generator) + 0.5)
+    norm.weight.data.copy_(torch.rand(channels, generator=generator) + 0.5)
+    norm.bias.data.copy_(torch.rand(channels, generator=generator) - 0.5)
+    return norm.eval()
+
+
+def frames(shape=(2, 3, 5, 7)) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(1)) * 2 + 1
+
+
+def test_share_one_normalises_each_frame_by_its_own_statistics():
+    norm, x = stored_norm(), frames()
+    use_frame_statistics(norm, 1.0)
+    own = nn.functional.instance_norm(x, eps=norm.eps) * norm.weight.view(1, -1, 1, 1) + norm.bias.view(1, -1, 1, 1)
+    torch.testing.assert_close(norm(x), own, rtol=1e-5, atol=1e-5)
+
+
+def test_share_mixes_the_stored_and_the_frame_statistics_by_hand():
+    norm, x = stored_norm(), frames()
+    use_frame_statistics(norm, 0.25)
+    n, c = 1, 2  # one frame and channel, worked out by hand
+    values = x[n, c]
+    frame_mean = values.mean()
+    frame_var = ((values - frame_mean) ** 2).mean()  # over the pixels, without correction
+    mean = 0.75 * norm.running_mean[c] + 0.25 * frame_mean
+    var = 0.75 * norm.running_var[c] + 0.25 * frame_var
+    expected = (values - mean) / torch.sqrt(var + norm.eps) * norm.weight[c] + norm.bias[c]
+    torch.testing.assert_close(norm(x)[n, c], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_share_zero_training_mode_and_pooled_maps_keep_the_plain_layer():
+    x = frames()
+    plain = stored_norm()
+    assert use_frame_statistics(stored_norm(), 0.0) == 0
+    hooked = stored_norm()
+    assert use_frame_statistics(hooked, 1.0) == 1
+    pooled = x.mean(dim=(2, 3), keepdim=True)  # one pixel: no statistics of its own
+    torch.testing.assert_close(hooked(pooled), plain(pooled))
+    hooked.train(), plain.train()
+    torch.testing.assert_close(hooked(x), plain(x))  # training mode: batch statistics, as always
+    with pytest.raises(ValueError, match="share"):
+        use_frame_statistics(stored_norm(), 1.5)
+
+
+def test_copies_of_the_model_normalise_the_same_way():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
+    use_frame_statistics(model, 0.5)
+    teacher = copy.deepcopy(model)
+    x = frames((1, 3, 9, 11))
+    torch.testing.assert_close(teacher(x), model(x))
+    teacher[1].running_mean.add_(1.0)  # the copy's hook reads the copy's statistics
+    assert not torch.allclose(teacher(x), model(x))
