@@ -302,11 +302,13 @@ def test_stream_recipe_applies_once_to_its_method_only(toy_checkpoint):
 
     stpl = stream_recipe(build_config(sets=["adapt.method=stpl", "adapt.lr=0.003"]))
     assert stpl.adapt.temporal_ensemble and stpl.adapt.lr == pytest.approx(0.006)
+    assert stpl.adapt.online.frame_statistics == 1.0 and stpl.adapt.online.recipe == "offline"
     assert stream_recipe(stpl).adapt.lr == pytest.approx(0.006)  # applied once: the recorded config is what ran
     offline = stream_recipe(build_config(sets=["adapt.method=stpl", "adapt.lr=0.003", "adapt.online.recipe=offline"]))
     assert not offline.adapt.temporal_ensemble and offline.adapt.lr == pytest.approx(0.003)
     tent = stream_recipe(build_config(sets=["adapt.method=tent", "adapt.lr=0.003"]))
     assert not tent.adapt.temporal_ensemble and tent.adapt.lr == pytest.approx(0.003)
+    assert tent.adapt.online.frame_statistics == 0.0
     _, adapter = load_online(toy_checkpoint, "stpl", ["adapt.lr=0.01"])
     assert adapter.config.temporal_ensemble
     assert adapter.optimizer.param_groups[0]["lr"] == pytest.approx(0.02)

@@ -116,7 +116,8 @@ class OnlineConfig:
     # replay of what the stream showed before, against forgetting it (0 = the window alone)
     replay: int = 0
     # "stream": a method with settings chosen on held-out streams adapts with them (online.STREAM_RECIPES; stpl:
-    # pseudo-labels from the temporal ensemble, twice the learning rate; docs/online.md); "offline": adapt.* as set
+    # pseudo-labels from the temporal ensemble, twice the learning rate, frame statistics 1; docs/online.md; they
+    # replace what is set for those keys); "offline": adapt.* as set
     recipe: Literal["stream", "offline"] = "stream"
     # how far each update moves the stored batch-norm statistics towards the window's when they follow the stream
     # (norm=update); 0 = the layers' own momentum (0.1); norm-online uses adapt.norm_ema_momentum instead

@@ -48,8 +48,11 @@ def causal_settings(config: AdaptConfig) -> AdaptConfig:
 # Settings that carry a method over from offline adaptation to a stream, chosen on held-out streams (frames or
 # shifts that no benchmark scores; docs/online.md): what they replace, and the factor on the learning rate.
 # Online STPL's pseudo-labels average the teacher's prediction of frame t with its warped prediction of frame t-1:
-# one update per frame at twice the offline rate, on labels the earlier frame confirms.
-STREAM_RECIPES: dict[str, dict[str, Any]] = {"stpl": {"temporal_ensemble": True, "lr_factor": 2.0}}
+# one update per frame at twice the offline rate, on labels the earlier frame confirms; the model and its teacher
+# predict each frame with that frame's own batch-norm statistics (online.frame_statistics 1: no lag after a change).
+STREAM_RECIPES: dict[str, dict[str, Any]] = {
+    "stpl": {"temporal_ensemble": True, "lr_factor": 2.0, "online": {"frame_statistics": 1.0}},
+}
 
 
 def stream_recipe(config: Config) -> Config:
@@ -60,7 +63,8 @@ def stream_recipe(config: Config) -> Config:
         return config
     settings = {key: value for key, value in recipe.items() if key != "lr_factor"}
     settings["lr"] = config.adapt.lr * recipe.get("lr_factor", 1.0)
-    settings["online"] = {"recipe": "offline"}  # applied: the adapt.* settings now stand as they are
+    # applied: the adapt.* settings now stand as they are
+    settings["online"] = {**recipe.get("online", {}), "recipe": "offline"}
     return with_overrides(config, {"adapt": settings})
 
 
