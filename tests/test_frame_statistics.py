@@ -65,3 +65,18 @@ def test_copies_of_the_model_normalise_the_same_way():
     torch.testing.assert_close(teacher(x), model(x))
     teacher[1].running_mean.add_(1.0)  # the copy's hook reads the copy's statistics
     assert not torch.allclose(teacher(x), model(x))
+
+
+def test_gradients_flow_through_the_frame_statistics_as_through_the_formula():
+    x = frames().requires_grad_(True)
+    norm = stored_norm()
+    use_frame_statistics(norm, 0.5)
+    mean = 0.5 * norm.running_mean.view(1, -1, 1, 1) + 0.5 * x.mean(dim=(2, 3), keepdim=True)
+    var = 0.5 * norm.running_var.view(1, -1, 1, 1) + 0.5 * x.var(dim=(2, 3), keepdim=True, unbiased=False)
+    formula = (x - mean) / torch.sqrt(var + norm.eps) * norm.weight.view(1, -1, 1, 1) + norm.bias.view(1, -1, 1, 1)
+    weights = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
+    (got,) = torch.autograd.grad((norm(x) * weights).sum(), x)
+    (expected,) = torch.autograd.grad((formula * weights).sum(), x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # the one-pass path gives the same values
+        torch.testing.assert_close(norm(x), formula.detach(), rtol=1e-5, atol=1e-5)
