@@ -117,3 +117,27 @@ def test_a_cached_earlier_frame_gives_the_same_prediction():
     # the cached encoding is the same batch-of-1 encoder pass on the same frame: bit-equal, tolerance unused
     torch.testing.assert_close(cached.logits, plain.logits)
     torch.testing.assert_close(cached.warped_features, plain.warped_features)
+
+
+def test_a_window_of_consecutive_pairs_encodes_each_frame_once_with_the_same_prediction():
+    from stpl.models.segmenter import earlier_frame_sources, predict_sharing_frames
+
+    torch.manual_seed(0)
+    model = make_tiny_model(num_classes=4).eval()
+    frames = torch.randn(6, 3, 33, 47)
+    current, previous = frames[1:].clone(), frames[:-1].clone()
+    previous[0] = current[0]  # the stream's first frame, paired with itself
+    previous[3] = torch.randn(3, 33, 47)  # a pair whose earlier frame no pair holds as frame t
+    flow = torch.randn(5, 2, 33, 47)
+    assert earlier_frame_sources(current, previous) == [0, 0, 1, None, 3]
+    encoded = []
+    model.backbone.register_forward_hook(lambda module, inputs, output: encoded.append(len(inputs[0])))
+    with torch.no_grad():
+        plain = model(current, previous, flow)
+        encoded.clear()
+        shared = predict_sharing_frames(model, current, previous, flow)
+    assert encoded == [5, 1]  # 6 distinct frames, not 10
+    # the same frames pass the same layers in batches of other sizes: equal up to float rounding
+    torch.testing.assert_close(shared.logits, plain.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(shared.warped_logits, plain.warped_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(shared.valid, plain.valid)

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from stpl.adapt.norm import batch_norms
 from stpl.config import AdaptConfig
 from stpl.data.pairs import PairBatch
-from stpl.models.segmenter import SegmenterOutput
+from stpl.models.segmenter import SegmenterOutput, predict_sharing_frames
 from stpl.models.warp import warp, warp_error
 
 TEACHERS = ("source", "ema", "current")
@@ -77,9 +77,9 @@ class Teacher:
             copy_norm_statistics(self.statistics_of, self.model)
         modes = [(module, module.training) for module in self.model.modules()]
         self.model.eval()
-        output = self.model(batch.current, batch.previous, batch.flow)
+        output = predict_sharing_frames(self.model, batch.current, batch.previous, batch.flow)
         if self.flip_average:
-            output = average_with_mirror(output, self.model(*mirror_pair(batch)))
+            output = average_with_mirror(output, predict_sharing_frames(self.model, *mirror_pair(batch)))
         for module, training in modes:
             module.training = training
         return output

@@ -121,5 +121,33 @@ class VideoSegmenter(nn.Module):
         return SegmenterOutput(logits, frame_logits, warped_logits, valid, features, warped_features, embeddings)
 
 
+def earlier_frame_sources(current: Tensor, previous: Tensor) -> list[int | None]:
+    """For each pair i, the index j of a pair whose frame t is exactly pair i's earlier frame (None if none is):
+    in a window of consecutive pairs, pair i's frame t-1 is pair i-1's frame t, and a frame paired with itself
+    is its own."""
+    sources: list[int | None] = []
+    for i in range(len(previous)):
+        candidates = [j for j in (i - 1, i) if 0 <= j < len(current)]
+        sources.append(next((j for j in candidates if torch.equal(previous[i], current[j])), None))
+    return sources
+
+
+@torch.no_grad()
+def predict_sharing_frames(model: VideoSegmenter, current: Tensor, previous: Tensor, flow: Tensor) -> SegmenterOutput:
+    """`model(current, previous, flow)` for a model in eval mode, where every frame is encoded on its own (stored
+    or per-frame normalisation statistics), with each distinct frame encoded once: a teacher's window of
+    consecutive pairs passes 9 frames through the encoder instead of 16."""
+    sources = earlier_frame_sources(current, previous)
+    features, logits = model.encode_frame(current)
+    missing = [i for i, j in enumerate(sources) if j is None]
+    if missing:
+        extra_features, extra_logits = model.encode_frame(previous[missing])
+        features, logits = torch.cat((features, extra_features)), torch.cat((logits, extra_logits))
+    extra = iter(range(len(current), len(current) + len(missing)))
+    index = [j if j is not None else next(extra) for j in sources]
+    return model(current, previous, flow, current_encoded=(features[: len(current)], logits[: len(current)]),
+                 previous_encoded=(features[index], logits[index]))  # fmt: skip
+
+
 def upsample(logits: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
