@@ -9,7 +9,8 @@ the source costs), the oracle (fine-tuned from the source model on target labels
 n = seeds per row.
 
 A second table, between its own markers, gives the online rows (adapted while predicting, `*-online`): for every
-benchmark with an online bench, source-only, each stream baseline and stpl-online.
+benchmark with an online bench, source-only, each stream baseline and stpl-online; a variant table of a benchmark
+(its name and a suffix: `camvid-15hz-continual-frame-statistics-baselines`) follows that benchmark's row.
 """
 
 from __future__ import annotations
@@ -64,10 +65,25 @@ def summaries(results_dir: Path) -> dict[str, dict]:
     return out
 
 
+def beside_their_benchmark(names: list[str]) -> list[str]:
+    """`names` with each variant table (a benchmark's name and a suffix, e.g. the baselines run with other
+    settings) moved to just after its benchmark's row."""
+    ordered = [name for name in names if not any(name.startswith(f"{other}-") for other in names)]
+    for name in [name for name in names if name not in ordered]:
+        base = max((other for other in ordered if name.startswith(f"{other}-")), key=len)
+        position = ordered.index(base) + 1
+        while position < len(ordered) and ordered[position].startswith(f"{base}-"):
+            position += 1
+        ordered.insert(position, name)
+    return ordered
+
+
 def build_online_table(results_dir: Path) -> str:
     header = "| benchmark | n | source-only | " + " | ".join(ONLINE_ORDER) + " |"
     lines = [header, "|---" * (3 + len(ONLINE_ORDER)) + "|"]
-    for name, summary in summaries(results_dir).items():
+    tables = summaries(results_dir)
+    for name in beside_their_benchmark(list(tables)):
+        summary = tables[name]
         if any(is_online(m) for m in summary):
             seeds = sorted({row["n"] for m, row in summary.items() if is_online(m) or m == "source-only"})
             cells = [cell(summary, m) for m in ("source-only", *ONLINE_ORDER)]

@@ -45,6 +45,7 @@ def test_online_rows_have_their_own_table_and_never_count_as_offline_competitors
         "synthetic-temporal": {"source-only": row(15.0), "adabn": row(36.0), "self-training": row(41.04),
                                "stpl": row(42.0), "tent-online": row(45.0), "stpl-online": row(46.0)},
         "camvid-15hz-continual": {"source-only": row(20.0), "tent-online": row(25.0), "stpl-online": row(26.36)},
+        "synthetic-temporal-frame-statistics-baselines": {"source-only": row(15.0), "tent-online": row(45.5)},
     }  # fmt: skip
     for name, summary in benches.items():
         (tmp_path / name).mkdir()
@@ -57,5 +58,6 @@ def test_online_rows_have_their_own_table_and_never_count_as_offline_competitors
     online = script.build_online_table(tmp_path).splitlines()
     assert online[2:] == [
         "| synthetic-temporal | 3 | 15.0 | – | 45.0 | – | – | 46.0 |",
+        "| synthetic-temporal-frame-statistics-baselines | 3 | 15.0 | – | 45.5 | – | – | – |",  # beside its bench
         "| camvid-15hz-continual | 3 | 20.0 | – | 25.0 | – | – | 26.4 |",
     ]
