@@ -80,3 +80,13 @@ def test_gradients_flow_through_the_frame_statistics_as_through_the_formula():
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     with torch.no_grad():  # the one-pass path gives the same values
         torch.testing.assert_close(norm(x), formula.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_half_precision_frames_come_back_in_their_dtype_with_float32_statistics():
+    norm, x = stored_norm(), frames()
+    use_frame_statistics(norm, 1.0)
+    with torch.no_grad():
+        full = norm(x)
+        half = norm(x.to(torch.bfloat16))
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), full, rtol=2e-2, atol=5e-2)  # bfloat16 keeps 8 bits of mantissa
