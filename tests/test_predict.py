@@ -311,6 +311,10 @@ def test_stream_recipe_applies_once_to_its_method_only(toy_checkpoint):
     assert tent.adapt.online.frame_statistics == 0.0
     _, adapter = load_online(toy_checkpoint, "stpl", ["adapt.lr=0.01"])
     assert adapter.config.temporal_ensemble
+    from stpl.adapt.frame_statistics import FrameStatisticsBatchNorm2d
+
+    norms = [m for m in adapter.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(type(m) is FrameStatisticsBatchNorm2d and m.frame_share == 1.0 for m in norms)
     assert adapter.optimizer.param_groups[0]["lr"] == pytest.approx(0.02)
 
 
