@@ -90,3 +90,20 @@ def test_half_precision_frames_come_back_in_their_dtype_with_float32_statistics(
         half = norm(x.to(torch.bfloat16))
     assert half.dtype == torch.bfloat16
     torch.testing.assert_close(half.float(), full, rtol=2e-2, atol=5e-2)  # bfloat16 keeps 8 bits of mantissa
+
+
+def test_an_online_model_without_batch_norm_says_frame_statistics_have_no_effect(capsys):
+    from conftest import make_tiny_model
+    from stpl.config import build_config
+    from stpl.online import OnlineAdapter
+
+    model = make_tiny_model()
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, nn.BatchNorm2d):
+                setattr(parent, name, nn.Identity())
+    config = build_config(sets=["adapt.method=self-training", "adapt.online.frame_statistics=1.0"]).adapt
+    OnlineAdapter(model, config)
+    assert "frame_statistics has no effect" in capsys.readouterr().err
+    OnlineAdapter(make_tiny_model(), config)  # with batch norm: nothing to say
+    assert "frame_statistics" not in capsys.readouterr().err

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -84,7 +85,10 @@ class OnlineAdapter:
         if self.options.norm_momentum > 0:
             for norm in batch_norms(model):
                 norm.momentum = self.options.norm_momentum
-        use_frame_statistics(model, self.options.frame_statistics)  # before _build: teachers are copies of it
+        # before _build: teachers are copies of the model and keep its layers' rule
+        if use_frame_statistics(model, self.options.frame_statistics) == 0 and self.options.frame_statistics > 0:
+            print("[online] adapt.online.frame_statistics has no effect: the model has no BatchNorm2d layer (frozen "
+                  "batch norm, as in resnet101_deeplabv2, keeps its stored statistics)", file=sys.stderr)  # fmt: skip
         self.start = copy.deepcopy(model.state_dict())  # for episodic updates, restores and resets after a collapse
         self.generator = torch.Generator().manual_seed(seed)  # the restore's draws
         self._build()
