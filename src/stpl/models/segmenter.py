@@ -145,8 +145,8 @@ def predict_sharing_frames(model: nn.Module, current: Tensor, previous: Tensor, 
     if missing:
         extra_features, extra_logits = model.encode_frame(previous[missing])
         features, logits = torch.cat((features, extra_features)), torch.cat((logits, extra_logits))
-    extra = iter(range(len(current), len(current) + len(missing)))
-    index = [j if j is not None else next(extra) for j in sources]
+    # pair i's earlier frame: frame t of pair sources[i], or its own encoding after the current frames'
+    index = [j if j is not None else len(current) + missing.index(i) for i, j in enumerate(sources)]
     return model(current, previous, flow, current_encoded=(features[: len(current)], logits[: len(current)]),
                  previous_encoded=(features[index], logits[index]))  # fmt: skip
 
