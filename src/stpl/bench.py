@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stpl import online_run, workflows
+from stpl import estimation, online_run, workflows
 from stpl.adapt import METHODS as ADAPT_METHODS
 from stpl.adapt import uses_source
 from stpl.atomic import write_json, write_text
@@ -267,6 +267,16 @@ def write_plots(out_dir: Path, benchmark: str, summary: dict[str, Any], classes:
         curves(out_dir / "adaptation_curves.png", lines, "adaptation step", "mIoU (%)", title)
 
 
+def label_free_figures(checkpoint: Path, config: Config, source: Path) -> dict[str, Any]:
+    """The label-free estimate of a checkpoint on the adaptation frames (labels withheld, the source model as the
+    reference), and its mIoU on the labelled adaptation frames: held-out frames that the estimate's settings are
+    chosen on (never the evaluation split)."""
+    device = workflows.setup_runtime(config)
+    estimate = estimation.estimate_checkpoint(checkpoint, config, device, reference=source)
+    adapt_split = with_overrides(config, {"eval": {"split": "adapt"}})
+    return {"estimate": estimate, "adapt_split_mIoU": workflows.evaluate_checkpoint(checkpoint, adapt_split)["mIoU"]}
+
+
 def find_source_model(bench_dir: Path, seed: int, identity: dict[str, Any]) -> Path | None:
     """A finished source model of this seed and config in another bench folder (any code version), or None."""
     for candidate in sorted((bench_dir / "source").glob(f"seed{seed}-*")):
@@ -332,12 +342,15 @@ def run_bench(
             else:
                 checkpoint, seconds = run_method(method, config, source, run_dir)
                 result = workflows.evaluate_checkpoint(checkpoint, config, run_dir)
+                result.update(label_free_figures(checkpoint, config, source))
             record = {
                 "method": method, "seed": seed, "mIoU": result["mIoU"], "per_class": result["per_class"],
                 "adapt_seconds": seconds, "eval_frames": result.get("num_frames"),
                 "pass_seconds": result.get("pass_seconds"), "collapsed": bool(result.get("collapsed", False)),
                 "uses_source": method not in ("source-only", *REFERENCE_METHODS) and uses_source(config.adapt.method),
                 "health": result.get("health"),  # online runs: the predictions' label-free signals
+                "estimate": result.get("estimate"),  # label-free estimate on the unlabelled adaptation frames
+                "adapt_split_mIoU": result.get("adapt_split_mIoU"),  # for fitting the estimate; never a result
                 "continual": result.get("continual"),  # a continual stream's scores per round and shift
                 "checkpoint": str(checkpoint), "source": str(source),
                 "commit": commit, "code": code,

@@ -1,0 +1,71 @@
+"""The label-free estimate (analysis/label_free.py) of checkpoints on a data set's unlabelled frames, and the
+sentence that compares an adapted model with its source model.
+
+The frames are read as pairs with their real earlier frame and flow whatever the model's `model.temporal`, and
+without labels: the estimate is what a user without labels can compute.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stpl.analysis.label_free import estimate_model
+from stpl.config import Config
+from stpl.data import build_dataset
+from stpl.data.pairs import PairDataset
+from stpl.engine.checkpoint import Checkpoint, load_checkpoint
+from stpl.engine.checkpoint_model import check_classes, model_from_checkpoint, with_checkpoint_model
+from stpl.models import VideoSegmenter
+
+# how far apart two estimates must be before the comparison calls one model better (points of the estimate)
+CLEAR_MARGIN = 0.5
+
+
+def estimation_pairs(config: Config, split: str = "adapt") -> PairDataset:
+    """A split's pairs with real earlier frames and flow, labels withheld."""
+    return build_dataset(config, split, with_labels=False)
+
+
+def checkpoint_model(path: Path, config: Config, device: torch.device) -> tuple[VideoSegmenter, bool, Checkpoint]:
+    """The checkpoint's own model (its whole model section) on `device`, whether it predicts with the earlier
+    frame, and the checkpoint."""
+    checkpoint = load_checkpoint(Path(path))
+    check_classes(checkpoint, config, Path(path))
+    model_config = with_checkpoint_model(config, checkpoint, architecture_only=False)
+    model = model_from_checkpoint(checkpoint, model_config, skip_adaptation_modules=False).to(device)
+    return model.eval(), model_config.model.temporal, checkpoint
+
+
+def estimate_checkpoint(
+    path: Path,
+    config: Config,
+    device: torch.device,
+    reference: Path | None = None,
+    pairs: PairDataset | None = None,
+    split: str = "adapt",
+) -> dict[str, Any]:
+    """The estimate and its parts for the checkpoint at `path` on `split`'s unlabelled pairs (or `pairs`), measured
+    against the `reference` checkpoint (the source model) when given."""
+    pairs = pairs if pairs is not None else estimation_pairs(config, split)
+    model, temporal, _ = checkpoint_model(path, config, device)
+    reference_model, reference_temporal = None, True
+    if reference is not None:
+        reference_model, reference_temporal, _ = checkpoint_model(reference, config, device)
+    result = estimate_model(
+        model, pairs, config.eval.batch_size, reference_model, temporal, reference_temporal, seed=config.seed
+    )
+    return {**result, "frames": len(pairs), "reference": None if reference is None else str(reference)}
+
+
+def compare_sentence(adapted: float, source: float, name: str = "the adapted model") -> str:
+    """One line that says whether `name` looks better than the source model on the video, by the estimate."""
+    difference = adapted - source
+    figures = f"label-free estimate {adapted:.1f} vs the source model's {source:.1f}"
+    if difference > CLEAR_MARGIN:
+        return f"{name} looks better than the source model on this video ({figures})"
+    if difference < -CLEAR_MARGIN:
+        return f"{name} looks WORSE than the source model on this video ({figures}): keep the source model"
+    return f"{name} looks no different from the source model on this video ({figures})"
