@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from stpl import bench, workflows
+from stpl import bench, estimation, workflows
 from stpl.adapt import METHODS
 from stpl.config import Config, build_config, config_to_yaml
 from stpl.config_files import environment_sets
@@ -94,6 +94,49 @@ def run_adapt(args: argparse.Namespace) -> None:
     config = load_config(args, args.source_ckpt)
     path = workflows.adapt(config, resolve_checkpoint(args.source_ckpt, "source checkpoint"), args.out)
     print(f"adapted model: {path}")
+
+
+def add_estimate(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "estimate",
+        help="label-free estimate of how well each checkpoint segments a video (no labels), best first",
+        description="Scores each checkpoint on the same unlabelled frames: temporal consistency along the optical "
+        "flow and agreement under augmentation, as class-mean IoUs over the source model's classes, times the share "
+        "of those classes each model keeps (docs/label_free.md). Comparable between models on one video only.",
+    )
+    add_config_options(parser)
+    parser.add_argument("--ckpt", type=Path, action="append", required=True,
+                        help="a checkpoint or shipped model to score (repeat to compare several)")  # fmt: skip
+    parser.add_argument("--input", type=Path,
+                        help="your video (a file, or a folder of images sorted by name); without it, the adaptation "
+                        "split of --config's data set")  # fmt: skip
+    parser.add_argument("--source", type=Path,
+                        help="the source model the classes are judged against (default: the one an adapted "
+                        "checkpoint names, when that file exists)")  # fmt: skip
+    parser.add_argument("--out", type=Path, help="write OUT/estimate.json")
+    parser.set_defaults(run=run_estimate)
+
+
+def run_estimate(args: argparse.Namespace) -> None:
+    from stpl.atomic import write_json
+
+    paths = [resolve_checkpoint(path) for path in args.ckpt]
+    reference = resolve_checkpoint(args.source, "source checkpoint") if args.source else None
+    reference = reference or estimation.default_reference(paths)
+    if args.input is not None:
+        args.sets = [*args.sets, *estimation.own_video_sets(args.input, paths[0])]
+    config = load_config(args, paths[0])
+    if reference is None:
+        print("[estimate] no source model (--source): every class counts, and swapped classes go unseen", flush=True)
+    else:
+        print(f"[estimate] classes judged against the source model {reference}", flush=True)
+    result = estimation.estimate_checkpoints(paths, [str(path) for path in args.ckpt], config,
+                                             workflows.setup_runtime(config), reference)  # fmt: skip
+    best = result["models"][0]
+    print(f"best by the label-free estimate: {best['name']} ({best['estimate']:.1f}) on {result['frames']} frames")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_json(args.out / "estimate.json", result)
 
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
@@ -304,7 +347,7 @@ def run_export(args: argparse.Namespace) -> None:
 
 
 SUBCOMMANDS = (
-    add_train_source, add_adapt, add_eval, add_predict, add_demo, add_flow, add_bench, add_analyze,
+    add_train_source, add_adapt, add_eval, add_estimate, add_predict, add_demo, add_flow, add_bench, add_analyze,
     add_import_accel, add_show_config, add_speed, add_export,
 )  # fmt: skip
 

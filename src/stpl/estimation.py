@@ -7,6 +7,7 @@ without labels: the estimate is what a user without labels can compute.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,9 @@ from stpl.analysis.label_free import estimate_model
 from stpl.config import Config
 from stpl.data import build_dataset
 from stpl.data.pairs import PairDataset
-from stpl.engine.checkpoint import Checkpoint, load_checkpoint
+from stpl.engine.checkpoint import Checkpoint, load_checkpoint, read_meta
 from stpl.engine.checkpoint_model import check_classes, model_from_checkpoint, with_checkpoint_model
+from stpl.errors import StplError
 from stpl.models import VideoSegmenter
 
 # how far apart two estimates must be before the comparison calls one model better (points of the estimate)
@@ -69,3 +71,39 @@ def compare_sentence(adapted: float, source: float, name: str = "the adapted mod
     if difference < -CLEAR_MARGIN:
         return f"{name} looks WORSE than the source model on this video ({figures}): keep the source model"
     return f"{name} looks no different from the source model on this video ({figures})"
+
+
+def own_video_sets(video: Path, checkpoint: Path) -> list[str]:
+    """--set values that make one's own video (a file or a folder of frames) the adaptation split, with the
+    checkpoint's classes."""
+    if not Path(video).exists():
+        raise StplError(f"--input {video}: no such file or folder")
+    classes = read_meta(checkpoint).get("class_names") or []
+    return ["data.dataset=frames", f"data.frames.path={video}", f"data.frames.classes={json.dumps(classes)}"]
+
+
+def default_reference(paths: list[Path]) -> Path | None:
+    """The source model an adapted checkpoint names in its metadata, when that file is still there."""
+    for path in paths:
+        named = read_meta(path).get("source_checkpoint")
+        if named and Path(named).is_file():
+            return Path(named)
+    return None
+
+
+def estimate_checkpoints(
+    paths: list[Path], names: list[str], config: Config, device: torch.device, reference: Path | None
+) -> dict[str, Any]:
+    """Each checkpoint's estimate on the same unlabelled pairs, best first, and the reference it was measured
+    against; printed as a table."""
+    pairs = estimation_pairs(config)
+    rows = []
+    for name, path in zip(names, paths, strict=True):
+        scored = estimate_checkpoint(path, config, device, reference, pairs)
+        rows.append({"name": name, "checkpoint": str(path), **scored})
+        parts = scored["parts"]
+        print(f"[estimate] {name}: {scored['estimate']:.1f} (temporal {100 * parts['temporal_miou']:.1f}, "
+              f"augmentation {100 * parts['augmentation_miou']:.1f}, classes kept "
+              f"{100 * parts['class_identity']:.0f} %)", flush=True)  # fmt: skip
+    rows.sort(key=lambda row: -row["estimate"])
+    return {"frames": len(pairs), "reference": None if reference is None else str(reference), "models": rows}

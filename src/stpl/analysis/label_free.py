@@ -21,8 +21,12 @@ Class-mean IoUs run over the *reference classes*: those the reference model pred
 prediction shows scores 0, not "absent": a constant mask is perfectly consistent in time and under augmentation,
 yet it scores 1 / (number of reference classes) here, so collapse never scores well.
 
-The estimate is one number, 100 x the mean of temporal_miou and augmentation_miou: comparable between models on
-the same video and reference, not between videos.
+- class_identity: the share of the reference's classes that keep their identity in the model's prediction (see
+  `AgreementMatrix.kept_identity`); 1 without a reference. Consistency cannot see a model that swaps two classes;
+  this can.
+
+The estimate is one number, 100 x the mean of temporal_miou and augmentation_miou x class_identity: comparable
+between models on the same video and reference, not between videos.
 """
 
 from __future__ import annotations
@@ -70,6 +74,20 @@ class AgreementMatrix:
         union = self.counts.sum(0) + self.counts.sum(1) - true_positive
         values = [float(true_positive[c] / union[c]) if union[c] > 0 else 0.0 for c in classes]
         return sum(values) / len(values)
+
+    def kept_identity(self, classes: list[int]) -> float:
+        """The share of `classes` that keep their identity from prediction A (rows) to B (columns): class c of A
+        overlaps B's class c best of all B's classes, or B's class c overlaps A's class c best (either way round,
+        so that a class that grows or shrinks keeps it). Swapped or merged classes lose it."""
+        if not classes:
+            return 0.0
+        true_positive = self.counts.diag()
+        union = self.counts.sum(1, keepdim=True) + self.counts.sum(0, keepdim=True) - self.counts
+        iou = torch.where(union > 0, self.counts / union.clamp_min(1e-30), torch.zeros_like(union))
+        kept = [
+            bool(true_positive[c] > 0) and (int(iou[c].argmax()) == c or int(iou[:, c].argmax()) == c) for c in classes
+        ]
+        return sum(kept) / len(classes)
 
     def pixel_agreement(self) -> float:
         """The share of counted pixels on which the two predictions agree (0 when none was counted)."""
@@ -163,23 +181,7 @@ class LabelFreeScores:
             taken += count
 
     def result(self) -> dict[str, Any]:
-        counted = self.reference_pixels if self.has_reference else None
-        classes = reference_classes(counted) if counted is not None else list(range(self.num_classes))
-        own = set(reference_classes(self.class_pixels))
         samples = torch.cat(self.samples) if self.samples else torch.zeros(0, self.num_classes)
-        augmentation = sum(matrix.mean_iou(classes) for matrix in self.augmentations) / len(self.augmentations)
-        parts: dict[str, Any] = {
-            "temporal_miou": self.temporal.mean_iou(classes),
-            "augmentation_miou": augmentation,
-            "source_miou": self.source.mean_iou(classes) if self.has_reference else None,
-            "class_coverage": len(own & set(classes)) / len(classes) if classes else 0.0,
-            "confidence": self.confidence_sum / max(self.pixels, 1),
-            "entropy": self.entropy_sum / max(self.pixels, 1),
-            "snd": soft_neighbourhood_density(samples),
-            "temporal_pixels": self.temporal.pixel_agreement(),
-            "augmentation_pixels": sum(m.pixel_agreement() for m in self.augmentations) / len(self.augmentations),
-            "reference_classes": len(classes),
-        }
         # the raw counts, so that another reading of the same predictions needs no second pass
         counts = {
             "temporal": self.temporal.counts.tolist(),
@@ -188,12 +190,49 @@ class LabelFreeScores:
             "class_pixels": self.class_pixels.tolist(),
             "reference_pixels": self.reference_pixels.tolist() if self.has_reference else None,
         }
+        parts: dict[str, Any] = {
+            **count_parts(counts),
+            "confidence": self.confidence_sum / max(self.pixels, 1),
+            "entropy": self.entropy_sum / max(self.pixels, 1),
+            "snd": soft_neighbourhood_density(samples),
+        }
         return {"estimate": combine(parts), "parts": parts, "counts": counts}
 
 
+def _matrix(counts: list[list[float]]) -> AgreementMatrix:
+    matrix = AgreementMatrix(len(counts))
+    matrix.counts = torch.tensor(counts, dtype=torch.float64)
+    return matrix
+
+
+def count_parts(counts: dict[str, Any], min_share: float = MIN_CLASS_SHARE) -> dict[str, Any]:
+    """The parts that are read off the agreement counts (`LabelFreeScores.result()["counts"]`), so that stored
+    counts can be read again (another class share, another part) without predicting again."""
+    has_reference = counts.get("reference_pixels") is not None
+    num_classes = len(counts["class_pixels"])
+    pixels = torch.tensor(counts["reference_pixels" if has_reference else "class_pixels"], dtype=torch.float64)
+    classes = reference_classes(pixels, min_share) if has_reference else list(range(num_classes))
+    own = set(reference_classes(torch.tensor(counts["class_pixels"], dtype=torch.float64), min_share))
+    temporal = _matrix(counts["temporal"])
+    augmentations = [_matrix(counts[name]) for name in AUGMENTATIONS]
+    source = _matrix(counts["source"]) if has_reference else None
+    return {
+        "temporal_miou": temporal.mean_iou(classes),
+        "augmentation_miou": sum(m.mean_iou(classes) for m in augmentations) / len(augmentations),
+        "source_miou": source.mean_iou(classes) if source is not None else None,
+        "class_identity": source.kept_identity(classes) if source is not None else 1.0,
+        "class_coverage": len(own & set(classes)) / len(classes) if classes else 0.0,
+        "temporal_pixels": temporal.pixel_agreement(),
+        "augmentation_pixels": sum(m.pixel_agreement() for m in augmentations) / len(augmentations),
+        "reference_classes": len(classes),
+    }
+
+
 def combine(parts: dict[str, Any]) -> float:
-    """The one number: 100 x the mean of the parts in ESTIMATE_PARTS."""
-    return 100.0 * sum(float(parts[name]) for name in ESTIMATE_PARTS) / len(ESTIMATE_PARTS)
+    """The one number: 100 x the mean of the parts in ESTIMATE_PARTS, times the share of the reference's classes
+    that kept their identity (a model that swaps two classes is as consistent as before, and as wrong)."""
+    consistency = sum(float(parts[name]) for name in ESTIMATE_PARTS) / len(ESTIMATE_PARTS)
+    return 100.0 * consistency * float(parts["class_identity"])
 
 
 def _mirror(batch: PairBatch) -> tuple[Tensor, Tensor, Tensor]:
