@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stpl import estimation, online_run, workflows
+from stpl import estimation, online_run, selection, workflows
 from stpl.adapt import METHODS as ADAPT_METHODS
 from stpl.adapt import uses_source
 from stpl.atomic import write_json, write_text
@@ -55,10 +55,15 @@ ONLINE: dict[str, str] = {"stpl-online": "stpl", "tent-online": "tent", "self-tr
                           "norm-online": "norm-ema", "cotta-online": "cotta"}  # fmt: skip
 
 
+# --method auto (selection.py): adapts with adapt.auto_candidates (reusing this bench's runs of them) and keeps the
+# source model as one more candidate, chosen by the label-free estimate
+AUTO = "auto"
+
+
 def known_methods() -> tuple[str, ...]:
     """What `stpl bench --methods` accepts: the source model as it is, every adaptation method (registered ones
-    included), the references, the STPL variants and the online methods."""
-    return ("source-only", *ADAPT_METHODS, *REFERENCE_METHODS, *VARIANTS, *ONLINE)
+    included), the references, the STPL variants, the online methods and auto."""
+    return ("source-only", *ADAPT_METHODS, *REFERENCE_METHODS, *VARIANTS, *ONLINE, AUTO)
 
 
 def _git(*args: str) -> str:
@@ -136,7 +141,7 @@ def run_key(identity: dict[str, Any], code: str) -> str:
 
 def method_config(method: str, config: Config) -> Config:
     """The config a method runs and is evaluated with (a variant's overrides included)."""
-    if method == "source-only" or method in REFERENCE_METHODS:
+    if method in ("source-only", AUTO) or method in REFERENCE_METHODS:  # auto: candidates in adapt.auto_candidates
         return config
     if method in VARIANTS:
         return with_overrides(config, sets=["adapt.method=stpl", *VARIANTS[method]])
@@ -145,11 +150,16 @@ def method_config(method: str, config: Config) -> Config:
     return with_overrides(config, sets=[f"adapt.method={method}"])
 
 
-def run_method(method: str, config: Config, source: Path, run_dir: Path) -> tuple[Path, float]:
-    """Returns the checkpoint to evaluate and the seconds spent adapting (0 for source-only)."""
+def run_method(
+    method: str, config: Config, source: Path, run_dir: Path, finished: dict[str, Path] | None = None
+) -> tuple[Path, float]:
+    """Returns the checkpoint to evaluate and the seconds spent adapting (0 for source-only); `finished`: this
+    seed's finished runs by method, which auto reuses as candidates."""
     started = time.perf_counter()
     if method == "source-only":
         return source, 0.0
+    if method == AUTO:
+        return selection.adapt_auto(config, source, run_dir, finished), time.perf_counter() - started
     if method in REFERENCE_METHODS:
         init = source if method == "oracle" else None
         checkpoint = workflows.train_supervised(config, run_dir, split="adapt", kind=method, init_checkpoint=init)
@@ -277,6 +287,13 @@ def label_free_figures(checkpoint: Path, config: Config, source: Path) -> dict[s
     return {"estimate": estimate, "adapt_split_mIoU": workflows.evaluate_checkpoint(checkpoint, adapt_split)["mIoU"]}
 
 
+def auto_choice(run_dir: Path) -> dict[str, Any]:
+    """The candidate auto chose, why, and each candidate's estimate (from its choice.json)."""
+    choice = json.loads((run_dir / selection.CHOICE_FILE).read_text())
+    estimates = {name: row["estimate"] for name, row in choice["candidates"].items()}
+    return {"chosen": choice["chosen"], "reason": choice["reason"], "estimates": estimates}
+
+
 def find_source_model(bench_dir: Path, seed: int, identity: dict[str, Any]) -> Path | None:
     """A finished source model of this seed and config in another bench folder (any code version), or None."""
     for candidate in sorted((bench_dir / "source").glob(f"seed{seed}-*")):
@@ -316,6 +333,7 @@ def run_bench(
         if reuse_source is not None and not workflows.finished(source_dir, source_identity):
             source_dir = find_source_model(Path(reuse_source), seed, source_identity) or source_dir
         source = workflows.train_supervised(seed_config, source_dir, split="source", kind="source")
+        finished: dict[str, Path] = {}  # this seed's adapted checkpoints by method, for auto
         for method in methods:
             config = method_config(method, seed_config)
             if method in REFERENCE_METHODS:
@@ -331,6 +349,7 @@ def run_bench(
                 record = json.loads(record_path.read_text())
                 if record.get("key") == key:
                     print(f"[bench] {method} seed {seed}: done before, skipped", flush=True)
+                    finished[method] = Path(record["checkpoint"])
                     runs.append(record)
                     classes = list(record["per_class"])
                     continue
@@ -340,9 +359,10 @@ def run_bench(
                 result = online_run.online_evaluate(config, source, run_dir)
                 checkpoint, seconds = Path(result["checkpoint"]), time.perf_counter() - started
             else:
-                checkpoint, seconds = run_method(method, config, source, run_dir)
+                checkpoint, seconds = run_method(method, config, source, run_dir, finished)
                 result = workflows.evaluate_checkpoint(checkpoint, config, run_dir)
                 result.update(label_free_figures(checkpoint, config, source))
+            finished[method] = checkpoint
             record = {
                 "method": method, "seed": seed, "mIoU": result["mIoU"], "per_class": result["per_class"],
                 "adapt_seconds": seconds, "eval_frames": result.get("num_frames"),
@@ -352,6 +372,7 @@ def run_bench(
                 "estimate": result.get("estimate"),  # label-free estimate on the unlabelled adaptation frames
                 "adapt_split_mIoU": result.get("adapt_split_mIoU"),  # for fitting the estimate; never a result
                 "continual": result.get("continual"),  # a continual stream's scores per round and shift
+                "auto_choice": auto_choice(run_dir) if method == AUTO else None,  # what auto chose, and why
                 "checkpoint": str(checkpoint), "source": str(source),
                 "commit": commit, "code": code,
                 "key": key, "config": config_to_dict(config),

@@ -83,16 +83,24 @@ def add_adapt(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="the source model: a checkpoint file or a shipped model (camvid-day)",
     )
-    parser.add_argument("--method", choices=list(METHODS), help="adaptation method (default stpl; list below)")
+    parser.add_argument("--method", choices=[*METHODS, "auto"],
+                        help="adaptation method (default stpl; list below); auto: adapt with adapt.auto_candidates, "
+                        "keep the source model as one more, choose by the label-free estimate")  # fmt: skip
     parser.add_argument("--out", type=Path, required=True, help="run folder (resumed if it holds an unfinished run)")
     parser.set_defaults(run=run_adapt)
 
 
 def run_adapt(args: argparse.Namespace) -> None:
-    if args.method:
+    if args.method and args.method != "auto":
         args.sets = [*args.sets, f"adapt.method={args.method}"]
     config = load_config(args, args.source_ckpt)
-    path = workflows.adapt(config, resolve_checkpoint(args.source_ckpt, "source checkpoint"), args.out)
+    source = resolve_checkpoint(args.source_ckpt, "source checkpoint")
+    if args.method == "auto":
+        from stpl.selection import adapt_auto
+
+        print(f"chosen model: {adapt_auto(config, source, args.out)}")
+        return
+    path = workflows.adapt(config, source, args.out)
     print(f"adapted model: {path}")
 
 

@@ -296,6 +296,13 @@ class AdaptConfig:
     # Every N steps keep a copy of the weights in snapshots/ (0 = none): `stpl bench` scores them afterwards for
     # the adaptation-curve plot only, never to pick a model; adaptation itself still reads no labels.
     snapshot_every: int = field(default=0, metadata=NOT_A_RESULT)
+    # After adapting, score the adapted and the source model by the label-free estimate on the adaptation frames
+    # (analysis/label_free.py: a few inference passes) and say in one line which looks better: OUT/estimate.json
+    estimate: bool = field(default=True, metadata=NOT_A_RESULT)
+    # --method auto (selection.py): the methods tried beside keeping the source model, and how far a candidate's
+    # estimate must exceed the source model's to be chosen over it
+    auto_candidates: tuple[str, ...] = ("adabn", "self-training", "stpl")
+    auto_margin: float = 0.5
     log_every: int = field(default=25, metadata=NOT_A_RESULT)
     checkpoint_every: int = field(default=100, metadata=NOT_A_RESULT)
     # also a checkpoint whenever this many minutes passed since the last one (0 = by steps only), so that a

@@ -16,6 +16,14 @@ def validate(config: Config, method_names: Sequence[str]) -> None:
     """Checks across values that a type alone cannot express; `method_names`: the known adaptation methods."""
     if config.adapt.method not in method_names:
         raise StplError(f"config key 'adapt.method': {config.adapt.method!r} is not one of {list(method_names)}")
+    unknown = [name for name in config.adapt.auto_candidates if name not in method_names]
+    if unknown or not config.adapt.auto_candidates:
+        raise StplError(
+            f"config key 'adapt.auto_candidates': {list(config.adapt.auto_candidates)} must name one or more of "
+            f"{list(method_names)}"
+        )
+    if not config.adapt.auto_margin >= 0:
+        raise StplError(f"config key 'adapt.auto_margin' must be >= 0, got {config.adapt.auto_margin}")
     positive = {
         "data.height": config.data.height,
         "data.width": config.data.width,

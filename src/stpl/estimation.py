@@ -22,6 +22,7 @@ from stpl.engine.checkpoint_model import check_classes, model_from_checkpoint, w
 from stpl.errors import StplError
 from stpl.models import VideoSegmenter
 
+ESTIMATE_FILE = "estimate.json"  # beside an adapted model: its estimate and the source model's
 # how far apart two estimates must be before the comparison calls one model better (points of the estimate)
 CLEAR_MARGIN = 0.5
 
@@ -60,6 +61,15 @@ def estimate_checkpoint(
         model, pairs, config.eval.batch_size, reference_model, temporal, reference_temporal, seed=config.seed
     )
     return {**result, "frames": len(pairs), "reference": None if reference is None else str(reference)}
+
+
+def compare_with_source(config: Config, device: torch.device, adapted: Path, source: Path) -> dict[str, Any]:
+    """The adapted and the source model's estimates on the adaptation frames, and the sentence comparing them."""
+    pairs = estimation_pairs(config)
+    scores = {name: estimate_checkpoint(path, config, device, source, pairs)
+              for name, path in (("adapted", adapted), ("source", source))}  # fmt: skip
+    sentence = compare_sentence(scores["adapted"]["estimate"], scores["source"]["estimate"])
+    return {"sentence": sentence, "adapted": scores["adapted"], "source": scores["source"], "frames": len(pairs)}
 
 
 def compare_sentence(adapted: float, source: float, name: str = "the adapted model") -> str:

@@ -43,6 +43,7 @@ from stpl.engine.supervised import Supervised
 from stpl.engine.sync_norm import synced_norms
 from stpl.engine.tensorboard import log_evaluation, require_tensorboard
 from stpl.errors import StplError
+from stpl.estimation import ESTIMATE_FILE, compare_with_source
 from stpl.losses.class_weights import median_frequency_weights
 from stpl.models import build_model
 from stpl.runlock import run_lock
@@ -204,7 +205,8 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
             "uses_source": uses_source,
         }
         if training_free_method:  # e.g. AdaBN: the re-estimation above is the whole method
-            return save_final(out_dir, model, {**meta, "step": 0})
+            final = save_final(out_dir, model, {**meta, "step": 0})
+            return _compared_with_source(config, device, final, source_checkpoint, out_dir)
         method = build_method(model, config.adapt, config.seed)
         if not resuming:  # a resumed run restores what `prepare` set from its checkpoint
             method.prepare(dataset.iterate(config.adapt.batch_size))
@@ -227,7 +229,18 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
             tensorboard=config.log.tensorboard,
         )
         result = run_loop(method, batches, settings, out_dir, meta)
-        return save_final(out_dir, model, {**meta, "step": config.adapt.iterations, "collapsed": result.collapsed})
+        final = save_final(out_dir, model, {**meta, "step": config.adapt.iterations, "collapsed": result.collapsed})
+        return _compared_with_source(config, device, final, source_checkpoint, out_dir)
+
+
+def _compared_with_source(config: Config, device: torch.device, adapted: Path, source: Path, out_dir: Path) -> Path:
+    """With adapt.estimate: the adapted and the source model's label-free estimates on the adaptation frames, in
+    OUT/estimate.json and one line; returns `adapted`."""
+    if config.adapt.estimate and distributed.is_main():
+        comparison = compare_with_source(config, device, adapted, source)
+        write_json(out_dir / ESTIMATE_FILE, comparison)
+        print(f"[adapt] {comparison['sentence']}", flush=True)
+    return adapted
 
 
 def evaluate_checkpoint(checkpoint_path: Path, config: Config, out_dir: Path | None = None) -> dict[str, Any]:

@@ -1,0 +1,172 @@
+"""How far the label-free estimate can be trusted: the estimate against the true mIoU of every committed bench run
+that carries one (results/<benchmark>/results.json, key `estimate`), written to results/label-free/.
+
+    python scripts/label_free_table.py                 # every committed benchmark -> results/label-free/
+    python scripts/label_free_table.py --results DIR   # bench folders elsewhere (each DIR/<name>/results.json)
+
+Per benchmark: Spearman's rank correlation between the estimate (computed on the unlabelled adaptation frames) and
+the evaluation mIoU over all runs but the references (the oracles saw the adaptation labels), the same for each
+part, and for the held-out labelled adaptation frames' mIoU (what the estimate's settings may be chosen on). Over
+all benchmarks: for every (source-only, adapted) pair of the same seed whose true mIoU differs by at least
+`--margin` points, whether the estimate orders the two the same way.
+
+The estimate is recomputed from each run's stored agreement counts with the package's current formula
+(analysis/label_free.py), so that a change of formula needs no new bench run; the parts that are not read off the
+counts (confidence, entropy, SND) are taken as stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCES = ("oracle", "oracle-scratch")
+PARTS = ("temporal_miou", "augmentation_miou", "class_identity", "source_miou", "class_coverage", "confidence",
+         "entropy", "snd", "temporal_pixels", "augmentation_pixels")  # fmt: skip
+
+
+def ranks(values: list[float]) -> list[float]:
+    """Ranks from 1, ties given their mean rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    result = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for position in range(start, end + 1):
+            result[order[position]] = (start + end) / 2 + 1
+        start = end + 1
+    return result
+
+
+def spearman(first: list[float], second: list[float]) -> float | None:
+    """Pearson's correlation of the ranks; None for fewer than 3 pairs or a constant series."""
+    if len(first) < 3:
+        return None
+    a, b = ranks(first), ranks(second)
+    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
+    covariance = sum((x - mean_a) * (y - mean_b) for x, y in zip(a, b, strict=True))
+    spread = math.sqrt(sum((x - mean_a) ** 2 for x in a) * sum((y - mean_b) ** 2 for y in b))
+    return covariance / spread if spread > 0 else None
+
+
+def scored_runs(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs with an estimate, the references left out, with the estimate recomputed from their counts."""
+    from stpl.analysis.label_free import combine, count_parts
+
+    runs = []
+    for run in results["runs"]:
+        estimate = run.get("estimate")
+        if not estimate or run["method"] in REFERENCES:
+            continue
+        parts = {**estimate["parts"], **count_parts(estimate["counts"])}
+        runs.append({"method": run["method"], "seed": run["seed"], "mIoU": run["mIoU"],
+                     "adapt_split_mIoU": run.get("adapt_split_mIoU"), "estimate": combine(parts),
+                     "parts": parts})  # fmt: skip
+    return runs
+
+
+def direction_pairs(benchmark: str, runs: list[dict[str, Any]], margin: float) -> list[dict[str, Any]]:
+    """(source-only, adapted) pairs of one seed whose mIoU differs by >= margin, and whether the estimate agrees."""
+    sources = {run["seed"]: run for run in runs if run["method"] == "source-only"}
+    pairs = []
+    for run in runs:
+        source = sources.get(run["seed"])
+        if source is None or run is source or abs(run["mIoU"] - source["mIoU"]) < margin:
+            continue
+        truth = run["mIoU"] - source["mIoU"]
+        said = run["estimate"] - source["estimate"]
+        pairs.append({"benchmark": benchmark, "method": run["method"], "seed": run["seed"], "mIoU_difference": truth,
+                      "estimate_difference": said, "right": (truth > 0) == (said > 0)})  # fmt: skip
+    return pairs
+
+
+def benchmark_rows(benchmark: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    truth = [run["mIoU"] for run in runs]
+    held_out = [run for run in runs if run["adapt_split_mIoU"] is not None]
+    return {
+        "runs": len(runs),
+        "methods": sorted({run["method"] for run in runs}),
+        "spearman_estimate": spearman([run["estimate"] for run in runs], truth),
+        "spearman_estimate_adapt_split": spearman(
+            [run["estimate"] for run in held_out], [run["adapt_split_mIoU"] for run in held_out]
+        ),
+        "spearman_parts": {
+            part: spearman([float(run["parts"][part]) for run in runs], truth)
+            for part in PARTS
+            if all(isinstance(run["parts"].get(part), int | float) for run in runs)
+        },
+    }
+
+
+def markdown(summary: dict[str, Any], margin: float) -> str:
+    def number(value: float | None) -> str:
+        return "–" if value is None else f"{value:+.2f}"
+
+    lines = ["# label-free estimate against mIoU", "",
+             "Spearman's rank correlation over each benchmark's runs (methods x seeds, references left out): the "
+             "estimate on the unlabelled adaptation frames against the evaluation mIoU, and against the labelled "
+             "adaptation frames' mIoU (held out from scoring; what the estimate's settings may be chosen on).", "",
+             "| benchmark | runs | estimate vs mIoU | estimate vs adaptation-frames mIoU | temporal | augmentation | "
+             "confidence | entropy | SND |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, row in summary["benchmarks"].items():
+        parts = row["spearman_parts"]
+        lines.append(
+            f"| {name} | {row['runs']} | {number(row['spearman_estimate'])} | "
+            f"{number(row['spearman_estimate_adapt_split'])} | {number(parts.get('temporal_miou'))} | "
+            f"{number(parts.get('augmentation_miou'))} | {number(parts.get('confidence'))} | "
+            f"{number(parts.get('entropy'))} | {number(parts.get('snd'))} |"
+        )
+    direction = summary["direction"]
+    lines += ["", f"(source-only, adapted) pairs of one seed whose mIoU differs by at least {margin:g}: the estimate "
+              f"orders {direction['right']} of {direction['pairs']} right"
+              + (f" ({100 * direction['share']:.0f} %)." if direction["pairs"] else "."), ""]  # fmt: skip
+    wrong = [pair for pair in summary["pairs"] if not pair["right"]]
+    if wrong:
+        lines += ["Wrong way round:", "", "| benchmark | method | seed | mIoU - source | estimate - source |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for pair in wrong:
+            lines.append(f"| {pair['benchmark']} | {pair['method']} | {pair['seed']} | "
+                         f"{pair['mIoU_difference']:+.1f} | {pair['estimate_difference']:+.1f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=ROOT / "results", help="folder of <benchmark>/results.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "label-free")
+    parser.add_argument("--margin", type=float, default=1.0, help="mIoU difference that a direction must get right")
+    args = parser.parse_args(argv)
+    benchmarks, pairs, sources = {}, [], {}
+    for path in sorted(args.results.glob("*/results.json")):
+        results = json.loads(path.read_text())
+        if "runs" not in results:
+            continue
+        runs = scored_runs(results)
+        if not runs:
+            continue
+        benchmarks[path.parent.name] = benchmark_rows(path.parent.name, runs)
+        pairs += direction_pairs(path.parent.name, runs, args.margin)
+        sources[path.parent.name] = {"file": str(path.relative_to(args.results)), "commit": results.get("commit")}
+    if not benchmarks:
+        print(f"no bench results with an estimate under {args.results}", file=sys.stderr)
+        return 1
+    right = sum(pair["right"] for pair in pairs)
+    summary = {"benchmarks": benchmarks, "sources": sources, "margin": args.margin, "pairs": pairs,
+               "direction": {"pairs": len(pairs), "right": right, "share": right / len(pairs) if pairs else None}}  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    table = markdown(summary, args.margin)
+    (args.out / "results.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
