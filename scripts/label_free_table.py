@@ -158,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no bench results with an estimate under {args.results}", file=sys.stderr)
         return 1
     right = sum(pair["right"] for pair in pairs)
+    direction = {"pairs": len(pairs), "right": right, "share": right / len(pairs) if pairs else None}
     summary = {"benchmarks": benchmarks, "sources": sources, "margin": args.margin, "pairs": pairs,
-               "direction": {"pairs": len(pairs), "right": right, "share": right / len(pairs) if pairs else None}}  # fmt: skip
+               "direction": direction}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     table = markdown(summary, args.margin)

@@ -2,6 +2,7 @@
 on one's own frames, and the bench row that reuses the bench's own candidate runs."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -59,7 +60,7 @@ def test_adapt_auto_on_own_frames(toy_checkpoint, tmp_path, capsys):
     choice = json.loads((out / "choice.json").read_text())
     assert set(choice["candidates"]) == {SOURCE, "adabn", "stpl"} and choice["frames"] == 4
     chosen = choice["candidates"][choice["chosen"]]["checkpoint"]
-    assert (out / "model.safetensors").read_bytes() == open(chosen, "rb").read()
+    assert (out / "model.safetensors").read_bytes() == Path(chosen).read_bytes()
     assert choice["reason"] in capsys.readouterr().out
 
 
@@ -87,8 +88,10 @@ def test_bench_auto_row_reuses_the_bench_runs(tmp_path, toy_settings):
     chosen = auto["auto_choice"]["chosen"]
     same = runs["source-only" if chosen == SOURCE else chosen]
     assert auto["mIoU"] == same["mIoU"]  # the chosen model's weights, scored again
-    assert auto["auto_choice"]["estimates"][chosen] == pytest.approx(max(auto["auto_choice"]["estimates"].values())) \
+    assert (
+        auto["auto_choice"]["estimates"][chosen] == pytest.approx(max(auto["auto_choice"]["estimates"].values()))
         or chosen == SOURCE
+    )
     assert not list(out.glob("runs/auto/*/candidates"))  # the bench's own adabn and stpl runs were the candidates
     for run in runs.values():
         assert 0.0 <= run["estimate"]["estimate"] <= 100.0 and run["adapt_split_mIoU"] is not None
