@@ -369,7 +369,8 @@ def run_bench(
                 "pass_seconds": result.get("pass_seconds"), "collapsed": bool(result.get("collapsed", False)),
                 "uses_source": method not in ("source-only", *REFERENCE_METHODS) and uses_source(config.adapt.method),
                 "health": result.get("health"),  # online runs: the predictions' label-free signals
-                "estimate": result.get("estimate"),  # label-free estimate on the unlabelled adaptation frames
+                # label-free estimate on the unlabelled adaptation frames (online: over the stream as predicted)
+                "estimate": result.get("estimate"),
                 "adapt_split_mIoU": result.get("adapt_split_mIoU"),  # for fitting the estimate; never a result
                 "continual": result.get("continual"),  # a continual stream's scores per round and shift
                 "auto_choice": auto_choice(run_dir) if method == AUTO else None,  # what auto chose, and why

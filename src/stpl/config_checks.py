@@ -22,6 +22,10 @@ def validate(config: Config, method_names: Sequence[str]) -> None:
             f"config key 'adapt.auto_candidates': {list(config.adapt.auto_candidates)} must name one or more of "
             f"{list(method_names)}"
         )
+    if config.adapt.online.guard_window < 2:
+        raise StplError(f"config key 'adapt.online.guard_window' must be >= 2, got {config.adapt.online.guard_window}")
+    if not config.adapt.online.guard_margin >= 0:
+        raise StplError(f"config key 'adapt.online.guard_margin' must be >= 0, got {config.adapt.online.guard_margin}")
     if not config.adapt.auto_margin >= 0:
         raise StplError(f"config key 'adapt.auto_margin' must be >= 0, got {config.adapt.auto_margin}")
     positive = {

@@ -129,3 +129,10 @@ class OnlineConfig:
     # the frame's own statistics and the rest of the stored ones: no lag after a change of conditions
     # (adapt/frame_statistics.py; 0 = the stored statistics alone, 1 = the frame's alone)
     frame_statistics: float = 0.0
+    # the label-free guard (online.EstimateGuard): after every `guard_window` frames, the temporal estimate of the
+    # model's predictions of those frames is compared with that of the starting model's (its weights before
+    # any update, with the same normalisation rule) on the same frames; when it is lower by more than
+    # `guard_margin` points the model goes back to the starting weights. Costs one more prediction per frame.
+    guard: bool = False
+    guard_window: int = 16
+    guard_margin: float = 1.0

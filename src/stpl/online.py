@@ -21,6 +21,7 @@ from stpl.adapt import METHODS, build_method
 from stpl.adapt.cotta import stochastic_restore
 from stpl.adapt.frame_statistics import use_frame_statistics
 from stpl.adapt.norm import batch_norms
+from stpl.analysis.label_free import StreamScores
 from stpl.config import AdaptConfig, Config, with_overrides
 from stpl.data.pairs import PairBatch, PairDataset
 from stpl.engine.frame_health import HealthLog, frame_health
@@ -90,6 +91,10 @@ class OnlineAdapter:
             print("[online] adapt.online.frame_statistics has no effect: the model has no BatchNorm2d layer (frozen "
                   "batch norm, as in resnet101_deeplabv2, keeps its stored statistics)", file=sys.stderr)  # fmt: skip
         self.start = copy.deepcopy(model.state_dict())  # for episodic updates, restores and resets after a collapse
+        # the starting model itself, predicting beside the adapted one, for the label-free guard
+        self.guard = (
+            EstimateGuard(model, self.options.guard_window, self.options.guard_margin) if self.options.guard else None
+        )
         self.generator = torch.Generator().manual_seed(seed)  # the restore's draws
         self._build()
         self.steps_done = 0
@@ -113,13 +118,17 @@ class OnlineAdapter:
         self.model.load_state_dict(self.start)
         self._build()
 
-    def observe(self, output: SegmenterOutput, has_earlier: bool) -> None:
+    def observe(self, output: SegmenterOutput, has_earlier: bool, batch: PairBatch | None = None) -> None:
         """Record a prediction's health signals; with adapt.online.reset_on_collapse, reset when they show a
-        collapse (the watch starts afresh, so the reset model has frames to prove itself)."""
+        collapse (the watch starts afresh, so the reset model has frames to prove itself); with adapt.online.guard,
+        reset when the guard finds the model's estimate below the starting model's (`batch`: the pair predicted)."""
         self.health.add(frame_health(output, has_earlier))
         if self.options.reset_on_collapse and self.health.collapsing():
             self.resets.append(len(self.health.frames) - 1)
             self.health.streak = 0
+            self.reset()
+        elif self.guard is not None and batch is not None and self.guard.observe(batch, output, has_earlier):
+            self.resets.append(len(self.health.frames) - 1)
             self.reset()
 
     def update(self, batch: PairBatch) -> dict[str, float]:
@@ -138,6 +147,38 @@ class OnlineAdapter:
     def predict(self, batch: PairBatch) -> SegmenterOutput:
         self.model.eval()
         return self.model(batch.current, batch.previous, batch.flow)
+
+
+class EstimateGuard:
+    """Goes back to the start when adapting does not pay: a frozen copy of the starting model predicts every frame
+    beside the adapted one, and after each window of frames the two temporal estimates over that window
+    (analysis/label_free.StreamScores: consistency along the flow as a class-mean IoU over the starting model's
+    classes, times the share of them the adapted model keeps) are compared. Lower by more than `margin` points:
+    reset. Every check is kept in `checks` (for predict.json and the bench record)."""
+
+    def __init__(self, model: VideoSegmenter, window: int, margin: float):
+        self.start_model = copy.deepcopy(model).eval()
+        for parameter in self.start_model.parameters():
+            parameter.requires_grad_(False)
+        self.window, self.margin = window, margin
+        self.num_classes = model.num_classes
+        self.scores = StreamScores(self.num_classes)
+        self.frames = 0
+        self.checks: list[dict[str, Any]] = []
+
+    @torch.no_grad()
+    def observe(self, batch: PairBatch, output: SegmenterOutput, has_earlier: bool) -> bool:
+        """Add one predicted frame; True when a window just ended with the model below the start."""
+        start = self.start_model(batch.current, batch.previous, batch.flow)
+        self.scores.add(output, start, has_earlier)
+        self.frames += 1
+        if self.frames < self.window:
+            return False
+        result = self.scores.result()
+        self.scores, self.frames = StreamScores(self.num_classes), 0
+        fell = result["estimate"] < result["reference_estimate"] - self.margin
+        self.checks.append({"adapted": result["estimate"], "start": result["reference_estimate"], "reset": fell})
+        return fell
 
 
 @torch.no_grad()
@@ -177,5 +218,5 @@ def online_pass(
                 on_update(index, values)
         batch = dataset.batch([index]).to(device)
         output = adapter.predict(batch)
-        adapter.observe(output, has_earlier=int(dataset.pairs[index, 0]) != int(dataset.pairs[index, 1]))
+        adapter.observe(output, int(dataset.pairs[index, 0]) != int(dataset.pairs[index, 1]), batch)
         yield index, batch, output

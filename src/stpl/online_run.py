@@ -3,6 +3,7 @@ it is predicted (and, for a continual stream, per round and shift)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import torch
 
+from stpl.analysis.label_free import StreamScores
 from stpl.atomic import write_json, write_text
 from stpl.config import Config, config_to_dict, config_to_yaml, with_overrides
 from stpl.data import reported_classes
@@ -52,12 +54,17 @@ def online_evaluate(config: Config, source_checkpoint: Path, out_dir: Path) -> d
     with run_folder(out_dir):
         write_text(out_dir / CONFIG_FILE, config_to_yaml(config))
         model = model_from_checkpoint(checkpoint, config, skip_adaptation_modules=True).to(device)
+        source_model = copy.deepcopy(model).eval()  # the source model as it is, for the label-free estimate
         adapter = OnlineAdapter(model, config.adapt, config.seed)
+        stream = StreamScores(labelled.num_classes)
         confusion = ConfusionMatrix(labelled.num_classes)
         continual = continual_scores(config, labelled.num_classes)
         progress = Progress("online", len(labelled), every_seconds=10.0)
         started = time.perf_counter()
-        for index, _, output in online_pass(adapter, unlabelled, device):
+        for index, batch, output in online_pass(adapter, unlabelled, device):
+            with torch.no_grad():
+                source_output = source_model(batch.current, batch.previous, batch.flow)
+            stream.add(output, source_output, int(labelled.pairs[index, 0]) != int(labelled.pairs[index, 1]))
             label = torch.from_numpy(labelled.labels[labelled.pairs[index, 0]]).long().to(device)[None]
             prediction = upsample(output.logits, label.shape[-2:]).argmax(dim=1)
             confusion.update(prediction, label)
@@ -72,6 +79,10 @@ def online_evaluate(config: Config, source_checkpoint: Path, out_dir: Path) -> d
         result.update(split=config.eval.split, online=online, config=config_to_dict(config))
         # label-free signals of the online predictions (engine/frame_health.py), and any reset they caused
         result["health"] = {**adapter.health.summary(), "resets_after_frames": adapter.resets}
+        if adapter.guard is not None:
+            result["health"]["guard_checks"] = adapter.guard.checks
+        # the online predictions' temporal estimate, and the source model's on the same frames (reference_estimate)
+        result["estimate"] = stream.result()
         result["collapsed"] = bool(result["health"]["collapsed"])
         meta = {"kind": "online", "method": config.adapt.method, "config": config_to_dict(config),
                 "class_names": checkpoint.class_names, "source_checkpoint": str(source_checkpoint),

@@ -133,8 +133,10 @@ class Predictor:
             )  # fmt: skip
             if index % adapter.options.every == 0:
                 adapter.update(dataset.batch(list(range(len(dataset)))).to(self.device))
-            output = adapter.predict(dataset.batch([len(dataset) - 1]).to(self.device))
-            adapter.observe(output, has_earlier=self.temporal and len(recent) > 1)  # may reset after a collapse
+            current = dataset.batch([len(dataset) - 1]).to(self.device)
+            output = adapter.predict(current)
+            # may reset after a collapse, or when the guard finds the model below its starting weights
+            adapter.observe(output, self.temporal and len(recent) > 1, current)
             logits = upsample(output.logits, frame.shape[:2])[0]
             yield FramePrediction(name, class_map(logits), health=adapter.health.frames[-1])
 
@@ -229,8 +231,10 @@ class Predictor:
             "online": None if adapter is None else {"method": adapter.config.method, **vars(adapter.options)},
             "health": {"summary": health.summary(), "per_frame": health.per_frame(names)},
         }  # fmt: skip
-        if adapter is not None:  # the frames after which a collapse sent the model back to its starting weights
+        if adapter is not None:  # the frames after which a collapse or the guard sent the model back to its start
             summary["online"]["resets_after"] = [names[index] for index in adapter.resets]
+            if adapter.guard is not None:  # each window's label-free estimates: the adapted and the starting model's
+                summary["online"]["guard_checks"] = adapter.guard.checks
         write_json(out / "predict.json", summary)
         progress.done(f"{count} frames, {summary['frames_per_second']:.1f} frames/s")
         return summary

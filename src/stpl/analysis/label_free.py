@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stpl.data.pairs import PairBatch, PairDataset
-from stpl.models.segmenter import predict_sharing_frames
+from stpl.models.segmenter import SegmenterOutput, predict_sharing_frames
 
 MIN_CLASS_SHARE = 0.001  # a class the reference predicts on fewer pixels than this is not counted
 DOWNSCALE = 0.75  # the augmentation's resize (the other one is a left-right mirror)
@@ -299,3 +299,48 @@ def estimate_model(
             reference_video = predict_sharing_frames(reference, batch.current, previous, flow).logits
         scores.add(pair_predictions(model, batch, temporal), reference_video)
     return scores.result()
+
+
+def temporal_estimate(parts: dict[str, Any]) -> float:
+    """The estimate from temporal consistency alone (what a stream gives for free: no augmented copies), times
+    the share of the reference's classes kept: 100 x temporal_miou x class_identity."""
+    return 100.0 * float(parts["temporal_miou"]) * float(parts["class_identity"])
+
+
+class StreamScores:
+    """A model's and a reference model's temporal estimates over the same stream of predictions, the reference's
+    classes counting for both: for online runs, where each frame is predicted once as it arrives."""
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self.temporal = AgreementMatrix(num_classes)
+        self.reference_temporal = AgreementMatrix(num_classes)
+        self.source = AgreementMatrix(num_classes)
+        self.reference_pixels = torch.zeros(num_classes, dtype=torch.float64)
+        self.class_pixels = torch.zeros(num_classes, dtype=torch.float64)
+
+    def add(self, output: SegmenterOutput, reference: SegmenterOutput, has_earlier: bool) -> None:
+        """One frame's prediction by the model and by the reference; `has_earlier`: frame t has a real earlier
+        frame (the first frame of a stream is paired with itself and says nothing about time)."""
+        classes, reference_classes_ = output.logits.argmax(dim=1), reference.logits.argmax(dim=1)
+        if has_earlier:
+            for matrix, prediction in ((self.temporal, output), (self.reference_temporal, reference)):
+                frame, earlier = prediction.frame_logits.argmax(dim=1), prediction.warped_logits.argmax(dim=1)
+                matrix.add(frame, earlier, prediction.valid)
+        self.source.add(reference_classes_, classes)
+        self.reference_pixels += _class_counts(reference_classes_, self.num_classes)
+        self.class_pixels += _class_counts(classes, self.num_classes)
+
+    def counts(self) -> dict[str, Any]:
+        matrices = {"temporal": self.temporal, "reference_temporal": self.reference_temporal, "source": self.source}
+        pixels = {"class_pixels": self.class_pixels.tolist(), "reference_pixels": self.reference_pixels.tolist()}
+        return {**{name: matrix.counts.tolist() for name, matrix in matrices.items()}, **pixels}
+
+    def result(self) -> dict[str, Any]:
+        """The model's temporal estimate and parts, and the reference's temporal estimate on the same frames."""
+        classes = reference_classes(self.reference_pixels)
+        parts = {"temporal_miou": self.temporal.mean_iou(classes), "class_identity": self.source.kept_identity(classes),
+                 "source_miou": self.source.mean_iou(classes), "reference_classes": len(classes)}  # fmt: skip
+        reference = {"temporal_miou": self.reference_temporal.mean_iou(classes), "class_identity": 1.0}
+        return {"estimate": temporal_estimate(parts), "reference_estimate": temporal_estimate(reference),
+                "kind": "temporal", "parts": parts, "counts": self.counts()}  # fmt: skip
