@@ -52,3 +52,16 @@ def test_estimate_without_a_source_says_so(toy_checkpoint, tmp_path, capsys):
 def test_estimate_refuses_a_missing_input(toy_checkpoint, tmp_path, capsys):
     assert main(["estimate", "--ckpt", str(toy_checkpoint), "--input", str(tmp_path / "nothing")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_predict_json_carries_the_estimate_and_collapse_scores_low(toy_checkpoint, collapsed_checkpoint, tmp_path):
+    frames = write_folder(tmp_path / "frames", clip(5))
+    estimates = {}
+    for name, checkpoint in (("healthy", toy_checkpoint), ("collapsed", collapsed_checkpoint)):
+        out = tmp_path / name
+        assert main(["predict", "--ckpt", str(checkpoint), "--input", str(frames), "--out", str(out)]) == 0
+        estimates[name] = json.loads((out / "predict.json").read_text())["estimate"]
+    classes = estimates["healthy"]["parts"]["reference_classes"]
+    assert classes == len(load_checkpoint(toy_checkpoint).class_names)  # no reference: every class counts
+    assert estimates["collapsed"]["estimate"] <= 100.0 / classes + 1e-9  # one class of all: 1/K at most
+    assert 0.0 <= estimates["healthy"]["estimate"] <= 100.0

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import torch
 
+from stpl.analysis.label_free import StreamScores
 from stpl.atomic import atomic_write, write_json
 from stpl.config import build_config
 from stpl.data.frames import FrameSource, nothing_selected, open_frames
@@ -39,7 +40,7 @@ from stpl.errors import StplError
 from stpl.flow.dis import PRESETS, DISFlow
 from stpl.models import VideoSegmenter
 from stpl.models.inference import inference_copy
-from stpl.models.segmenter import upsample
+from stpl.models.segmenter import SegmenterOutput, upsample
 from stpl.online import OnlineAdapter, stream_recipe
 from stpl.output_folder import written_whole
 from stpl.pretrained import resolve_checkpoint
@@ -79,6 +80,12 @@ class Predictor:
         self.flow = _flow_estimator(flow_preset, flow_scale, size, temporal)
         self.palette = palette or palette_for(class_names)
         self.checkpoint = checkpoint  # {"path", "sha256", "stpl_version"} of the model, for predict.json
+        self.scores: StreamScores | None = None  # the label-free estimate of the video being predicted
+
+    def _score(self, output: SegmenterOutput, has_earlier: bool) -> None:
+        """Add a prediction to the label-free estimate of the current video (a temporal model's own)."""
+        if self.scores is not None and self.temporal:
+            self.scores.add(output, None, has_earlier)
 
     def _resize(self, frame: Any, index: int) -> np.ndarray:
         return cv2.resize(_frame_array(frame, index), (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)
@@ -102,6 +109,7 @@ class Predictor:
                 previous, previous_encoded = current, encoded
             output = self.model(current, previous, flow, previous_encoded=previous_encoded, current_encoded=encoded)
             health = frame_health(output, has_earlier=self.temporal and earlier is not None)
+            self._score(output, has_earlier=earlier is not None)
             earlier = (small, current, encoded)
             logits = upsample(output.logits, frame.shape[:2])[0]
             classes = class_map(logits)
@@ -137,6 +145,7 @@ class Predictor:
             output = adapter.predict(current)
             # may reset after a collapse, or when the guard finds the model below its starting weights
             adapter.observe(output, self.temporal and len(recent) > 1, current)
+            self._score(output, has_earlier=self.temporal and len(recent) > 1)
             logits = upsample(output.logits, frame.shape[:2])[0]
             yield FramePrediction(name, class_map(logits), health=adapter.health.frames[-1])
 
@@ -193,6 +202,7 @@ class Predictor:
         frames_in: list[np.ndarray] = []
         sizes: set[tuple[int, int]] = set()
         health, names = HealthLog(), []
+        self.scores = StreamScores(len(self.class_names))
         count, started = 0, time.perf_counter()
         progress = Progress("predict", max(source.count(), 1), every_seconds=5.0)
 
@@ -230,6 +240,7 @@ class Predictor:
             "classes": self.class_names, "palette": [list(c) for c in self.palette], "temporal": self.temporal,
             "online": None if adapter is None else {"method": adapter.config.method, **vars(adapter.options)},
             "health": {"summary": health.summary(), "per_frame": health.per_frame(names)},
+            "estimate": self._estimate(),
         }  # fmt: skip
         if adapter is not None:  # the frames after which a collapse or the guard sent the model back to its start
             summary["online"]["resets_after"] = [names[index] for index in adapter.resets]
@@ -238,6 +249,14 @@ class Predictor:
         write_json(out / "predict.json", summary)
         progress.done(f"{count} frames, {summary['frames_per_second']:.1f} frames/s")
         return summary
+
+    def _estimate(self) -> dict[str, Any] | None:
+        """The video's label-free estimate (docs/label_free.md), every class counting: compare it between models
+        on the same video. None for a model that predicts frames alone (no flow, no temporal consistency)."""
+        if self.scores is None or not self.temporal:
+            return None
+        result = self.scores.result()
+        return {"estimate": result["estimate"], "parts": result["parts"]}
 
 
 PREDICTION_FILES = ("masks", "overlay", "overlay.mp4", "legend.png", "predict.json")

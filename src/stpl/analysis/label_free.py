@@ -308,8 +308,9 @@ def temporal_estimate(parts: dict[str, Any]) -> float:
 
 
 class StreamScores:
-    """A model's and a reference model's temporal estimates over the same stream of predictions, the reference's
-    classes counting for both: for online runs, where each frame is predicted once as it arrives."""
+    """A model's temporal estimate over a stream of predictions, each frame predicted once as it arrives (online
+    runs, `stpl predict`), and a reference model's on the same frames when one predicts beside it: its classes
+    then count for both. Without a reference every class counts (comparable between models on one video)."""
 
     def __init__(self, num_classes: int):
         self.num_classes = num_classes
@@ -318,17 +319,23 @@ class StreamScores:
         self.source = AgreementMatrix(num_classes)
         self.reference_pixels = torch.zeros(num_classes, dtype=torch.float64)
         self.class_pixels = torch.zeros(num_classes, dtype=torch.float64)
+        self.has_reference = False
 
-    def add(self, output: SegmenterOutput, reference: SegmenterOutput, has_earlier: bool) -> None:
-        """One frame's prediction by the model and by the reference; `has_earlier`: frame t has a real earlier
-        frame (the first frame of a stream is paired with itself and says nothing about time)."""
-        classes, reference_classes_ = output.logits.argmax(dim=1), reference.logits.argmax(dim=1)
+    def add(self, output: SegmenterOutput, reference: SegmenterOutput | None, has_earlier: bool) -> None:
+        """One frame's prediction by the model and by the reference (or None); `has_earlier`: frame t has a real
+        earlier frame (the first frame of a stream is paired with itself and says nothing about time)."""
+        classes = output.logits.argmax(dim=1)
+        predictions = [(self.temporal, output)]
+        if reference is not None:
+            self.has_reference = True
+            reference_map = reference.logits.argmax(dim=1)
+            self.source.add(reference_map, classes)
+            self.reference_pixels += _class_counts(reference_map, self.num_classes)
+            predictions.append((self.reference_temporal, reference))
         if has_earlier:
-            for matrix, prediction in ((self.temporal, output), (self.reference_temporal, reference)):
+            for matrix, prediction in predictions:
                 frame, earlier = prediction.frame_logits.argmax(dim=1), prediction.warped_logits.argmax(dim=1)
                 matrix.add(frame, earlier, prediction.valid)
-        self.source.add(reference_classes_, classes)
-        self.reference_pixels += _class_counts(reference_classes_, self.num_classes)
         self.class_pixels += _class_counts(classes, self.num_classes)
 
     def counts(self) -> dict[str, Any]:
@@ -337,10 +344,16 @@ class StreamScores:
         return {**{name: matrix.counts.tolist() for name, matrix in matrices.items()}, **pixels}
 
     def result(self) -> dict[str, Any]:
-        """The model's temporal estimate and parts, and the reference's temporal estimate on the same frames."""
-        classes = reference_classes(self.reference_pixels)
-        parts = {"temporal_miou": self.temporal.mean_iou(classes), "class_identity": self.source.kept_identity(classes),
-                 "source_miou": self.source.mean_iou(classes), "reference_classes": len(classes)}  # fmt: skip
-        reference = {"temporal_miou": self.reference_temporal.mean_iou(classes), "class_identity": 1.0}
-        return {"estimate": temporal_estimate(parts), "reference_estimate": temporal_estimate(reference),
-                "kind": "temporal", "parts": parts, "counts": self.counts()}  # fmt: skip
+        """The model's temporal estimate and parts, and the reference's temporal estimate on the same frames
+        (None without a reference)."""
+        classes = reference_classes(self.reference_pixels) if self.has_reference else list(range(self.num_classes))
+        identity = self.source.kept_identity(classes) if self.has_reference else 1.0
+        parts = {"temporal_miou": self.temporal.mean_iou(classes), "class_identity": identity,
+                 "source_miou": self.source.mean_iou(classes) if self.has_reference else None,
+                 "reference_classes": len(classes)}  # fmt: skip
+        reference = None
+        if self.has_reference:
+            reference = temporal_estimate({"temporal_miou": self.reference_temporal.mean_iou(classes),
+                                           "class_identity": 1.0})  # fmt: skip
+        return {"estimate": temporal_estimate(parts), "reference_estimate": reference, "kind": "temporal",
+                "parts": parts, "counts": self.counts()}  # fmt: skip
