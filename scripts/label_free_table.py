@@ -26,8 +26,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCES = ("oracle", "oracle-scratch")
-PARTS = ("temporal_miou", "augmentation_miou", "class_identity", "source_miou", "class_coverage", "confidence",
-         "entropy", "snd", "temporal_pixels", "augmentation_pixels")  # fmt: skip
+PARTS = ("temporal_estimate", "temporal_miou", "augmentation_miou", "class_identity", "source_miou", "class_coverage",
+         "confidence", "entropy", "snd", "temporal_pixels", "augmentation_pixels")  # fmt: skip
 
 
 def ranks(values: list[float]) -> list[float]:
@@ -57,19 +57,52 @@ def spearman(first: list[float], second: list[float]) -> float | None:
 
 
 def scored_runs(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The runs with an estimate, the references left out, with the estimate recomputed from their counts."""
-    from stpl.analysis.label_free import combine, count_parts
+    """The runs with an estimate, the references left out, with the estimate recomputed from their counts. A
+    stream bench (online runs, each with the source model's estimate on the same stream) scores source-only by
+    that estimate, so that every run of the table is scored on the same frames."""
+    from stpl.analysis.label_free import combine, count_parts, temporal_estimate
 
-    runs = []
+    runs, stream_sources = [], {}
     for run in results["runs"]:
         estimate = run.get("estimate")
         if not estimate or run["method"] in REFERENCES:
             continue
-        parts = {**estimate["parts"], **count_parts(estimate["counts"])}
-        runs.append({"method": run["method"], "seed": run["seed"], "mIoU": run["mIoU"],
-                     "adapt_split_mIoU": run.get("adapt_split_mIoU"), "estimate": combine(parts),
-                     "parts": parts})  # fmt: skip
+        if estimate.get("kind") == "temporal":  # an online run: the stream as predicted
+            parts, value = estimate["parts"], estimate["estimate"]
+            stream_sources[run["seed"]] = estimate["reference_estimate"]
+        else:
+            parts = {**estimate["parts"], **count_parts(estimate["counts"])}
+            value = combine(parts)
+            parts["temporal_estimate"] = temporal_estimate(parts)
+        online = run["method"].endswith("-online")
+        runs.append({"method": run["method"], "seed": run["seed"], "mIoU": run["mIoU"], "online": online,
+                     "adapt_split_mIoU": run.get("adapt_split_mIoU"), "estimate": value, "parts": parts,
+                     "auto_choice": run.get("auto_choice")})  # fmt: skip
+    if stream_sources:  # every run on the stream: source-only by the source model's estimate on the same frames
+        runs = [run for run in runs if run["online"] or run["method"] == "source-only"]
+        for run in runs:
+            if run["method"] == "source-only" and run["seed"] in stream_sources:
+                run["estimate"], run["parts"] = stream_sources[run["seed"]], {}
+                run["adapt_split_mIoU"] = None
     return runs
+
+
+def auto_rows(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The auto row against source-only (per seed) and against the best single method's mean."""
+    autos = [run for run in runs if run["method"] == "auto"]
+    if not autos:
+        return None
+    means: dict[str, list[float]] = {}
+    for run in runs:
+        means.setdefault(run["method"], []).append(run["mIoU"])
+    sources = {run["seed"]: run["mIoU"] for run in runs if run["method"] == "source-only"}
+    singles = {method: sum(v) / len(v) for method, v in means.items() if method != "auto"}
+    best = max(singles, key=lambda method: singles[method])
+    auto_mean = sum(means["auto"]) / len(means["auto"])
+    below = [run["seed"] for run in autos if run["mIoU"] < sources.get(run["seed"], -1.0)]
+    chosen = {str(run["seed"]): run["auto_choice"]["chosen"] for run in autos if run["auto_choice"]}
+    return {"mean": auto_mean, "best_single": best, "best_single_mean": singles[best], "below_source_seeds": below,
+            "chosen": chosen}  # fmt: skip
 
 
 def direction_pairs(benchmark: str, runs: list[dict[str, Any]], margin: float) -> list[dict[str, Any]]:
@@ -87,16 +120,40 @@ def direction_pairs(benchmark: str, runs: list[dict[str, Any]], margin: float) -
     return pairs
 
 
+def formulas() -> dict[str, Any]:
+    """The estimates the formula was chosen among (docs/label_free.md), as functions of a run's parts."""
+
+    def mean_with_augmentation(parts: dict[str, Any]) -> float:
+        return 100 * (parts["temporal_miou"] + parts["augmentation_miou"]) / 2 * parts["class_identity"]
+
+    def temporal(parts: dict[str, Any]) -> float:
+        return 100 * parts["temporal_miou"] * parts["class_identity"]
+
+    def augmentation(parts: dict[str, Any]) -> float:
+        return 100 * parts["augmentation_miou"] * parts["class_identity"]
+
+    return {"temporal x identity": temporal, "mean(temporal, augmentation) x identity": mean_with_augmentation,
+            "augmentation x identity": augmentation}  # fmt: skip
+
+
 def benchmark_rows(benchmark: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    runs = [run for run in runs if run["method"] != "auto"]  # a copy of another run: it would count twice
     truth = [run["mIoU"] for run in runs]
     held_out = [run for run in runs if run["adapt_split_mIoU"] is not None]
     return {
         "runs": len(runs),
         "methods": sorted({run["method"] for run in runs}),
+        "auto": auto_rows(runs),
         "spearman_estimate": spearman([run["estimate"] for run in runs], truth),
         "spearman_estimate_adapt_split": spearman(
             [run["estimate"] for run in held_out], [run["adapt_split_mIoU"] for run in held_out]
         ),
+        # the candidate formulas against the held-out adaptation frames' mIoU: what the formula is chosen on
+        "formulas_adapt_split": {
+            name: spearman([formula(run["parts"]) for run in held_out], [run["adapt_split_mIoU"] for run in held_out])
+            for name, formula in formulas().items()
+            if all("augmentation_miou" in run["parts"] for run in held_out)
+        },
         "spearman_parts": {
             part: spearman([float(run["parts"][part]) for run in runs], truth)
             for part in PARTS
@@ -113,16 +170,23 @@ def markdown(summary: dict[str, Any], margin: float) -> str:
              "Spearman's rank correlation over each benchmark's runs (methods x seeds, references left out): the "
              "estimate on the unlabelled adaptation frames against the evaluation mIoU, and against the labelled "
              "adaptation frames' mIoU (held out from scoring; what the estimate's settings may be chosen on).", "",
-             "| benchmark | runs | estimate vs mIoU | estimate vs adaptation-frames mIoU | temporal | augmentation | "
-             "confidence | entropy | SND |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| benchmark | runs | estimate vs mIoU | estimate vs adaptation-frames mIoU | temporal x identity | "
+             "augmentation | confidence | entropy | SND |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, row in summary["benchmarks"].items():
         parts = row["spearman_parts"]
         lines.append(
             f"| {name} | {row['runs']} | {number(row['spearman_estimate'])} | "
-            f"{number(row['spearman_estimate_adapt_split'])} | {number(parts.get('temporal_miou'))} | "
+            f"{number(row['spearman_estimate_adapt_split'])} | {number(parts.get('temporal_estimate'))} | "
             f"{number(parts.get('augmentation_miou'))} | {number(parts.get('confidence'))} | "
             f"{number(parts.get('entropy'))} | {number(parts.get('snd'))} |"
         )
+    lines += ["", "Choosing the formula: Spearman against the labelled adaptation frames' mIoU (held out from "
+              "scoring).", "",
+              "| benchmark | " + " | ".join(formulas()) + " |", "|---|" + "---|" * len(formulas())]  # fmt: skip
+    for name, row in summary["benchmarks"].items():
+        if row["formulas_adapt_split"]:
+            cells = " | ".join(number(row["formulas_adapt_split"].get(formula)) for formula in formulas())
+            lines.append(f"| {name} | {cells} |")
     direction = summary["direction"]
     lines += ["", f"(source-only, adapted) pairs of one seed whose mIoU differs by at least {margin:g}: the estimate "
               f"orders {direction['right']} of {direction['pairs']} right"
@@ -137,6 +201,18 @@ def markdown(summary: dict[str, Any], margin: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_results(path: Path) -> dict[str, Any] | None:
+    """A bench's results.json, or for a bench still running, its finished runs' record.json files."""
+    if path.is_file():
+        results = json.loads(path.read_text())
+        return results if "runs" in results else None
+    records = sorted(path.parent.glob("runs/*/*/record.json"))
+    if not records:
+        return None
+    runs = [json.loads(record.read_text()) for record in records]
+    return {"runs": sorted(runs, key=lambda run: run["seed"]), "commit": runs[0].get("commit"), "partial": True}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=ROOT / "results", help="folder of <benchmark>/results.json")
@@ -144,16 +220,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--margin", type=float, default=1.0, help="mIoU difference that a direction must get right")
     args = parser.parse_args(argv)
     benchmarks, pairs, sources = {}, [], {}
-    for path in sorted(args.results.glob("*/results.json")):
-        results = json.loads(path.read_text())
-        if "runs" not in results:
+    for path in sorted(folder / "results.json" for folder in args.results.iterdir() if folder.is_dir()):
+        results = read_results(path)
+        if results is None:
             continue
         runs = scored_runs(results)
         if not runs:
             continue
         benchmarks[path.parent.name] = benchmark_rows(path.parent.name, runs)
         pairs += direction_pairs(path.parent.name, runs, args.margin)
-        sources[path.parent.name] = {"file": str(path.relative_to(args.results)), "commit": results.get("commit")}
+        sources[path.parent.name] = {"file": str(path.relative_to(args.results)), "commit": results.get("commit"),
+                                     "partial": results.get("partial", False)}  # fmt: skip
     if not benchmarks:
         print(f"no bench results with an estimate under {args.results}", file=sys.stderr)
         return 1
