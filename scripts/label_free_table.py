@@ -62,9 +62,11 @@ def scored_runs(results: dict[str, Any]) -> list[dict[str, Any]]:
     that estimate, so that every run of the table is scored on the same frames."""
     from stpl.analysis.label_free import combine, count_parts, temporal_estimate
 
-    runs, stream_sources = [], {}
+    runs, stream_sources, sources = [], {}, []
     for run in results["runs"]:
         estimate = run.get("estimate")
+        if run["method"] == "source-only":
+            sources.append(run)
         if not estimate or run["method"] in REFERENCES:
             continue
         if estimate.get("kind") == "temporal":  # an online run: the stream as predicted
@@ -79,11 +81,10 @@ def scored_runs(results: dict[str, Any]) -> list[dict[str, Any]]:
                      "adapt_split_mIoU": run.get("adapt_split_mIoU"), "estimate": value, "parts": parts,
                      "auto_choice": run.get("auto_choice")})  # fmt: skip
     if stream_sources:  # every run on the stream: source-only by the source model's estimate on the same frames
-        runs = [run for run in runs if run["online"] or run["method"] == "source-only"]
-        for run in runs:
-            if run["method"] == "source-only" and run["seed"] in stream_sources:
-                run["estimate"], run["parts"] = stream_sources[run["seed"]], {}
-                run["adapt_split_mIoU"] = None
+        runs = [run for run in runs if run["online"]]
+        runs += [{"method": "source-only", "seed": run["seed"], "mIoU": run["mIoU"], "online": False,
+                  "adapt_split_mIoU": None, "estimate": stream_sources[run["seed"]], "parts": {}, "auto_choice": None}
+                 for run in sources if run["seed"] in stream_sources]  # fmt: skip
     return runs
 
 
@@ -152,7 +153,7 @@ def benchmark_rows(benchmark: str, runs: list[dict[str, Any]]) -> dict[str, Any]
         "formulas_adapt_split": {
             name: spearman([formula(run["parts"]) for run in held_out], [run["adapt_split_mIoU"] for run in held_out])
             for name, formula in formulas().items()
-            if all("augmentation_miou" in run["parts"] for run in held_out)
+            if held_out and all("augmentation_miou" in run["parts"] for run in held_out)
         },
         "spearman_parts": {
             part: spearman([float(run["parts"][part]) for run in runs], truth)
