@@ -3,6 +3,7 @@
 import json
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import cv2
@@ -18,6 +19,7 @@ from stpl.data.pairs import normalize
 from stpl.engine.checkpoint import load_checkpoint
 from stpl.errors import StplError
 from stpl.flow.dis import DISFlow
+from stpl.pretrained import resolve_checkpoint
 
 
 def set_args(settings):
@@ -110,12 +112,18 @@ def quick_start_block(language: str) -> str:
 
 
 def test_the_readme_python_lines_run_as_printed(tmp_path, monkeypatch):
-    """The quick start's Python lines with the shipped camvid-day model; `frame`, `frames` and clip.mp4 are given."""
+    """The quick start's Python lines with the shipped camvid-day model; `frame`, `frames`, clip.mp4 and an adapted
+    model (a copy of camvid-day) are given."""
     frames = clip()
     monkeypatch.chdir(tmp_path)
     write_video(tmp_path / "clip.mp4", frames, "mp4v", 10.0)
+    (tmp_path / "adapted").mkdir()
+    shutil.copyfile(resolve_checkpoint("camvid-day"), tmp_path / "adapted" / "model.safetensors")
     namespace = {"frame": frames[0], "frames": frames}
     exec(quick_start_block("python"), namespace)
+    ranked = namespace["ranked"]
+    assert [row["name"] for row in ranked["models"]] != [] and ranked["frames"] == 5
+    assert ranked["models"][0]["estimate"] == pytest.approx(ranked["models"][1]["estimate"])  # the same weights
     assert namespace["mask"].shape == frames[0].shape[:2] and namespace["mask"].max() < 11  # one frame, one map
     assert len(namespace["masks"]) == 5 and namespace["summary"]["frames"] == 5
     assert (tmp_path / "predictions" / "overlay.mp4").is_file()
@@ -140,7 +148,10 @@ def test_the_readme_quick_start_commands_run_as_printed(tmp_path, monkeypatch):
         summary = json.loads((tmp_path / out / "predict.json").read_text())
         assert summary["frames"] == 6 and len(list((tmp_path / out / "masks").glob("*.png"))) == 6
         assert cv2.VideoCapture(str(tmp_path / out / "overlay.mp4")).read()[0]
-    assert load_checkpoint(tmp_path / "adapted" / "model.safetensors").meta["method"] == "stpl"
+    choice = json.loads((tmp_path / "adapted" / "choice.json").read_text())  # --method auto: what it chose, and why
+    assert set(choice["candidates"]) == {"source", "adabn", "self-training", "stpl"} and choice["reason"]
+    chosen = Path(choice["candidates"][choice["chosen"]]["checkpoint"])
+    assert (tmp_path / "adapted" / "model.safetensors").read_bytes() == chosen.read_bytes()
 
 
 ADAPT_SETS = ["adapt.iterations=3", "adapt.batch_size=2", "adapt.log_every=1", "adapt.anchors_per_class=8"]

@@ -4,11 +4,12 @@ import stpl
 predictor = stpl.load("model.safetensors")          # a source or adapted checkpoint
 masks = predictor.predict(frames)                    # uint8 RGB frames in order -> [H,W] class-id maps
 predictor.predict_video("clip.mp4", out="pred")      # masks, overlays, overlay.mp4, predict.json
+stpl.estimate(["adapted/model.safetensors", "camvid-day"], "clip.mp4", source="camvid-day")  # label-free, best first
 """
 
 from stpl.version import __version__
 
-__all__ = ["__version__", "adapt_video", "load"]
+__all__ = ["__version__", "adapt_video", "estimate", "load"]
 
 
 def load(
@@ -29,6 +30,8 @@ def adapt_video(source_checkpoint, frames, out, method: str = "stpl", settings: 
     """Adapt a source checkpoint to one's own unlabelled video, source-free; returns the adapted checkpoint's path.
     (Not `stpl.adapt`: that name is the package of the adaptation methods.)
 
+    method: any source-free method, or "auto" (adapt with adapt.auto_candidates, keep the source model as one more
+    candidate, choose by the label-free estimate: OUT/choice.json says what and why).
     frames: a folder of images, a video file, or a list of uint8 RGB arrays (written first to
     OUT/input_frames-<digest>/).
     settings: config values by dotted key, e.g. {"adapt.iterations": 200, "data.frames.stride": 2}; data, flow
@@ -37,3 +40,14 @@ def adapt_video(source_checkpoint, frames, out, method: str = "stpl", settings: 
     from stpl.api import adapt_on_frames
 
     return adapt_on_frames(source_checkpoint, frames, out, method, settings or {})
+
+
+def estimate(checkpoints, frames, source=None, settings: dict | None = None) -> dict:
+    """The label-free estimate (docs/label_free.md) of each checkpoint on a folder of images or a video file, best
+    first: {"models": [{"name", "estimate", "parts", ...}, ...], "frames", "reference"}. `source`: the source model
+    whose classes count (default: the one an adapted checkpoint names); comparable between models on one video."""
+    from stpl.api import estimate_on_frames
+
+    if isinstance(checkpoints, str) or not hasattr(checkpoints, "__iter__"):
+        checkpoints = [checkpoints]
+    return estimate_on_frames(list(checkpoints), frames, source, settings or {})
