@@ -106,6 +106,44 @@ def auto_rows(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
             "chosen": chosen}  # fmt: skip
 
 
+CANDIDATES = ("adabn", "self-training", "stpl")  # adapt.auto_candidates' default
+MARGINS = (0.0, 0.5, 1.0, 2.0)
+
+
+def held_out_choice(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """auto's rule replayed on the held-out labelled adaptation frames, for each candidate formula and margin: per
+    seed the chosen candidate's adaptation-frames mIoU, its shortfall from the best candidate's, and whether it
+    fell below the source model's (what the formula, candidates and margin are chosen on)."""
+    from stpl.selection import SOURCE, choose
+
+    by_seed: dict[int, dict[str, dict[str, Any]]] = {}
+    for run in runs:
+        name = SOURCE if run["method"] == "source-only" else run["method"]
+        if (
+            (name == SOURCE or name in CANDIDATES)
+            and run["adapt_split_mIoU"] is not None
+            and "augmentation_miou" in run["parts"]
+        ):
+            by_seed.setdefault(run["seed"], {})[name] = run
+    seeds = [seed for seed, named in by_seed.items() if SOURCE in named and len(named) == len(CANDIDATES) + 1]
+    if not seeds:
+        return None
+    result: dict[str, Any] = {}
+    for formula_name, formula in formulas().items():
+        for margin in MARGINS:
+            shortfall, below = [], 0
+            for seed in seeds:
+                named = by_seed[seed]
+                chosen, _ = choose({name: formula(run["parts"]) for name, run in named.items()}, margin)
+                truth = {name: run["adapt_split_mIoU"] for name, run in named.items()}
+                shortfall.append(max(truth.values()) - truth[chosen])
+                below += truth[chosen] < truth[SOURCE]
+            mean = sum(shortfall) / len(shortfall)
+            result[f"{formula_name}, margin {margin:g}"] = {"mean_shortfall": mean, "below_source": below,
+                                                             "seeds": len(seeds)}  # fmt: skip
+    return result
+
+
 def direction_pairs(benchmark: str, runs: list[dict[str, Any]], margin: float) -> list[dict[str, Any]]:
     """(source-only, adapted) pairs of one seed whose mIoU differs by >= margin, and whether the estimate agrees."""
     sources = {run["seed"]: run for run in runs if run["method"] == "source-only"}
@@ -145,6 +183,7 @@ def benchmark_rows(benchmark: str, runs: list[dict[str, Any]]) -> dict[str, Any]
         "runs": len(runs),
         "methods": sorted({run["method"] for run in runs}),
         "auto": auto_rows(runs),
+        "auto_held_out": held_out_choice(runs),
         "spearman_estimate": spearman([run["estimate"] for run in runs], truth),
         "spearman_estimate_adapt_split": spearman(
             [run["estimate"] for run in held_out], [run["adapt_split_mIoU"] for run in held_out]
@@ -188,6 +227,23 @@ def markdown(summary: dict[str, Any], margin: float) -> str:
         if row["formulas_adapt_split"]:
             cells = " | ".join(number(row["formulas_adapt_split"].get(formula)) for formula in formulas())
             lines.append(f"| {name} | {cells} |")
+    for name, row in summary["benchmarks"].items():
+        if row["auto"]:
+            auto = row["auto"]
+            below = auto["below_source_seeds"] or "none"
+            lines += ["", f"auto on {name}: mean {auto['mean']:.1f} vs the best single method "
+                      f"({auto['best_single']}) {auto['best_single_mean']:.1f}; seeds below source-only: {below}; "
+                      f"chosen per seed: {auto['chosen']}"]  # fmt: skip
+    held_out = {name: row["auto_held_out"] for name, row in summary["benchmarks"].items() if row["auto_held_out"]}
+    if held_out:
+        lines += ["", "auto's rule replayed on the held-out adaptation frames (candidates source, "
+                  f"{', '.join(CANDIDATES)}): mean shortfall from the best candidate's mIoU / seeds below the source "
+                  "model.", "", "| formula and margin | " + " | ".join(held_out) + " |",
+                  "|---|" + "---|" * len(held_out)]  # fmt: skip
+        for key in next(iter(held_out.values())):
+            cells = " | ".join(f"{r[key]['mean_shortfall']:.2f} / {r[key]['below_source']} of {r[key]['seeds']}"
+                               for r in held_out.values())  # fmt: skip
+            lines.append(f"| {key} | {cells} |")
     direction = summary["direction"]
     lines += ["", f"(source-only, adapted) pairs of one seed whose mIoU differs by at least {margin:g}: the estimate "
               f"orders {direction['right']} of {direction['pairs']} right"
