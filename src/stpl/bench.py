@@ -334,6 +334,7 @@ def run_bench(
             source_dir = find_source_model(Path(reuse_source), seed, source_identity) or source_dir
         source = workflows.train_supervised(seed_config, source_dir, split="source", kind="source")
         finished: dict[str, Path] = {}  # this seed's adapted checkpoints by method, for auto
+        spent: dict[str, float] = {}  # and the seconds each took
         for method in methods:
             config = method_config(method, seed_config)
             if method in REFERENCE_METHODS:
@@ -350,6 +351,7 @@ def run_bench(
                 if record.get("key") == key:
                     print(f"[bench] {method} seed {seed}: done before, skipped", flush=True)
                     finished[method] = Path(record["checkpoint"])
+                    spent[method] = record.get("adapt_seconds") or 0.0
                     runs.append(record)
                     classes = list(record["per_class"])
                     continue
@@ -360,9 +362,11 @@ def run_bench(
                 checkpoint, seconds = Path(result["checkpoint"]), time.perf_counter() - started
             else:
                 checkpoint, seconds = run_method(method, config, source, run_dir, finished)
+                if method == AUTO:  # what auto costs a user: the candidates it reused were adapted for it too
+                    seconds += sum(spent.get(name, 0.0) for name in config.adapt.auto_candidates)
                 result = workflows.evaluate_checkpoint(checkpoint, config, run_dir)
                 result.update(label_free_figures(checkpoint, config, source))
-            finished[method] = checkpoint
+            finished[method], spent[method] = checkpoint, seconds
             record = {
                 "method": method, "seed": seed, "mIoU": result["mIoU"], "per_class": result["per_class"],
                 "adapt_seconds": seconds, "eval_frames": result.get("num_frames"),
