@@ -93,5 +93,6 @@ def test_bench_auto_row_reuses_the_bench_runs(tmp_path, toy_settings):
         or chosen == SOURCE
     )
     assert not list(out.glob("runs/auto/*/candidates"))  # the bench's own adabn and stpl runs were the candidates
+    assert auto["adapt_seconds"] >= runs["adabn"]["adapt_seconds"] + runs["stpl"]["adapt_seconds"]  # and cost it
     for run in runs.values():
         assert 0.0 <= run["estimate"]["estimate"] <= 100.0 and run["adapt_split_mIoU"] is not None
