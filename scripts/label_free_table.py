@@ -1,8 +1,8 @@
-"""How far the label-free estimate can be trusted: the estimate against the true mIoU of every committed bench run
-that carries one (results/<benchmark>/results.json, key `estimate`), written to results/label-free/.
+"""How far the label-free estimate can be trusted: the estimate against the true mIoU of every bench run that
+carries one (key `estimate` in each run of DIR/<bench>/results.json), written to results/label-free/.
 
-    python scripts/label_free_table.py                 # every committed benchmark -> results/label-free/
-    python scripts/label_free_table.py --results DIR   # bench folders elsewhere (each DIR/<name>/results.json)
+    python scripts/label_free_table.py                 # the committed benches under results/label-free/<bench>/
+    python scripts/label_free_table.py --results DIR   # bench folders elsewhere (a bench still running: its records)
 
 Per benchmark: Spearman's rank correlation between the estimate (computed on the unlabelled adaptation frames) and
 the evaluation mIoU over all runs but the references (the oracles saw the adaptation labels), the same for each
@@ -272,7 +272,8 @@ def read_results(path: Path) -> dict[str, Any] | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", type=Path, default=ROOT / "results", help="folder of <benchmark>/results.json")
+    parser.add_argument("--results", type=Path, default=ROOT / "results" / "label-free",
+                        help="folder of <bench>/results.json")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "label-free")
     parser.add_argument("--margin", type=float, default=1.0, help="mIoU difference that a direction must get right")
     args = parser.parse_args(argv)
