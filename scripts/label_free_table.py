@@ -60,7 +60,7 @@ def scored_runs(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The runs with an estimate, the references left out, with the estimate recomputed from their counts. A
     stream bench (online runs, each with the source model's estimate on the same stream) scores source-only by
     that estimate, so that every run of the table is scored on the same frames."""
-    from stpl.analysis.label_free import combine, count_parts, temporal_estimate
+    from stpl.analysis.label_free import count_parts, temporal_estimate
 
     runs, stream_sources, sources = [], {}, []
     for run in results["runs"]:
@@ -74,8 +74,7 @@ def scored_runs(results: dict[str, Any]) -> list[dict[str, Any]]:
             stream_sources[run["seed"]] = estimate["reference_estimate"]
         else:
             parts = {**estimate["parts"], **count_parts(estimate["counts"])}
-            value = combine(parts)
-            parts["temporal_estimate"] = temporal_estimate(parts)
+            value = parts["temporal_estimate"] = temporal_estimate(parts)
         online = run["method"].endswith("-online")
         runs.append({"method": run["method"], "seed": run["seed"], "mIoU": run["mIoU"], "online": online,
                      "adapt_split_mIoU": run.get("adapt_split_mIoU"), "estimate": value, "parts": parts,

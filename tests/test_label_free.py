@@ -13,10 +13,10 @@ from stpl.analysis.label_free import (
     AgreementMatrix,
     LabelFreeScores,
     PairPredictions,
-    combine,
     estimate_model,
     reference_classes,
     soft_neighbourhood_density,
+    temporal_estimate,
 )
 from stpl.data.pairs import PairDataset, denormalize
 from stpl.models.segmenter import SegmenterOutput
@@ -167,9 +167,9 @@ def test_the_estimate_does_not_depend_on_the_batch_size():
     assert one["counts"] == three["counts"]
 
 
-def test_combine_by_hand():
+def test_the_estimate_by_hand():
     parts = {"temporal_miou": 0.8, "augmentation_miou": 0.6, "class_identity": 0.5}
-    assert combine(parts) == pytest.approx(100 * 0.7 * 0.5)
+    assert temporal_estimate(parts) == pytest.approx(100 * 0.8 * 0.5)
 
 
 def test_scores_of_predictions_by_hand():

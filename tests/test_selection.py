@@ -96,3 +96,13 @@ def test_bench_auto_row_reuses_the_bench_runs(tmp_path, toy_settings):
     assert auto["adapt_seconds"] >= runs["adabn"]["adapt_seconds"] + runs["stpl"]["adapt_seconds"]  # and cost it
     for run in runs.values():
         assert 0.0 <= run["estimate"]["estimate"] <= 100.0 and run["adapt_split_mIoU"] is not None
+
+
+def test_the_closing_sentence_by_hand():
+    from stpl.estimation import compare_sentence
+
+    assert "looks better" in compare_sentence(45.0, 40.0, margin=2.0)
+    assert "looks WORSE" in compare_sentence(35.0, 40.0, margin=2.0) and "keep the source" in compare_sentence(
+        35.0, 40.0, margin=2.0
+    )
+    assert "no different" in compare_sentence(41.5, 40.0, margin=2.0)

@@ -23,8 +23,6 @@ from stpl.errors import StplError
 from stpl.models import VideoSegmenter
 
 ESTIMATE_FILE = "estimate.json"  # beside an adapted model: its estimate and the source model's
-# how far apart two estimates must be before the comparison calls one model better (points of the estimate)
-CLEAR_MARGIN = 0.5
 
 
 def estimation_pairs(config: Config, split: str = "adapt") -> PairDataset:
@@ -68,19 +66,21 @@ def compare_with_source(config: Config, device: torch.device, adapted: Path, sou
     pairs = estimation_pairs(config)
     scores = {name: estimate_checkpoint(path, config, device, source, pairs)
               for name, path in (("adapted", adapted), ("source", source))}  # fmt: skip
-    sentence = compare_sentence(scores["adapted"]["estimate"], scores["source"]["estimate"])
+    sentence = compare_sentence(scores["adapted"]["estimate"], scores["source"]["estimate"], config.adapt.auto_margin)
     return {"sentence": sentence, "adapted": scores["adapted"], "source": scores["source"], "frames": len(pairs)}
 
 
-def compare_sentence(adapted: float, source: float, name: str = "the adapted model") -> str:
-    """One line that says whether `name` looks better than the source model on the video, by the estimate."""
+def compare_sentence(adapted: float, source: float, margin: float, name: str = "the adapted model") -> str:
+    """One line that says whether `name` looks better than the source model on the video by the estimate; a
+    difference within `margin` points is no clear difference."""
     difference = adapted - source
     figures = f"label-free estimate {adapted:.1f} vs the source model's {source:.1f}"
-    if difference > CLEAR_MARGIN:
+    if difference > margin:
         return f"{name} looks better than the source model on this video ({figures})"
-    if difference < -CLEAR_MARGIN:
+    if difference < -margin:
         return f"{name} looks WORSE than the source model on this video ({figures}): keep the source model"
-    return f"{name} looks no different from the source model on this video ({figures})"
+    return (f"{name} looks no different from the source model on this video ({figures}, within "
+            f"{margin:g}): keeping the source model is as safe")  # fmt: skip
 
 
 def own_video_sets(video: Path, checkpoint: Path) -> list[str]:

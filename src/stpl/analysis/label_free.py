@@ -25,8 +25,10 @@ yet it scores 1 / (number of reference classes) here, so collapse never scores w
   `AgreementMatrix.kept_identity`); 1 without a reference. Consistency cannot see a model that swaps two classes;
   this can.
 
-The estimate is one number, 100 x the mean of temporal_miou and augmentation_miou x class_identity: comparable
-between models on the same video and reference, not between videos.
+The estimate is one number, 100 x temporal_miou x class_identity (`temporal_estimate`): offline and online
+alike, since consistency along the flow is what a video gives for free. It was chosen over the mean with
+augmentation_miou on held-out adaptation frames (docs/label_free.md); the other parts are kept beside it.
+Comparable between models on the same video and reference, not between videos.
 """
 
 from __future__ import annotations
@@ -48,7 +50,6 @@ AUGMENTATIONS = ("mirror", "downscale")  # in the order pair_predictions returns
 SND_TEMPERATURE = 0.05  # Saito et al.'s value
 SND_PIXELS_PER_PAIR = 64  # sampled pixels per pair for SND, up to SND_MAX_PIXELS in all
 SND_MAX_PIXELS = 2048
-ESTIMATE_PARTS = ("temporal_miou", "augmentation_miou")  # averaged into the estimate
 
 
 class AgreementMatrix:
@@ -196,7 +197,7 @@ class LabelFreeScores:
             "entropy": self.entropy_sum / max(self.pixels, 1),
             "snd": soft_neighbourhood_density(samples),
         }
-        return {"estimate": combine(parts), "parts": parts, "counts": counts}
+        return {"estimate": temporal_estimate(parts), "parts": parts, "counts": counts}
 
 
 def _matrix(counts: list[list[float]]) -> AgreementMatrix:
@@ -226,13 +227,6 @@ def count_parts(counts: dict[str, Any], min_share: float = MIN_CLASS_SHARE) -> d
         "augmentation_pixels": sum(m.pixel_agreement() for m in augmentations) / len(augmentations),
         "reference_classes": len(classes),
     }
-
-
-def combine(parts: dict[str, Any]) -> float:
-    """The one number: 100 x the mean of the parts in ESTIMATE_PARTS, times the share of the reference's classes
-    that kept their identity (a model that swaps two classes is as consistent as before, and as wrong)."""
-    consistency = sum(float(parts[name]) for name in ESTIMATE_PARTS) / len(ESTIMATE_PARTS)
-    return 100.0 * consistency * float(parts["class_identity"])
 
 
 def _mirror(batch: PairBatch) -> tuple[Tensor, Tensor, Tensor]:
