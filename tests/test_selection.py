@@ -62,6 +62,10 @@ def test_adapt_auto_on_own_frames(toy_checkpoint, tmp_path, capsys):
     chosen = choice["candidates"][choice["chosen"]]["checkpoint"]
     assert (out / "model.safetensors").read_bytes() == Path(chosen).read_bytes()
     assert choice["reason"] in capsys.readouterr().out
+    # another margin: the candidates are reused (auto's settings are no part of their identity), the choice remade
+    assert main([*args, "--set", "adapt.auto_margin=1000"]) == 0
+    assert capsys.readouterr().out.count("finished run found") == 2
+    assert json.loads((out / "choice.json").read_text())["chosen"] == SOURCE
 
 
 def test_adapt_ends_with_a_comparison_with_the_source_model(toy_checkpoint, tmp_path, capsys):
@@ -106,3 +110,12 @@ def test_the_closing_sentence_by_hand():
         35.0, 40.0, margin=2.0
     )
     assert "no different" in compare_sentence(41.5, 40.0, margin=2.0)
+
+
+def test_a_key_declared_no_result_since_does_not_make_a_run_another():
+    from stpl.engine.run_folder import differing_keys
+
+    stored = {"adapt": {"lr": 0.1, "auto_margin": 0.5}}  # made when auto_margin was part of identities
+    assert differing_keys(stored, {"adapt": {"lr": 0.1}}) == []
+    assert differing_keys(stored, {"adapt": {"lr": 0.2}}) == ["adapt.lr"]
+    assert differing_keys({"adapt": {"lr": 0.1, "unknown_key": 1}}, {"adapt": {"lr": 0.1}}) == ["adapt.unknown_key"]

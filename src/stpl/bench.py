@@ -343,6 +343,8 @@ def run_bench(
                 identity = workflows.run_identity(config)
             if method != "oracle-scratch":  # every other run starts from the source model, trained here or reused
                 identity["source_run"] = source_dir.name
+            if method == AUTO:  # not in a single run's identity, but what auto's choice depends on
+                identity["auto"] = [list(config.adapt.auto_candidates), config.adapt.auto_margin]
             key = run_key({**identity, "eval": config_to_dict(config)["eval"]}, code)  # the score depends on eval too
             run_dir = out_dir / "runs" / method / f"seed{seed}-{key}"
             record_path = run_dir / "record.json"

@@ -65,6 +65,7 @@ def check_out_dir(out_dir: Path) -> None:
 _MISSING = object()
 _DEFAULTS = config_to_dict(Config())
 _TARGET_ONLY = {".".join(path) for path in TARGET_ONLY_KEYS}
+_NOT_RESULTS = {".".join(path) for path in NON_RESULT_KEYS}
 
 
 def _default_at(dotted: str) -> Any:
@@ -79,15 +80,18 @@ def _default_at(dotted: str) -> Any:
 def differing_keys(stored: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between a stored run identity and the current one. A key the stored one
     lacks counts as its default (config keys added since that run was made), and a target-only key only one side
-    holds does not count (source identities dropped them later): older run folders stay usable."""
+    holds does not count (source identities dropped them later), nor does a key only the stored one holds that is
+    no longer part of an identity (declared not a result since): older run folders stay usable."""
     keys = []
     for key in sorted(set(stored) | set(current)):
         dotted = f"{prefix}{key}"
         a, b = stored.get(key, _MISSING), current.get(key, _MISSING)
         if isinstance(a, dict) and isinstance(b, dict):
             keys += differing_keys(a, b, f"{dotted}.")
-        elif (a is _MISSING and b == _default_at(dotted)) or (
-            (a is _MISSING or b is _MISSING) and dotted in _TARGET_ONLY
+        elif (
+            (a is _MISSING and b == _default_at(dotted))
+            or ((a is _MISSING or b is _MISSING) and dotted in _TARGET_ONLY)
+            or (b is _MISSING and dotted in _NOT_RESULTS)
         ):
             continue
         elif a != b:
