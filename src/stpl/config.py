@@ -302,7 +302,7 @@ class AdaptConfig:
     # --method auto (selection.py): the methods tried beside keeping the source model, and how far a candidate's
     # estimate must exceed the source model's to be chosen over it (also where `stpl adapt`'s closing line calls a
     # difference clear). 2 points: on held-out adaptation frames where adapting did not help (camvid-day on clean
-    # CamVid day frames) the candidates scored up to 1.2 above the source model (docs/label_free.md). Not part of
+    # CamVid day frames) the candidates scored up to 1.3 above the source model (docs/label_free.md). Not part of
     # a run's identity: a candidate's run does not depend on them, and auto makes its choice afresh each time
     auto_candidates: tuple[str, ...] = field(default=("adabn", "self-training", "stpl"), metadata=NOT_A_RESULT)
     auto_margin: float = field(default=2.0, metadata=NOT_A_RESULT)
