@@ -175,13 +175,14 @@ def formulas() -> dict[str, Any]:
 
 
 def benchmark_rows(benchmark: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    auto = auto_rows(runs)
     runs = [run for run in runs if run["method"] != "auto"]  # a copy of another run: it would count twice
     truth = [run["mIoU"] for run in runs]
     held_out = [run for run in runs if run["adapt_split_mIoU"] is not None]
     return {
         "runs": len(runs),
         "methods": sorted({run["method"] for run in runs}),
-        "auto": auto_rows(runs),
+        "auto": auto,
         "auto_held_out": held_out_choice(runs),
         "spearman_estimate": spearman([run["estimate"] for run in runs], truth),
         "spearman_estimate_adapt_split": spearman(

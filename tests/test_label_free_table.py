@@ -66,6 +66,9 @@ def test_auto_row_against_source_and_the_best_single_method():
     ]
     runs = [{"method": m, "seed": s, "mIoU": v, "auto_choice": c} for m, s, v, c in rows]
     row = table.auto_rows(runs)
+    for run in runs:
+        run.update(estimate=run["mIoU"], adapt_split_mIoU=None, parts={})
+    assert table.benchmark_rows("b", runs)["auto"] == row and table.benchmark_rows("b", runs)["runs"] == 4
     assert row["best_single"] == "stpl" and row["best_single_mean"] == pytest.approx(43.0)
     assert row["mean"] == pytest.approx(43.5) and row["below_source_seeds"] == []
     assert row["chosen"] == {"0": "stpl", "1": "source"}
