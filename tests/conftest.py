@@ -92,6 +92,24 @@ def toy_checkpoint(tmp_path_factory) -> Path:
     return out / "run" / "model.safetensors"
 
 
+@pytest.fixture
+def collapsed_checkpoint(toy_checkpoint, tmp_path) -> Path:
+    """The toy model with +1000 on class 0 of every classifier bias: it predicts class 0, certain, everywhere."""
+    from stpl.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    saved = load_checkpoint(toy_checkpoint)
+    state = dict(saved.model)
+    classes = len(saved.class_names)
+    biased = [key for key, value in state.items() if key.endswith("bias") and value.shape == (classes,)]
+    assert biased
+    for key in biased:
+        state[key] = state[key].clone()
+        state[key][0] += 1000.0
+    path = tmp_path / "collapsed.safetensors"
+    save_checkpoint(path, state, saved.meta)
+    return path
+
+
 def clip(count: int = 5, height: int = 41, width: int = 57) -> list[np.ndarray]:
     """A textured square moving right over a gradient (odd size: the model resizes to its own)."""
     texture = np.random.default_rng(0).integers(0, 255, (15, 15, 3), dtype=np.uint8)

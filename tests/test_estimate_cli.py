@@ -6,22 +6,7 @@ import pytest
 
 from conftest import clip, write_folder
 from stpl.cli import main
-from stpl.engine.checkpoint import load_checkpoint, save_checkpoint
-
-
-@pytest.fixture
-def collapsed_checkpoint(toy_checkpoint, tmp_path):
-    """The toy model with +1000 on class 0 of every classifier bias: class 0, certain, everywhere."""
-    saved = load_checkpoint(toy_checkpoint)
-    state = dict(saved.model)
-    classes = len(saved.class_names)
-    for key, value in state.items():
-        if key.endswith("bias") and value.shape == (classes,):
-            state[key] = value.clone()
-            state[key][0] += 1000.0
-    path = tmp_path / "collapsed.safetensors"
-    save_checkpoint(path, state, saved.meta)
-    return path
+from stpl.engine.checkpoint import load_checkpoint
 
 
 def test_estimate_ranks_checkpoints_on_own_frames(toy_checkpoint, collapsed_checkpoint, tmp_path, capsys):

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from conftest import clip
-from stpl.engine.checkpoint import load_checkpoint, save_checkpoint
 from stpl.engine.frame_health import FrameHealth, HealthLog, frame_health
 from stpl.models.segmenter import SegmenterOutput
 
@@ -49,22 +48,6 @@ def test_a_video_reads_as_collapsed_only_when_its_last_frames_all_do():
     assert summary["largest_class_share"] == pytest.approx((12 * 0.4 + 10 * 1.0) / 22)
     log.add(healthy)
     assert not log.collapsing()
-
-
-@pytest.fixture
-def collapsed_checkpoint(toy_checkpoint, tmp_path):
-    """The toy model with +1000 on class 0 of every classifier bias: it predicts class 0, certain, everywhere."""
-    saved = load_checkpoint(toy_checkpoint)
-    state = dict(saved.model)
-    classes = len(saved.class_names)
-    biased = [key for key, value in state.items() if key.endswith("bias") and value.shape == (classes,)]
-    assert biased
-    for key in biased:
-        state[key] = state[key].clone()
-        state[key][0] += 1000.0
-    path = tmp_path / "collapsed.safetensors"
-    save_checkpoint(path, state, saved.meta)
-    return path
 
 
 def write_frames(folder, frames):

@@ -9,7 +9,6 @@ import pytest
 from conftest import clip, write_folder
 from stpl.cli import main
 from stpl.config import build_config
-from stpl.engine.checkpoint import load_checkpoint, save_checkpoint
 from stpl.errors import StplError
 from stpl.selection import SOURCE, check_candidates, choose, choose_and_copy
 
@@ -26,19 +25,6 @@ def test_choose_by_hand():
 def test_auto_refuses_candidates_that_use_source_data():
     with pytest.raises(StplError, match="use source data"):
         check_candidates(("stpl", "uda-fda"))
-
-
-@pytest.fixture
-def collapsed_checkpoint(toy_checkpoint, tmp_path):
-    saved = load_checkpoint(toy_checkpoint)
-    state = dict(saved.model)
-    for key, value in state.items():
-        if key.endswith("bias") and value.shape == (len(saved.class_names),):
-            state[key] = value.clone()
-            state[key][0] += 1000.0
-    path = tmp_path / "collapsed.safetensors"
-    save_checkpoint(path, state, saved.meta)
-    return path
 
 
 def test_a_collapsed_candidate_is_never_chosen(toy_checkpoint, collapsed_checkpoint, toy_settings, tmp_path):
