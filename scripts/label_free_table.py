@@ -60,7 +60,7 @@ def scored_runs(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The runs with an estimate, the references left out, with the estimate recomputed from their counts. A
     stream bench (online runs, each with the source model's estimate on the same stream) scores source-only by
     that estimate, so that every run of the table is scored on the same frames."""
-    from stpl.analysis.label_free import count_parts, temporal_estimate
+    from stpl.analysis.label_free import count_parts, estimate_from_parts, temporal_estimate
 
     runs, stream_sources, sources = [], {}, []
     for run in results["runs"]:
@@ -74,7 +74,8 @@ def scored_runs(results: dict[str, Any]) -> list[dict[str, Any]]:
             stream_sources[run["seed"]] = estimate["reference_estimate"]
         else:
             parts = {**estimate["parts"], **count_parts(estimate["counts"])}
-            value = parts["temporal_estimate"] = temporal_estimate(parts)
+            parts["temporal_estimate"] = temporal_estimate(parts)
+            value = estimate_from_parts(parts)
         online = run["method"].endswith("-online")
         runs.append({"method": run["method"], "seed": run["seed"], "mIoU": run["mIoU"], "online": online,
                      "adapt_split_mIoU": run.get("adapt_split_mIoU"), "estimate": value, "parts": parts,
@@ -106,7 +107,7 @@ def auto_rows(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 CANDIDATES = ("adabn", "self-training", "stpl")  # adapt.auto_candidates' default
-MARGINS = (0.0, 0.5, 1.0, 2.0)
+MARGINS = (0.0, 0.5, 1.0, 1.5, 2.0)
 
 
 def held_out_choice(runs: list[dict[str, Any]]) -> dict[str, Any] | None:

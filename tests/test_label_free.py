@@ -13,6 +13,7 @@ from stpl.analysis.label_free import (
     AgreementMatrix,
     LabelFreeScores,
     PairPredictions,
+    estimate_from_parts,
     estimate_model,
     reference_classes,
     soft_neighbourhood_density,
@@ -169,6 +170,7 @@ def test_the_estimate_does_not_depend_on_the_batch_size():
 
 def test_the_estimate_by_hand():
     parts = {"temporal_miou": 0.8, "augmentation_miou": 0.6, "class_identity": 0.5}
+    assert estimate_from_parts(parts) == pytest.approx(100 * 0.7 * 0.5)
     assert temporal_estimate(parts) == pytest.approx(100 * 0.8 * 0.5)
 
 

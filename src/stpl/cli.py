@@ -109,9 +109,8 @@ def add_estimate(sub: argparse._SubParsersAction) -> None:
         "estimate",
         help="label-free estimate of how well each checkpoint segments a video (no labels), best first",
         description="Scores each checkpoint on the same unlabelled frames: temporal consistency along the optical "
-        "flow as a class-mean IoU over the source model's classes, times the share of those classes each model keeps "
-        "(docs/label_free.md; the other parts, such as agreement under augmentation, are written beside it). "
-        "Comparable between models on one video only.",
+        "flow and agreement under augmentation, as class-mean IoUs over the source model's classes, times the share "
+        "of those classes each model keeps (docs/label_free.md). Comparable between models on one video only.",
     )
     add_config_options(parser)
     parser.add_argument("--ckpt", type=Path, action="append", required=True,

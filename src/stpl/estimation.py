@@ -112,7 +112,8 @@ def estimate_checkpoints(
         scored = estimate_checkpoint(path, config, device, reference, pairs)
         rows.append({"name": name, "checkpoint": str(path), **scored})
         parts = scored["parts"]
-        print(f"[estimate] {name}: {scored['estimate']:.1f} (temporal {100 * parts['temporal_miou']:.1f}, classes kept "
+        print(f"[estimate] {name}: {scored['estimate']:.1f} (temporal {100 * parts['temporal_miou']:.1f}, "
+              f"augmentation {100 * parts['augmentation_miou']:.1f}, classes kept "
               f"{100 * parts['class_identity']:.0f} %)", flush=True)  # fmt: skip
     rows.sort(key=lambda row: -row["estimate"])
     return {"frames": len(pairs), "reference": None if reference is None else str(reference), "models": rows}
