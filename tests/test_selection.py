@@ -86,6 +86,9 @@ def test_bench_auto_row_reuses_the_bench_runs(tmp_path, toy_settings):
     assert auto["adapt_seconds"] >= runs["adabn"]["adapt_seconds"] + runs["stpl"]["adapt_seconds"]  # and cost it
     for run in runs.values():
         assert 0.0 <= run["estimate"]["estimate"] <= 100.0 and run["adapt_split_mIoU"] is not None
+    # an adaptation's estimate is the one `stpl adapt` wrote beside its model, not computed a second time
+    written = json.loads((Path(runs["stpl"]["checkpoint"]).parent / "estimate.json").read_text())["adapted"]
+    assert runs["stpl"]["estimate"] == written
 
 
 def test_the_closing_sentence_by_hand():

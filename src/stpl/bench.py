@@ -277,14 +277,25 @@ def write_plots(out_dir: Path, benchmark: str, summary: dict[str, Any], classes:
         curves(out_dir / "adaptation_curves.png", lines, "adaptation step", "mIoU (%)", title)
 
 
-def label_free_figures(checkpoint: Path, config: Config, source: Path) -> dict[str, Any]:
+def label_free_figures(checkpoint: Path, config: Config, source: Path, run_dir: Path) -> dict[str, Any]:
     """The label-free estimate of a checkpoint on the adaptation frames (labels withheld, the source model as the
     reference), and its mIoU on the labelled adaptation frames: held-out frames that the estimate's settings are
-    chosen on (never the evaluation split)."""
+    chosen on (never the evaluation split). The estimate `stpl adapt` or auto already wrote in `run_dir` (the same
+    frames and reference) is taken as it is."""
     device = workflows.setup_runtime(config)
-    estimate = estimation.estimate_checkpoint(checkpoint, config, device, reference=source)
+    estimate = stored_estimate(run_dir) or estimation.estimate_checkpoint(checkpoint, config, device, reference=source)
     adapt_split = with_overrides(config, {"eval": {"split": "adapt"}})
     return {"estimate": estimate, "adapt_split_mIoU": workflows.evaluate_checkpoint(checkpoint, adapt_split)["mIoU"]}
+
+
+def stored_estimate(run_dir: Path) -> dict[str, Any] | None:
+    """The run's model's estimate from its estimate.json (an adaptation) or choice.json (auto), if either is there."""
+    if (run_dir / estimation.ESTIMATE_FILE).is_file():
+        return json.loads((run_dir / estimation.ESTIMATE_FILE).read_text())["adapted"]
+    if (run_dir / selection.CHOICE_FILE).is_file():
+        choice = json.loads((run_dir / selection.CHOICE_FILE).read_text())
+        return {k: v for k, v in choice["candidates"][choice["chosen"]].items() if k != "checkpoint"}
+    return None
 
 
 def auto_choice(run_dir: Path) -> dict[str, Any]:
@@ -367,7 +378,7 @@ def run_bench(
                 if method == AUTO:  # what auto costs a user: the candidates it reused were adapted for it too
                     seconds += sum(spent.get(name, 0.0) for name in config.adapt.auto_candidates)
                 result = workflows.evaluate_checkpoint(checkpoint, config, run_dir)
-                result.update(label_free_figures(checkpoint, config, source))
+                result.update(label_free_figures(checkpoint, config, source, run_dir))
             finished[method], spent[method] = checkpoint, seconds
             record = {
                 "method": method, "seed": seed, "mIoU": result["mIoU"], "per_class": result["per_class"],
