@@ -107,3 +107,15 @@ def test_an_online_model_without_batch_norm_says_frame_statistics_have_no_effect
     assert "frame_statistics has no effect" in capsys.readouterr().err
     OnlineAdapter(make_tiny_model(), config)  # with batch norm: nothing to say
     assert "frame_statistics" not in capsys.readouterr().err
+
+
+def test_a_share_of_zero_goes_back_to_the_stored_statistics():
+    from stpl.adapt.frame_statistics import frame_share
+
+    norm = stored_norm()
+    x = torch.randn(2, 3, 5, 7) * 3 + 1
+    stored = norm(x)
+    use_frame_statistics(norm, 1.0)
+    assert frame_share(norm) == 1.0 and not torch.allclose(norm(x), stored)
+    assert use_frame_statistics(norm, 0.0) == 0
+    assert frame_share(norm) == 0.0 and torch.equal(norm(x), stored)

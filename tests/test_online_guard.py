@@ -48,23 +48,68 @@ class Flicker(ColourModel):
         return output
 
 
-def guard_resets(model_output: type[ColourModel], window: int = 2) -> list[bool]:
+def guard_said(adapted_model: type[ColourModel], window: int = 2, starts: dict | None = None) -> list:
+    """What the guard says after each frame of `moving_squares` predicted by `adapted_model` (normalising with
+    the stored statistics): None, or the share of frame statistics to go back with. `starts`: the starting copies
+    by share (default: the colour model, which has no batch norm, so only the stored-statistics copy)."""
     start = ColourModel()
     start.num_classes = 5
     guard = EstimateGuard(start, window=window, margin=1.0)
-    adapted = model_output()
+    if starts is not None:
+        guard.starts = starts
+        guard._new_window()
+    adapted = adapted_model()
     data = moving_squares()
     said = []
     for index in range(len(data)):
         batch: PairBatch = data.batch([index])
-        said.append(guard.observe(batch, adapted(batch.current, batch.previous, batch.flow), has_earlier=True))
+        output = adapted(batch.current, batch.previous, batch.flow)
+        said.append(guard.observe(batch, output, has_earlier=True, share=0.0))
     assert len(guard.checks) == len(data) // window
     return said
 
 
 def test_the_guard_resets_a_model_that_flickers_and_keeps_one_as_good_as_its_start():
-    assert guard_resets(Flicker) == [False, True, False, True]  # a check after every second frame
-    assert guard_resets(ColourModel) == [False, False, False, False]
+    assert guard_said(Flicker) == [None, 0.0, None, 0.0]  # a check after every second frame: back, stored statistics
+    assert guard_said(ColourModel) == [None, None, None, None]
+
+
+def test_the_guard_chooses_the_normalisation_whose_starting_copy_scores_better():
+    """Starting copies by hand: with the stored statistics the start flickers, with each frame's own it does not.
+    A model as good as the stored copy is below the frame-statistics copy: back, with frame statistics. With both
+    copies as good as the model, it stays."""
+    assert guard_said(Flicker, starts={0.0: Flicker(), 1.0: ColourModel()}) == [None, 1.0, None, 1.0]
+    assert guard_said(ColourModel, starts={0.0: ColourModel(), 1.0: ColourModel()}) == [None] * 4
+    assert guard_said(ColourModel, starts={0.0: ColourModel(), 1.0: Flicker()}) == [None] * 4
+
+
+class SaysFrameStatistics:
+    """A guard that, at every frame, sends the model back with each frame's own statistics."""
+
+    def __init__(self):
+        self.checks: list = []
+
+    def observe(self, batch, output, has_earlier, share):
+        return 1.0
+
+
+def test_an_online_model_sent_back_with_frame_statistics_predicts_with_them_and_so_does_its_teacher():
+    from conftest import make_tiny_model
+    from stpl.adapt.frame_statistics import frame_share
+    from stpl.config import build_config
+    from stpl.online import OnlineAdapter
+
+    config = build_config(sets=["adapt.method=stpl", "adapt.online.guard=true"]).adapt
+    adapter = OnlineAdapter(make_tiny_model(), config)
+    assert frame_share(adapter.model) == 0.0 and sorted(adapter.guard.starts) == [0.0, 1.0]
+    assert frame_share(adapter.guard.starts[0.0]) == 0.0 and frame_share(adapter.guard.starts[1.0]) == 1.0
+    adapter.guard = SaysFrameStatistics()
+    output = SegmenterOutput(*(torch.zeros(1, 5, 4, 4),) * 3, torch.ones(1, 4, 4, dtype=torch.bool),
+                             torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))  # fmt: skip
+    adapter.observe(output, has_earlier=True, batch=object())
+    assert adapter.resets == [0] and frame_share(adapter.model) == 1.0
+    teacher = adapter.method.teacher.model  # the EMA teacher, a copy made at the reset
+    assert teacher is not adapter.model and frame_share(teacher) == 1.0
 
 
 def test_predict_online_records_the_guard(toy_checkpoint, tmp_path):
@@ -77,5 +122,7 @@ def test_predict_online_records_the_guard(toy_checkpoint, tmp_path):
     online = json.loads((out / "predict.json").read_text())["online"]
     assert len(online["guard_checks"]) == 3
     for check in online["guard_checks"]:
-        assert check["reset"] == (check["adapted"] < check["start"] - 1.0)
+        best = max(check["start_stored_statistics"], check["start_frame_statistics"])
+        assert check["reset"] == (check["adapted"] < best - 1.0)
+        assert check["start"] == check["start_stored_statistics"]  # tent online: the stored statistics
     assert len(online["resets_after"]) == sum(check["reset"] for check in online["guard_checks"])

@@ -130,9 +130,11 @@ class OnlineConfig:
     # (adapt/frame_statistics.py; 0 = the stored statistics alone, 1 = the frame's alone)
     frame_statistics: float = 0.0
     # the label-free guard (online.EstimateGuard): after every `guard_window` frames, the temporal estimate of the
-    # model's predictions of those frames is compared with that of the starting model's (its weights before
-    # any update, with the same normalisation rule) on the same frames; when it is lower by more than
-    # `guard_margin` points the model goes back to the starting weights. Costs one more prediction per frame.
+    # model's predictions of those frames is compared with those of two frozen copies of the starting model (its
+    # weights before any update) on the same frames, one with the stored batch-norm statistics and one with each
+    # frame's own (frame_statistics, or 1 when that is 0); when it is lower than the better copy's by more than
+    # `guard_margin` points the model goes back to the starting weights with that copy's normalisation. Costs two
+    # more predictions per frame (one for a model without batch norm).
     guard: bool = False
     guard_window: int = 16
     guard_margin: float = 1.0

@@ -19,7 +19,7 @@ import torch
 
 from stpl.adapt import METHODS, build_method
 from stpl.adapt.cotta import stochastic_restore
-from stpl.adapt.frame_statistics import use_frame_statistics
+from stpl.adapt.frame_statistics import frame_share, has_batch_norm, use_frame_statistics
 from stpl.adapt.norm import batch_norms
 from stpl.analysis.label_free import StreamScores
 from stpl.config import AdaptConfig, Config, with_overrides
@@ -93,7 +93,9 @@ class OnlineAdapter:
         self.start = copy.deepcopy(model.state_dict())  # for episodic updates, restores and resets after a collapse
         # the starting model itself, predicting beside the adapted one, for the label-free guard
         self.guard = (
-            EstimateGuard(model, self.options.guard_window, self.options.guard_margin) if self.options.guard else None
+            EstimateGuard(model, self.options.guard_window, self.options.guard_margin, self.options.frame_statistics)
+            if self.options.guard
+            else None
         )
         self.generator = torch.Generator().manual_seed(seed)  # the restore's draws
         self._build()
@@ -127,9 +129,12 @@ class OnlineAdapter:
             self.resets.append(len(self.health.frames) - 1)
             self.health.streak = 0
             self.reset()
-        elif self.guard is not None and batch is not None and self.guard.observe(batch, output, has_earlier):
-            self.resets.append(len(self.health.frames) - 1)
-            self.reset()
+        elif self.guard is not None and batch is not None:
+            share = self.guard.observe(batch, output, has_earlier, frame_share(self.model))
+            if share is not None:
+                self.resets.append(len(self.health.frames) - 1)
+                use_frame_statistics(self.model, share)  # before the reset: the new teacher copies the model's rule
+                self.reset()
 
     def update(self, batch: PairBatch) -> dict[str, float]:
         if self.options.episodic:  # every window starts from the starting model, teacher, optimiser
@@ -150,35 +155,61 @@ class OnlineAdapter:
 
 
 class EstimateGuard:
-    """Goes back to the start when adapting does not pay: a frozen copy of the starting model predicts every frame
-    beside the adapted one, and after each window of frames the two temporal estimates over that window
-    (analysis/label_free.StreamScores: consistency along the flow as a class-mean IoU over the starting model's
-    classes, times the share of them the adapted model keeps) are compared. Lower by more than `margin` points:
-    reset. Every check is kept in `checks` (for predict.json and the bench record)."""
+    """Goes back to the start when adapting does not pay, and chooses the normalisation as it does. Frozen copies of
+    the starting model predict every frame beside the adapted one: with the stored batch-norm statistics (the
+    model as the user has it) and, when the model has batch norm, with `frame_statistics` of each frame's own
+    (adapt/frame_statistics.py; 1 when the run uses none). After each window of frames the temporal estimates over
+    it (analysis/label_free.StreamScores: consistency along the flow as a class-mean IoU over the stored-statistics
+    copy's classes, times the share of them a model keeps) are compared: the adapted model below the better
+    starting copy by more than `margin` points goes back to the starting weights with that copy's normalisation.
+    Every check is kept in `checks` (for predict.json and the bench record)."""
 
-    def __init__(self, model: VideoSegmenter, window: int, margin: float):
-        self.start_model = copy.deepcopy(model).eval()
-        for parameter in self.start_model.parameters():
+    def __init__(self, model: VideoSegmenter, window: int, margin: float, frame_statistics: float = 0.0):
+        stored = copy.deepcopy(model).eval()
+        for parameter in stored.parameters():
             parameter.requires_grad_(False)
+        use_frame_statistics(stored, 0.0)
+        self.starts: dict[float, VideoSegmenter] = {0.0: stored}  # share of frame statistics -> starting copy
+        if has_batch_norm(model):
+            framed = copy.deepcopy(stored)
+            share = frame_statistics if frame_statistics > 0 else 1.0
+            use_frame_statistics(framed, share)
+            self.starts[share] = framed
         self.window, self.margin = window, margin
         self.num_classes = model.num_classes
-        self.scores = StreamScores(self.num_classes)
         self.frames = 0
         self.checks: list[dict[str, Any]] = []
+        self._new_window()
+
+    def _new_window(self) -> None:
+        # the adapted model against the stored-statistics copy (whose estimate comes with it), and each other
+        # starting copy against the same copy's classes
+        self.scores = {share: StreamScores(self.num_classes) for share in self.starts}
+        self.frames = 0
 
     @torch.no_grad()
-    def observe(self, batch: PairBatch, output: SegmenterOutput, has_earlier: bool) -> bool:
-        """Add one predicted frame; True when a window just ended with the model below the start."""
-        start = self.start_model(batch.current, batch.previous, batch.flow)
-        self.scores.add(output, start, has_earlier)
+    def observe(self, batch: PairBatch, output: SegmenterOutput, has_earlier: bool, share: float) -> float | None:
+        """Add one predicted frame of a model normalising with `share` of each frame's statistics. At the end of a
+        window where it fell below a starting copy: the share of that copy, to go back with; otherwise None."""
+        predictions = {key: start(batch.current, batch.previous, batch.flow) for key, start in self.starts.items()}
+        stored = predictions[0.0]
+        for key, scores in self.scores.items():
+            scores.add(output if key == 0.0 else predictions[key], stored, has_earlier)
         self.frames += 1
         if self.frames < self.window:
-            return False
-        result = self.scores.result()
-        self.scores, self.frames = StreamScores(self.num_classes), 0
-        fell = result["estimate"] < result["reference_estimate"] - self.margin
-        self.checks.append({"adapted": result["estimate"], "start": result["reference_estimate"], "reset": fell})
-        return fell
+            return None
+        adapted = self.scores[0.0].result()
+        starts = {0.0: adapted["reference_estimate"]}
+        starts.update({key: self.scores[key].result()["estimate"] for key in self.starts if key != 0.0})
+        self._new_window()
+        # the better starting copy; on a tie the one normalising as the model does
+        best = max(starts, key=lambda key: (starts[key], key == share))
+        fell = adapted["estimate"] < starts[best] - self.margin
+        self.checks.append({"adapted": adapted["estimate"], "start": starts.get(share),
+                            "start_stored_statistics": starts[0.0],
+                            "start_frame_statistics": next((v for k, v in starts.items() if k != 0.0), None),
+                            "reset": fell, "frame_statistics": best if fell else share})  # fmt: skip
+        return best if fell else None
 
 
 @torch.no_grad()

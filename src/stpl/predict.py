@@ -143,7 +143,7 @@ class Predictor:
                 adapter.update(dataset.batch(list(range(len(dataset)))).to(self.device))
             current = dataset.batch([len(dataset) - 1]).to(self.device)
             output = adapter.predict(current)
-            # may reset after a collapse, or when the guard finds the model below its starting weights
+            # may reset after a collapse, or when the guard finds the model below a copy of its starting weights
             adapter.observe(output, self.temporal and len(recent) > 1, current)
             self._score(output, has_earlier=self.temporal and len(recent) > 1)
             logits = upsample(output.logits, frame.shape[:2])[0]
@@ -244,7 +244,7 @@ class Predictor:
         }  # fmt: skip
         if adapter is not None:  # the frames after which a collapse or the guard sent the model back to its start
             summary["online"]["resets_after"] = [names[index] for index in adapter.resets]
-            if adapter.guard is not None:  # each window's label-free estimates: the adapted and the starting model's
+            if adapter.guard is not None:  # each window's estimates: the adapted model's, its starting copies'
                 summary["online"]["guard_checks"] = adapter.guard.checks
         write_json(out / "predict.json", summary)
         progress.done(f"{count} frames, {summary['frames_per_second']:.1f} frames/s")

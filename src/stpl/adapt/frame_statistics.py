@@ -60,13 +60,26 @@ class FrameStatisticsBatchNorm2d(nn.BatchNorm2d):
 
 def use_frame_statistics(model: nn.Module, share: float) -> int:
     """Make every `nn.BatchNorm2d` of `model` mix `share` (in [0, 1]) of each frame's own statistics in when it
-    predicts; 0 changes nothing. Returns how many layers take it."""
+    predicts; 0 goes back to the stored statistics alone. Returns how many layers mix the frame's in."""
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"the frame statistics' share must lie in [0, 1], got {share}")
-    if share == 0.0:
+    if share == 0.0:  # layers made earlier keep their class (copies and state dicts stay alike) and stop mixing
+        for norm in model.modules():
+            if isinstance(norm, FrameStatisticsBatchNorm2d):
+                norm.frame_share = 0.0
         return 0
     norms = [m for m in model.modules() if type(m) in (nn.BatchNorm2d, FrameStatisticsBatchNorm2d)]
     for norm in norms:
         norm.__class__ = FrameStatisticsBatchNorm2d  # same state; only the eval-mode forward differs
         norm.frame_share = share
     return len(norms)
+
+
+def frame_share(model: nn.Module) -> float:
+    """The share of each frame's own statistics `model`'s batch-norm layers mix in (0 when none does)."""
+    return max((m.frame_share for m in model.modules() if isinstance(m, FrameStatisticsBatchNorm2d)), default=0.0)
+
+
+def has_batch_norm(model: nn.Module) -> bool:
+    """Whether `model` has a layer that frame statistics act on (frozen batch norm does not count)."""
+    return any(type(m) in (nn.BatchNorm2d, FrameStatisticsBatchNorm2d) for m in model.modules())
