@@ -120,3 +120,18 @@ def test_the_stream_baselines_run_online_in_a_bench(tmp_path):
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert [run["method"] for run in runs] == ["norm-online", "cotta-online"]
     assert all(run["health"]["confidence"] is not None and not run["uses_source"] for run in runs)
+
+
+def test_auto_online_is_stpl_online_under_the_guard(tmp_path):
+    settings = [*TOY_SETTINGS, f"flow.cache_dir={tmp_path / 'flow'}", "adapt.online.window=2",
+                "adapt.online.guard_window=2"]  # fmt: skip
+    out = tmp_path / "bench"
+    args = ["bench", "--benchmark", "synthetic", "--methods", "stpl-online,auto-online", "--seeds", "0"]
+    from stpl.cli import main
+
+    assert main([*args, "--out", str(out), *set_args(settings)]) == 0
+    plain, guarded = json.loads((out / "results.json").read_text())["runs"]
+    assert (plain["method"], guarded["method"]) == ("stpl-online", "auto-online")
+    assert plain["config"]["adapt"]["method"] == guarded["config"]["adapt"]["method"] == "stpl"
+    assert not plain["config"]["adapt"]["online"]["guard"] and guarded["config"]["adapt"]["online"]["guard"]
+    assert "guard_checks" not in plain["health"] and len(guarded["health"]["guard_checks"]) >= 1

@@ -52,7 +52,10 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 # what `stpl bench --methods` accepts: the source model as it is, every adaptation method, the references, variants
 # Online test-time adaptation over the evaluation split in order (online.py): name -> the method that adapts
 ONLINE: dict[str, str] = {"stpl-online": "stpl", "tent-online": "tent", "self-training-online": "self-training",
-                          "norm-online": "norm-ema", "cotta-online": "cotta"}  # fmt: skip
+                          "norm-online": "norm-ema", "cotta-online": "cotta", "auto-online": "stpl"}  # fmt: skip
+# online rows that are another row with settings of their own: auto-online is the safe online choice, stpl-online
+# under the label-free guard (online.EstimateGuard: back to the starting weights, with the better normalisation)
+ONLINE_SETTINGS: dict[str, tuple[str, ...]] = {"auto-online": ("adapt.online.guard=true",)}
 
 
 # --method auto (selection.py): adapts with adapt.auto_candidates (reusing this bench's runs of them) and keeps the
@@ -146,7 +149,7 @@ def method_config(method: str, config: Config) -> Config:
     if method in VARIANTS:
         return with_overrides(config, sets=["adapt.method=stpl", *VARIANTS[method]])
     if method in ONLINE:
-        return with_overrides(config, sets=[f"adapt.method={ONLINE[method]}"])
+        return with_overrides(config, sets=[f"adapt.method={ONLINE[method]}", *ONLINE_SETTINGS.get(method, ())])
     return with_overrides(config, sets=[f"adapt.method={method}"])
 
 
