@@ -79,31 +79,64 @@ def scored_runs(results: dict[str, Any]) -> list[dict[str, Any]]:
         online = run["method"].endswith("-online")
         runs.append({"method": run["method"], "seed": run["seed"], "mIoU": run["mIoU"], "online": online,
                      "adapt_split_mIoU": run.get("adapt_split_mIoU"), "estimate": value, "parts": parts,
-                     "auto_choice": run.get("auto_choice")})  # fmt: skip
+                     "auto_choice": run.get("auto_choice"),
+                     "guard_checks": (run.get("health") or {}).get("guard_checks")})  # fmt: skip
     if stream_sources:  # every run on the stream: source-only by the source model's estimate on the same frames
         runs = [run for run in runs if run["online"]]
         runs += [{"method": "source-only", "seed": run["seed"], "mIoU": run["mIoU"], "online": False,
-                  "adapt_split_mIoU": None, "estimate": stream_sources[run["seed"]], "parts": {}, "auto_choice": None}
+                  "adapt_split_mIoU": None, "estimate": stream_sources[run["seed"]], "parts": {}, "auto_choice": None,
+                  "guard_checks": None}
                  for run in sources if run["seed"] in stream_sources]  # fmt: skip
     return runs
 
 
+# the safe choices: offline, auto (selection.py) picks among candidate runs; online, auto-online is stpl-online
+# under the guard. Each is a copy of, or a variant of, another run of its table, so it is left out of the Spearman.
+AUTO_METHODS = ("auto", "auto-online")
+
+
 def auto_rows(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The auto row against source-only (per seed) and against the best single method's mean."""
-    autos = [run for run in runs if run["method"] == "auto"]
+    autos = [run for run in runs if run["method"] in AUTO_METHODS]
     if not autos:
         return None
     means: dict[str, list[float]] = {}
     for run in runs:
         means.setdefault(run["method"], []).append(run["mIoU"])
     sources = {run["seed"]: run["mIoU"] for run in runs if run["method"] == "source-only"}
-    singles = {method: sum(v) / len(v) for method, v in means.items() if method != "auto"}
+    singles = {method: sum(v) / len(v) for method, v in means.items() if method not in AUTO_METHODS}
     best = max(singles, key=lambda method: singles[method])
-    auto_mean = sum(means["auto"]) / len(means["auto"])
+    auto_mean = sum(run["mIoU"] for run in autos) / len(autos)
     below = [run["seed"] for run in autos if run["mIoU"] < sources.get(run["seed"], -1.0)]
     chosen = {str(run["seed"]): run["auto_choice"]["chosen"] for run in autos if run["auto_choice"]}
-    return {"mean": auto_mean, "best_single": best, "best_single_mean": singles[best], "below_source_seeds": below,
-            "chosen": chosen}  # fmt: skip
+    return {"method": autos[0]["method"], "mean": auto_mean, "seeds": len(autos), "best_single": best,
+            "best_single_mean": singles[best], "below_source_seeds": below, "chosen": chosen}  # fmt: skip
+
+
+def final_share(run: dict[str, Any]) -> float | None:
+    """The share of frame statistics a guarded run ended with (None before its first check)."""
+    return run["guard_checks"][-1].get("frame_statistics") if run["guard_checks"] else None
+
+
+def guard_rows(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per method run under the online guard: mean mIoU, source-only's on the same seeds, the seeds that ended
+    below source-only, the resets and the normalisation each run ended with (share of frame statistics)."""
+    sources = {run["seed"]: run["mIoU"] for run in runs if run["method"] == "source-only"}
+    rows: dict[str, Any] = {}
+    for method in dict.fromkeys(run["method"] for run in runs if run.get("guard_checks") is not None):
+        chosen = [run for run in runs if run["method"] == method and run["seed"] in sources]
+        if not chosen:
+            continue
+        rows[method] = {
+            "seeds": len(chosen),
+            "mIoU": sum(run["mIoU"] for run in chosen) / len(chosen),
+            "source_only": sum(sources[run["seed"]] for run in chosen) / len(chosen),
+            "below_source_seeds": [run["seed"] for run in chosen if run["mIoU"] < sources[run["seed"]]],
+            "checks": sum(len(run["guard_checks"]) for run in chosen),
+            "resets": sum(check["reset"] for run in chosen for check in run["guard_checks"]),
+            "final_frame_statistics": [final_share(run) for run in chosen],
+        }
+    return rows
 
 
 CANDIDATES = ("adabn", "self-training", "stpl")  # adapt.auto_candidates' default
@@ -176,14 +209,15 @@ def formulas() -> dict[str, Any]:
 
 
 def benchmark_rows(benchmark: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    auto = auto_rows(runs)
-    runs = [run for run in runs if run["method"] != "auto"]  # a copy of another run: it would count twice
+    auto, guard = auto_rows(runs), guard_rows(runs)
+    runs = [run for run in runs if run["method"] not in AUTO_METHODS]  # a copy of another run: it would count twice
     truth = [run["mIoU"] for run in runs]
     held_out = [run for run in runs if run["adapt_split_mIoU"] is not None]
     return {
         "runs": len(runs),
         "methods": sorted({run["method"] for run in runs}),
         "auto": auto,
+        "guard": guard,
         "auto_held_out": held_out_choice(runs),
         "spearman_estimate": spearman([run["estimate"] for run in runs], truth),
         "spearman_estimate_adapt_split": spearman(
@@ -232,9 +266,23 @@ def markdown(summary: dict[str, Any], margin: float) -> str:
         if row["auto"]:
             auto = row["auto"]
             below = auto["below_source_seeds"] or "none"
-            lines += ["", f"auto on {name}: mean {auto['mean']:.1f} vs the best single method "
+            lines += ["", f"{auto['method']} on {name} ({auto['seeds']} runs): mean {auto['mean']:.1f} vs the best "
+                      "single method "
                       f"({auto['best_single']}) {auto['best_single_mean']:.1f}; seeds below source-only: {below}; "
                       f"chosen per seed: {auto['chosen']}"]  # fmt: skip
+    guarded = [(name, method, row) for name, bench in summary["benchmarks"].items()
+               for method, row in bench["guard"].items()]  # fmt: skip
+    if guarded:
+        lines += ["", "Online runs under the label-free guard (adapt.online.guard): mean mIoU against source-only on "
+                  "the same seeds, the seeds that ended below it, resets over checks, and the share of frame "
+                  "statistics each run ended with.", "",
+                  "| benchmark | method | runs | mIoU | source-only | seeds below source-only | resets / checks | "
+                  "final frame statistics |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for name, method, row in guarded:
+            below = row["below_source_seeds"] or "none"
+            lines.append(f"| {name} | {method} | {row['seeds']} | {row['mIoU']:.1f} | {row['source_only']:.1f} | "
+                         f"{below} | {row['resets']} / {row['checks']} | "
+                         f"{row['final_frame_statistics']} |")  # fmt: skip
     held_out = {name: row["auto_held_out"] for name, row in summary["benchmarks"].items() if row["auto_held_out"]}
     if held_out:
         lines += ["", "auto's rule replayed on the held-out adaptation frames (candidates source, "

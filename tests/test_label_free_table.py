@@ -72,3 +72,31 @@ def test_auto_row_against_source_and_the_best_single_method():
     assert row["best_single"] == "stpl" and row["best_single_mean"] == pytest.approx(43.0)
     assert row["mean"] == pytest.approx(43.5) and row["below_source_seeds"] == []
     assert row["chosen"] == {"0": "stpl", "1": "source"}
+
+
+def test_guard_rows_count_resets_and_seeds_below_source_only(tmp_path):
+    table = load_script()
+    checks_kept = [{"reset": False, "frame_statistics": 1.0}] * 2
+    checks_sent_back = [{"reset": False, "frame_statistics": 1.0}, {"reset": True, "frame_statistics": 0.0}]
+    runs = [
+        {"method": "source-only", "seed": 0, "mIoU": 40.0, "estimate": None},
+        {"method": "source-only", "seed": 1, "mIoU": 42.0, "estimate": None},
+        {**stream_run("auto-online", 0, 45.0, 60.0, 50.0), "health": {"guard_checks": checks_kept}},
+        {**stream_run("auto-online", 1, 41.0, 48.0, 50.0), "health": {"guard_checks": checks_sent_back}},
+        stream_run("stpl-online", 0, 45.0, 60.0, 50.0),
+        stream_run("stpl-online", 1, 39.0, 45.0, 50.0),
+    ]
+    (tmp_path / "bench" / "stream").mkdir(parents=True)
+    (tmp_path / "bench" / "stream" / "results.json").write_text(json.dumps({"runs": runs, "commit": "abc"}))
+    assert table.main(["--results", str(tmp_path / "bench"), "--out", str(tmp_path / "out")]) == 0
+    row = json.loads((tmp_path / "out" / "results.json").read_text())["benchmarks"]["stream"]
+    guard = row["guard"]["auto-online"]
+    assert guard["seeds"] == 2 and guard["mIoU"] == pytest.approx(43.0) and guard["source_only"] == pytest.approx(41.0)
+    assert guard["below_source_seeds"] == [1] and (guard["resets"], guard["checks"]) == (1, 4)
+    assert guard["final_frame_statistics"] == [1.0, 0.0]
+    assert row["auto"]["method"] == "auto-online" and row["auto"]["below_source_seeds"] == [1]
+    assert row["runs"] == 4  # auto-online, a variant of stpl-online, is left out of the Spearman
+    assert (
+        "| stream | auto-online | 2 | 43.0 | 41.0 | [1] | 1 / 4 | [1.0, 0.0] |"
+        in (tmp_path / "out" / "results.md").read_text()
+    )
