@@ -26,6 +26,9 @@ from stpl.config_overrides import apply_overrides, merged_overrides, parse_set_o
 NOT_A_RESULT = {"result": False}  # where or how fast a run goes, or what it prints; not what it computes
 ARCHITECTURE = {"architecture": True}  # the network's shape: taken from a checkpoint, never from the user's config
 TARGET_ONLY = {"target_only": True}  # only chooses target frames: source training never reads it
+# a file or folder on the user's machine: never taken from a checkpoint's config (engine/checkpoint_model.py), so
+# that a checkpoint from someone else never decides where files are read or written
+LOCAL_PATH = {"local_path": True}
 
 DATASET_NAMES = ("synthetic", "camvid", "cityscapes_seq", "viper", "synthia_seq", "frames")
 METHOD_NAMES = ["stpl", "adabn", "tent", "self-training", "ur", "hcl", "tps", "davsn", "vst"]
@@ -53,7 +56,7 @@ class SyntheticConfig:
 class CamVidConfig:
     """CamVid in the SegNet layout; which sequences are source and how the target divides are config values."""
 
-    root: str = "../shared/data/camvid"
+    root: str = field(default="../shared/data/camvid", metadata=LOCAL_PATH)
     source_sequences: tuple[str, ...] = ("0006R0", "0016E5")
     # stretches of source sequences left out of the source set, as "<sequence>:<first>-<last>" (frame numbers)
     source_exclude: tuple[str, ...] = ()
@@ -82,43 +85,51 @@ class CamVidConfig:
 class CityscapesSeqConfig:
     """Cityscapes-Seq as target: split adapt = train snippets (labels never read), eval = val, source = train."""
 
-    root: str = "data/Cityscapes"  # holds leftImg8bit_sequence/{train,val}/<city>/ and gtFine/{train,val}/<city>/
+    # holds leftImg8bit_sequence/{train,val}/<city>/ and gtFine/{train,val}/<city>/
+    root: str = field(default="data/Cityscapes", metadata=LOCAL_PATH)
     protocol: Literal["viper15", "synthia12"] = "viper15"  # class list; must match the source data set's
     # Labelled frames: the 20th of each 30-frame snippet, or the lines of a peers' list file (city/<name>.png)
-    train_list: str = ""
-    val_list: str = ""
-    flow_dir_train: str = ""  # flow.method=files: flat folder of <city>_<seq>_<t>_<t-k>_int16_x10.npy (train)
-    flow_dir_val: str = ""  # the same for val
+    train_list: str = field(default="", metadata=LOCAL_PATH)
+    val_list: str = field(default="", metadata=LOCAL_PATH)
+    # flow.method=files: flat folder of <city>_<seq>_<t>_<t-k>_int16_x10.npy (train)
+    flow_dir_train: str = field(default="", metadata=LOCAL_PATH)
+    flow_dir_val: str = field(default="", metadata=LOCAL_PATH)  # the same for val
 
 
 @dataclass
 class ViperConfig:
     """VIPER as source (viper15 protocol): labelled frames are the class PNGs under `labels`."""
 
-    root: str = "data/Viper"
-    images: str = "train/img"  # <seq>/<seq>_<frame:05d>.jpg, every frame
-    labels: str = "train/cls"  # <seq>/<seq>_<frame:05d>.png, indexed-colour PNGs (index = VIPER class id)
+    root: str = field(default="data/Viper", metadata=LOCAL_PATH)
+    images: str = field(default="train/img", metadata=LOCAL_PATH)  # <seq>/<seq>_<frame:05d>.jpg, every frame
+    # <seq>/<seq>_<frame:05d>.png, indexed-colour PNGs (index = VIPER class id)
+    labels: str = field(default="train/cls", metadata=LOCAL_PATH)
     ignore_ego_vehicle: bool = True  # the peers void the car component touching the bottom centre
     subsample: int = 1  # keep every n-th labelled frame: all ~13k pairs take tens of GB in memory
-    flow_dir: str = ""  # flow.method=files: flat folder of <seq>_<t:05d><t-k:05d>_int16_x10.npy (peers' naming)
+    # flow.method=files: flat folder of <seq>_<t:05d><t-k:05d>_int16_x10.npy (peers' naming)
+    flow_dir: str = field(default="", metadata=LOCAL_PATH)
 
 
 @dataclass
 class SynthiaSeqConfig:
     """SYNTHIA-SEQS-04-DAWN as source (synthia12 protocol): every frame is labelled."""
 
-    root: str = "data/SynthiaSeq/SEQS-04-DAWN"
-    images: str = "RGB/Stereo_Left/Omni_F"  # <frame:06d>.png; the peers' code expects a copy in rgb/
-    labels: str = "GT/LABELS/Stereo_Left/Omni_F"  # 16-bit PNGs, class id in the red channel; peers: label/
+    root: str = field(default="data/SynthiaSeq/SEQS-04-DAWN", metadata=LOCAL_PATH)
+    # <frame:06d>.png; the peers' code expects a copy in rgb/
+    images: str = field(default="RGB/Stereo_Left/Omni_F", metadata=LOCAL_PATH)
+    # 16-bit PNGs, class id in the red channel; peers: label/
+    labels: str = field(default="GT/LABELS/Stereo_Left/Omni_F", metadata=LOCAL_PATH)
     crop_bottom: float = 0.1875  # fraction of rows cut at the bottom (the peers cut 120 of 640 rows)
-    flow_dir: str = ""  # flow.method=files: flat folder of <t:06d>_int16_x10.npy (t -> t-1 only)
+    # flow.method=files: flat folder of <t:06d>_int16_x10.npy (t -> t-1 only)
+    flow_dir: str = field(default="", metadata=LOCAL_PATH)
 
 
 @dataclass
 class FramesConfig:
     """Unlabelled video of one's own (data/frames.py) as the target: a folder of images or a video file."""
 
-    path: str = ""  # a folder of images (sorted by name: png, jpg, ...) or a video file (OpenCV)
+    # a folder of images (sorted by name: png, jpg, ...) or a video file (OpenCV)
+    path: str = field(default="", metadata=LOCAL_PATH)
     stride: int = 1  # read every N-th frame (the frame gap k is then N frames of the input)
     start: int = 0  # first frame index read
     end: int = -1  # stop before this frame index (-1 = to the last)
@@ -141,7 +152,7 @@ class DataConfig:
     # file under storage_dir and flow in the flow cache, read per batch (memory bounded by the batch, not the
     # split; data/storage.py). Results are identical.
     storage: Literal["memory", "disk"] = field(default="memory", metadata=NOT_A_RESULT)
-    storage_dir: str = field(default="~/.cache/stpl/scratch", metadata=NOT_A_RESULT)
+    storage_dir: str = field(default="~/.cache/stpl/scratch", metadata={**NOT_A_RESULT, **LOCAL_PATH})
     # processes preparing training batches ahead of the step (torch DataLoader; 0 = in the training process)
     loader_workers: int = field(default=0, metadata=NOT_A_RESULT)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
@@ -162,7 +173,7 @@ class FlowConfig:
     # less label agreement on CamVid source pairs (results/flow-presets); 1 = at the data size
     scale: float = 1.0
     # computed once per frame pair, reused by every run
-    cache_dir: str = field(default="~/.cache/stpl/flow", metadata=NOT_A_RESULT)
+    cache_dir: str = field(default="~/.cache/stpl/flow", metadata={**NOT_A_RESULT, **LOCAL_PATH})
     workers: int = field(default=2, metadata=NOT_A_RESULT)  # threads computing DIS flow (one per core here)
 
 
@@ -172,7 +183,8 @@ class ModelConfig:
         default="mobilenet_v2", metadata=ARCHITECTURE
     )
     pretrained: bool = True  # ImageNet initialisation for mobilenet_v2
-    weights_path: str = ""  # explicit ImageNet weights file; empty = look in the offline package
+    # explicit ImageNet weights file; empty = look in the offline package
+    weights_path: str = field(default="", metadata=LOCAL_PATH)
     # 8 resolves thin classes better but costs ~3x the time on CPU
     output_stride: Literal[8, 16] = field(default=16, metadata=ARCHITECTURE)
     # aspp: ASPP on the output-stride features (the old recipe); lraspp: a gated 1x1 branch on them, upsampled to

@@ -12,6 +12,11 @@ if TYPE_CHECKING:  # the schema imports this module, so only for type hints
     from stpl.config_methods import UdaConfig
 
 
+# the most torch intra-op threads `threads` may ask for: above the cores of any machine stpl runs on, below the
+# counts at which thread creation fails (100000 ended in a segmentation fault with nothing said)
+MAX_THREADS = 1024
+
+
 def validate(config: Config, method_names: Sequence[str]) -> None:
     """Checks across values that a type alone cannot express; `method_names`: the known adaptation methods."""
     if config.adapt.method not in method_names:
@@ -21,6 +26,11 @@ def validate(config: Config, method_names: Sequence[str]) -> None:
         raise StplError(
             f"config key 'adapt.auto_candidates': {list(config.adapt.auto_candidates)} must name one or more of "
             f"{list(method_names)}"
+        )
+    if not 0 <= config.threads <= MAX_THREADS:  # far more threads than cores crashes OpenMP without a word
+        raise StplError(
+            f"config key 'threads' must be 0 (torch's default) or a number of threads up to {MAX_THREADS}, "
+            f"got {config.threads}"
         )
     if config.adapt.online.guard_window < 2:
         raise StplError(f"config key 'adapt.online.guard_window' must be >= 2, got {config.adapt.online.guard_window}")

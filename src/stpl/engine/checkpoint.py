@@ -113,6 +113,8 @@ def parse_meta(metadata: dict[str, str], path: Path) -> dict[str, Any]:
         meta = json.loads(metadata[METADATA_KEY])
     except json.JSONDecodeError as err:
         raise StplError(f"{path}: its stpl metadata is not valid JSON ({err})") from None
+    except RecursionError:  # the decoder recurses once per level of nesting
+        raise StplError(f"{path}: its stpl metadata is nested too deep to be a checkpoint's") from None
     problem = meta_problem(meta)
     if problem:
         raise StplError(f"{path}: damaged checkpoint metadata: {problem}")

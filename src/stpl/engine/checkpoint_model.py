@@ -15,6 +15,25 @@ from stpl.models import VideoSegmenter, build_model
 from stpl.models.segmenter import ADAPTATION_MODULES
 
 ARCHITECTURE_KEYS = marked_keys("architecture")
+# files and folders on the user's machine (config.LOCAL_PATH): a checkpoint's values for them are dropped, so the
+# user's own (or the defaults) apply
+LOCAL_PATH_KEYS = marked_keys("local_path")
+
+
+def without_local_paths(settings: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config (or sections of it) without the keys that name files or folders on this machine."""
+    kept = {key: dict(value) if isinstance(value, dict) else value for key, value in settings.items()}
+    for path in LOCAL_PATH_KEYS:
+        node: Any = kept
+        for part in path[:-1]:
+            if not isinstance(node, dict) or not isinstance(node.get(part), dict):
+                break
+            node[part] = dict(node[part])  # a copy: the checkpoint's own dict stays as read
+            node = node[part]
+        else:
+            if isinstance(node, dict):
+                node.pop(path[-1], None)
+    return kept
 
 
 def check_classes(checkpoint: Checkpoint, config: Config, path: Path) -> None:
@@ -55,8 +74,9 @@ def model_from_checkpoint(checkpoint: Checkpoint, config: Config, skip_adaptatio
     return model
 
 
-# What a checkpoint's own config supplies to a command run without --config: where its data comes from and how it
-# is read, and the network (adaptation and evaluation settings stay the defaults unless set).
+# What a checkpoint's own config supplies to a command run without --config: which data it was made for and how it
+# is read, and the network (adaptation and evaluation settings stay the defaults unless set). Never where files
+# are: LOCAL_PATH_KEYS stay the user's.
 CHECKPOINT_SECTIONS = ("data", "flow", "model")
 
 
@@ -64,12 +84,22 @@ def checkpoint_settings(path: Path) -> dict[str, Any]:
     """The data, flow and model sections of a checkpoint's config, as a base for `build_config` (from the file's
     header alone: no tensor is read)."""
     saved = read_meta(path)["config"]
-    return {key: saved[key] for key in CHECKPOINT_SECTIONS if key in saved}
+    settings = without_local_paths({key: saved[key] for key in CHECKPOINT_SECTIONS if key in saved})
+    checkpoint_config(settings, path)  # a value of the wrong kind is the file's fault: say which file
+    return settings
+
+
+def checkpoint_config(settings: dict[str, Any], path: Path | None) -> Config:
+    """The config a checkpoint's settings build; a setting the schema refuses is one error naming the file."""
+    try:
+        return build_config(base=settings)
+    except StplError as err:
+        raise StplError(f"{path or 'the checkpoint'}: its metadata holds a setting stpl refuses: {err}") from None
 
 
 def model_for_checkpoint(checkpoint: Checkpoint) -> tuple[VideoSegmenter, Config]:
     """The checkpoint's own model in eval mode and its config (prediction needs nothing else)."""
-    config = build_config(base=checkpoint.config)
+    config = checkpoint_config(without_local_paths(checkpoint.config), checkpoint.path)
     return model_from_checkpoint(checkpoint, config, skip_adaptation_modules=False).eval(), config
 
 
@@ -106,4 +136,8 @@ def with_checkpoint_model(config: Config, checkpoint: Checkpoint, architecture_o
         model["pretrained"] = False  # the checkpoint supplies every backbone weight
     else:
         model = saved
-    return with_overrides(config, {"model": model})
+    try:
+        return with_overrides(config, {"model": model})
+    except StplError as err:
+        where = checkpoint.path or "the checkpoint"
+        raise StplError(f"{where}: its metadata holds a setting stpl refuses: {err}") from None

@@ -92,11 +92,35 @@ def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
     return state
 
 
+def logged_step(line: str) -> int | None:
+    """The step a metrics.jsonl line logs, or None when the line is not one stpl wrote."""
+    try:
+        record = json.loads(line)
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    step = record.get("step") if isinstance(record, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
 def keep_logged_steps_up_to(metrics_path: Path, step: int) -> None:
+    """On resuming at `step`: drop the lines logged after it (they are logged again). A damaged last line (a run
+    killed while writing it) goes too, with a warning; a damaged line before it stops the resume, file untouched."""
     if not metrics_path.is_file():
         return
-    lines = [line for line in metrics_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    write_text(metrics_path, "".join(f"{line}\n" for line in lines))
+    lines = [line for line in metrics_path.read_text().splitlines() if line]
+    steps = [logged_step(line) for line in lines]
+    if lines and steps[-1] is None:
+        print(f"[resume] {metrics_path}: its last line is damaged (a run killed while writing it?); dropped",
+              file=sys.stderr)  # fmt: skip
+        lines, steps = lines[:-1], steps[:-1]
+    damaged = [number for number, value in enumerate(steps, start=1) if value is None]
+    if damaged:
+        raise StplError(
+            f"{metrics_path}: line {damaged[0]} is not a metrics line stpl wrote, so the run cannot resume from it; "
+            "repair or delete that line, or start afresh with another --out"
+        )
+    kept = [line for line, value in zip(lines, steps, strict=True) if value is not None and value <= step]
+    write_text(metrics_path, "".join(f"{line}\n" for line in kept))
 
 
 def finite_or_none(value: torch.Tensor) -> float | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,11 +49,34 @@ def tensorboard_installed() -> bool:
 
 
 def require_tensorboard(enabled: bool) -> None:
-    """One line before any work when log.tensorboard=true cannot be honoured."""
-    if enabled and not tensorboard_installed():
+    """One line before any work when log.tensorboard=true cannot be honoured: the package is missing, or is there
+    but does not import (a broken install fails here, not at the first log step)."""
+    if not enabled:
+        return
+    if not tensorboard_installed():
         raise StplError(
             f"log.tensorboard=true needs the tensorboard package, which is not installed: {INSTALL_COMMAND}"
         )
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401  (only whether it imports)
+    except Exception as err:  # any failure of a broken install gets the same message
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise StplError(
+            f"log.tensorboard=true: the tensorboard package is installed but does not import "
+            f"({type(err).__name__}: {first_line}); reinstall it ({INSTALL_COMMAND}) or drop log.tensorboard"
+        ) from None
+
+
+def require_writable(folder: Path) -> None:
+    """One line naming `folder` when TensorBoard's event files cannot be written there (its writer thread would
+    otherwise fail with a long traceback of its own)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        cause = err.strerror or err
+        raise StplError(f"{folder}: TensorBoard's event files cannot be written there ({cause})") from None
 
 
 def scalar_tag(key: str) -> str:
@@ -181,6 +205,7 @@ class RunBoard:
     def writer(self) -> Any:
         if self._writer is None:
             require_tensorboard(True)
+            require_writable(Path(self.folder))
             from torch.utils.tensorboard import SummaryWriter  # only here: the package is an optional extra
 
             self._writer = SummaryWriter(log_dir=str(self.folder), purge_step=self.purge_step)

@@ -1,0 +1,165 @@
+"""Faults, third round (issue 35): each case is one line naming the file or setting and the cause, exit 2, nothing
+written where the user did not ask and nothing lost."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import set_args
+from stpl.cli import main
+from test_faults import one_error_line, rewrite_metadata
+
+
+@pytest.fixture
+def trained(tmp_path, toy_settings):
+    source = tmp_path / "source"
+    assert main(["train-source", "--out", str(source), *set_args(toy_settings)]) == 0
+    return source / "model.safetensors"
+
+
+def frames_folder(folder, count: int = 3):
+    folder.mkdir()
+    for index in range(count):
+        cv2.imwrite(str(folder / f"f{index}.png"), np.full((20, 30, 3), 40 * index, np.uint8))
+    return folder
+
+
+def test_a_checkpoint_never_decides_where_files_land(trained, tmp_path, monkeypatch):
+    """Its metadata names a flow cache and a scratch folder: adapt and predict use the user's (here the defaults
+    under a test HOME) and write nothing into the checkpoint's."""
+    from stpl.engine.checkpoint import read_meta
+
+    meta = read_meta(trained)
+    chosen_flow, chosen_scratch = tmp_path / "chosen-flow", tmp_path / "chosen-scratch"
+    meta["config"]["flow"]["cache_dir"] = str(chosen_flow)
+    meta["config"]["data"].update(storage="disk", storage_dir=str(chosen_scratch))
+    crafted = tmp_path / "crafted.safetensors"
+    rewrite_metadata(trained, crafted, json.dumps(meta))
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    adapt = ["adapt", "--source-ckpt", str(crafted), "--out", str(tmp_path / "adapt"), "--set", "adapt.iterations=2"]
+    assert main(adapt) == 0
+    predict = ["predict", "--ckpt", str(crafted), "--input", str(frames_folder(tmp_path / "frames")),
+               "--out", str(tmp_path / "pred")]  # fmt: skip
+    assert main(predict) == 0
+    assert not chosen_flow.exists() and not chosen_scratch.exists()
+    assert any((home / ".cache" / "stpl" / "flow").rglob("*")), "the flow went to the user's own cache"
+
+
+def test_checkpoint_settings_drop_every_local_path():
+    from stpl.engine.checkpoint_model import LOCAL_PATH_KEYS, without_local_paths
+
+    names = {".".join(path) for path in LOCAL_PATH_KEYS}
+    assert {"flow.cache_dir", "data.storage_dir", "data.camvid.root", "data.frames.path", "model.weights_path"} <= names
+    saved = {"data": {"camvid": {"root": "/theirs", "target_sequence": "0001TP"}, "storage_dir": "/x", "height": 9},
+             "flow": {"cache_dir": "/y", "method": "dis"},
+             "model": {"weights_path": "/z", "backbone": "tiny"}}  # fmt: skip
+    kept = without_local_paths(saved)
+    assert kept == {"data": {"camvid": {"target_sequence": "0001TP"}, "height": 9}, "flow": {"method": "dis"},
+                    "model": {"backbone": "tiny"}}  # fmt: skip
+    assert saved["data"]["camvid"]["root"] == "/theirs"  # the checkpoint's own dict is left as read
+
+
+def test_metadata_nested_too_deep_is_one_line(trained, tmp_path, capsys):
+    deep = tmp_path / "deep.safetensors"
+    rewrite_metadata(trained, deep, '{"config": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    frames = frames_folder(tmp_path / "frames")
+    assert main(["predict", "--ckpt", str(deep), "--input", str(frames), "--out", str(tmp_path / "pred")]) == 2
+    line = one_error_line(capsys)
+    assert str(deep) in line and "nested too deep" in line
+
+
+def test_a_metadata_value_of_the_wrong_kind_names_the_file(trained, tmp_path, capsys):
+    from stpl.engine.checkpoint import read_meta
+
+    meta = read_meta(trained)
+    meta["config"]["model"]["feature_channels"] = "many"
+    wrong = tmp_path / "wrong.safetensors"
+    rewrite_metadata(trained, wrong, json.dumps(meta))
+    frames = frames_folder(tmp_path / "frames")
+    for args in (["predict", "--ckpt", str(wrong), "--input", str(frames), "--out", str(tmp_path / "pred")],
+                 ["adapt", "--source-ckpt", str(wrong), "--out", str(tmp_path / "adapt")]):  # fmt: skip
+        assert main(args) == 2, args
+        line = one_error_line(capsys)
+        assert str(wrong) in line and "model.feature_channels" in line and "'many'" in line, line
+
+
+def interrupted_run(out, sets, monkeypatch) -> None:
+    """A run of 4 steps killed in its third (its checkpoint holds step 2)."""
+    from stpl.engine.supervised import Supervised
+
+    step_of = Supervised.step
+
+    def crash_in_the_third_step(self, batch, step):
+        if step == 2:
+            raise RuntimeError("killed")
+        return step_of(self, batch, step)
+
+    monkeypatch.setattr(Supervised, "step", crash_in_the_third_step)
+    with pytest.raises(RuntimeError, match="killed"):
+        main(["train-source", "--out", str(out), *set_args(sets)])
+    monkeypatch.undo()
+
+
+def test_resume_with_a_damaged_metrics_line(tmp_path, toy_settings, capsys, monkeypatch):
+    """A damaged last line (killed while writing it) is dropped with a warning and the run resumes; a damaged line
+    before it stops the resume with one line naming the file and the line, and the file is left as it was."""
+    sets = [*toy_settings, "train.iterations=4", "train.checkpoint_every=2", "train.checkpoint_minutes=0",
+            "train.log_every=1"]  # fmt: skip
+    out = tmp_path / "run"
+    interrupted_run(out, sets, monkeypatch)
+    metrics = out / "metrics.jsonl"
+    metrics.write_text(metrics.read_text() + '{"step": 3, "lo')
+    capsys.readouterr()
+    assert main(["train-source", "--out", str(out), *set_args(sets)]) == 0
+    assert "last line is damaged" in capsys.readouterr().err
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2, 3, 4]
+
+    out = tmp_path / "again"
+    interrupted_run(out, sets, monkeypatch)
+    metrics = out / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    damaged = "\n".join([lines[0], "not json", *lines[1:]]) + "\n"
+    metrics.write_text(damaged)
+    capsys.readouterr()
+    assert main(["train-source", "--out", str(out), *set_args(sets)]) == 2
+    line = one_error_line(capsys)
+    assert str(metrics) in line and "line 2" in line
+    assert metrics.read_text() == damaged
+
+
+@pytest.mark.parametrize("threads", ["100000", "-3"])
+def test_threads_out_of_range_is_one_line(threads, tmp_path, capsys):
+    frames = frames_folder(tmp_path / "frames")
+    args = ["predict", "--ckpt", "camvid-day", "--input", str(frames), "--out", str(tmp_path / "p")]
+    assert main([*args, "--set", f"threads={threads}"]) == 2
+    line = one_error_line(capsys)
+    assert "'threads'" in line and threads in line
+    assert not (tmp_path / "p").exists()
+
+
+def test_tensorboard_installed_but_broken_is_one_line_before_any_work(tmp_path, toy_settings, monkeypatch, capsys):
+    pytest.importorskip("tensorboard")
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # found, but its import fails
+    out = tmp_path / "source"
+    assert main(["train-source", "--out", str(out), *set_args([*toy_settings, "log.tensorboard=true"])]) == 2
+    line = one_error_line(capsys)
+    assert "does not import" in line and "log.tensorboard" in line
+    assert not out.exists()
+
+
+def test_an_unwritable_tensorboard_folder_is_one_line(tmp_path, toy_settings, capsys):
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "source"
+    out.mkdir()
+    (out / "tensorboard").write_text("a file where the event folder goes")
+    assert main(["train-source", "--out", str(out), *set_args([*toy_settings, "log.tensorboard=true"])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("stpl: error:") and str(out / "tensorboard") in err[-1], err
+    assert not any("Traceback" in line or "Exception in thread" in line for line in err), err
+    assert (out / "tensorboard").read_text() == "a file where the event folder goes"
