@@ -155,3 +155,45 @@ def test_the_documented_onnx_example_predicts_what_stpl_predict_does(exported, t
     exec(example, namespace)
     expected = stpl.load(toy_checkpoint).predict(cv2.resize(frame, (47, 33), interpolation=cv2.INTER_AREA))
     assert (namespace["classes"] == expected).mean() > 0.99  # as above: ties within rounding may flip a pixel
+
+
+def test_export_never_overwrites_a_file_it_did_not_write_and_replaces_its_own(exported, toy_checkpoint, tmp_path,
+                                                                             capsys):  # fmt: skip
+    mine = tmp_path / "notes.onnx"
+    mine.write_text("the user's own file")
+    assert main(["export", "--ckpt", str(toy_checkpoint), "--out", str(mine)]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(mine) in line and "not an ONNX model stpl exported" in line
+    assert mine.read_text() == "the user's own file"
+    again = tmp_path / "again.onnx"
+    shutil.copy(exported["single"], again)
+    stale = tmp_path / ".again.onnx.k1ll3d.tmp"  # what an export killed while writing leaves
+    stale.write_bytes(b"\0" * 1000)
+    assert main(["export", "--ckpt", str(toy_checkpoint), "--out", str(again)]) == 0
+    assert not stale.exists() and "removed" in capsys.readouterr().err
+    assert any(prop.key == "stpl_version" for prop in onnx.load(str(again)).metadata_props)
+
+
+def test_ctrl_c_inside_the_exporter_exits_130(toy_checkpoint, tmp_path, monkeypatch, capsys):
+    """torch's exporter wraps what interrupts it in its own error: Ctrl-C must still read as a stop."""
+
+    def interrupted_export(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as err:
+            raise torch.onnx.errors.OnnxExporterError("\x1b[1mFailed to export\x1b[0m") from err
+
+    monkeypatch.setattr(torch.onnx, "export", interrupted_export)
+    out = tmp_path / "model.onnx"
+    assert main(["export", "--ckpt", str(toy_checkpoint), "--out", str(out)]) == 130
+    assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_an_export_failure_is_one_line_without_terminal_colours(toy_checkpoint, tmp_path, monkeypatch, capsys):
+    def failing_export(*args, **kwargs):
+        raise torch.onnx.errors.OnnxExporterError("\x1b[31mUnsupported operator\x1b[0m\nmore report")
+
+    monkeypatch.setattr(torch.onnx, "export", failing_export)
+    assert main(["export", "--ckpt", str(toy_checkpoint), "--out", str(tmp_path / "m.onnx")]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == "stpl: error: ONNX export failed: Unsupported operator"

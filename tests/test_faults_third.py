@@ -163,3 +163,29 @@ def test_an_unwritable_tensorboard_folder_is_one_line(tmp_path, toy_settings, ca
     assert err and err[-1].startswith("stpl: error:") and str(out / "tensorboard") in err[-1], err
     assert not any("Traceback" in line or "Exception in thread" in line for line in err), err
     assert (out / "tensorboard").read_text() == "a file where the event folder goes"
+
+
+def test_a_duplicate_key_in_a_config_file_is_one_line_naming_it(tmp_path, capsys):
+    config = tmp_path / "twice.yaml"
+    config.write_text("adapt:\n  lr: 0.1\n  iterations: 3\n  lr: 0.2\n")
+    assert main(["adapt", "--source-ckpt", "camvid-day", "--config", str(config), "--out", str(tmp_path / "a")]) == 2
+    line = one_error_line(capsys)
+    assert str(config) in line and "'adapt.lr' appears twice" in line and "line 4" in line
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_huge_value_is_not_repeated_whole_in_the_error(tmp_path, capsys):
+    config = tmp_path / "huge.yaml"
+    config.write_text("adapt:\n  method: " + "x" * 1_000_000 + "\n")
+    assert main(["adapt", "--source-ckpt", "camvid-day", "--config", str(config), "--out", str(tmp_path / "a")]) == 2
+    line = one_error_line(capsys)
+    assert len(line) < 1100 and "adapt.method" in line and "characters left out" in line
+
+
+def test_adapt_settings_without_online_adaptation_are_refused(tmp_path, capsys):
+    frames = frames_folder(tmp_path / "frames")
+    args = ["predict", "--ckpt", "camvid-day", "--input", str(frames), "--out", str(tmp_path / "p")]
+    assert main([*args, "--set", "adapt.online.guard=true"]) == 2
+    line = one_error_line(capsys)
+    assert "adapt.online.guard=true" in line and "--adapt online" in line
+    assert not (tmp_path / "p").exists()

@@ -291,6 +291,9 @@ def run_predict(args: argparse.Namespace) -> None:
     checkpoint = resolve_checkpoint(args.ckpt)
     if args.flow_scale is not None and not 0.0 < args.flow_scale <= 1.0:
         raise StplError(f"--flow-scale must be in (0, 1], got {args.flow_scale}")
+    adaptation = [text for text in args.sets if text.strip().startswith("adapt.")]
+    if adaptation and args.adapt != "online":  # they would be read by nothing
+        raise StplError(f"--set {adaptation[0]}: adapt.* settings act only with --adapt online")
     adapter = None
     if args.adapt == "online":
         sets = args.sets if args.flow_scale is None else [*args.sets, f"flow.scale={args.flow_scale}"]
@@ -369,16 +372,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# an error line longer than this (a huge value quoted back) keeps its start and end, which name the setting or
+# file and the cause, and says how much of the middle it left out
+ERROR_LINE_LIMIT = 1000
+
+
+def error_line(message: str) -> str:
+    """`message` as the one line `stpl: error:` prints: line breaks shown as \\n, at most ERROR_LINE_LIMIT long."""
+    line = message.replace("\r", "\\r").replace("\n", "\\n")
+    if len(line) <= ERROR_LINE_LIMIT:
+        return line
+    keep = ERROR_LINE_LIMIT // 2 - 40
+    return f"{line[:keep]} ... ({len(line) - 2 * keep} characters left out) ... {line[-keep:]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with terminate_as_interrupt():  # SIGTERM unwinds like Ctrl-C: cleanup runs, checkpoints are written
             args.run(args)
     except StplError as err:
-        print(f"stpl: error: {err}", file=sys.stderr)
+        print(f"stpl: error: {error_line(str(err))}", file=sys.stderr)
         return 2
     except OSError as err:  # a path the command could not read or write: name it and the cause, no traceback
-        print(f"stpl: error: {os_error_message(err)}", file=sys.stderr)
+        print(f"stpl: error: {error_line(os_error_message(err))}", file=sys.stderr)
         return 2
     except Interrupted as err:
         print(f"stpl: {err.message}", file=sys.stderr)

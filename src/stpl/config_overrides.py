@@ -126,7 +126,32 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise StplError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+    duplicate = first_duplicate_key(yaml.compose(text, Loader=yaml.SafeLoader))
+    if duplicate is not None:  # YAML keeps the last value silently; which one the user meant is unknown
+        key, line = duplicate
+        raise StplError(f"config file {path}: key '{key}' appears twice in one mapping (again at line {line})")
     return data
+
+
+def first_duplicate_key(node: yaml.Node | None, prefix: str = "") -> tuple[str, int] | None:
+    """The first key given twice in one mapping of a composed YAML document (dotted, as --set names it), with the
+    1-based line of its second appearance; None when every mapping's keys differ."""
+    children: list[tuple[str, yaml.Node]] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            name = f"{prefix}{key.value}"
+            if name in seen:
+                return name, key.start_mark.line + 1
+            seen.add(name)
+            children.append((f"{name}.", value))
+    elif isinstance(node, yaml.SequenceNode):
+        children = [(prefix, item) for item in node.value]
+    for child_prefix, child in children:
+        found = first_duplicate_key(child, child_prefix)
+        if found is not None:
+            return found
+    return None
 
 
 def yaml_error_line(err: yaml.YAMLError) -> str:

@@ -29,6 +29,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -126,7 +128,32 @@ def export_checkpoint(checkpoint: Path, out: Path, fmt: str = "onnx", temporal: 
         raise StplError(f"{checkpoint} was trained without the earlier frame (model.temporal=false): no --temporal")
     size = (config.data.height, config.data.width)
     provenance = {"checkpoint": Path(checkpoint).name, "checkpoint_sha1": file_sha1(checkpoint)}
+    check_out_file(Path(out))
+    for stale in Path(out).parent.glob(f".{Path(out).name}.*.tmp"):  # left by an export killed while writing
+        stale.unlink(missing_ok=True)
+        print(f"[export] removed {stale}, left by an export that was stopped", file=sys.stderr)
     return export_model(model, out, size, saved.class_names, temporal, provenance)
+
+
+def check_out_file(out: Path) -> None:
+    """--out may be a new file or an earlier stpl export (replaced); anything else is the user's and stays."""
+    if not out.exists():
+        return
+    if out.is_dir():
+        raise StplError(f"--out {out} is a folder; give the file to write, e.g. {out / 'model.onnx'}")
+    if not is_stpl_export(out):
+        raise StplError(f"--out {out} exists and is not an ONNX model stpl exported; choose another --out or remove it")
+
+
+def is_stpl_export(path: Path) -> bool:
+    """Whether `path` is an ONNX file whose metadata says stpl wrote it (its graph is not read)."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not ONNX at all: a decode error of any kind
+        return False
+    return any(prop.key == "stpl_version" for prop in proto.metadata_props)
 
 
 def export_model(
@@ -165,7 +192,25 @@ def _onnx_program(wrapper: nn.Module, example: tuple[Tensor, ...], names: tuple[
                 dynamo=True, dynamic_shapes=dynamic, verbose=False,
             )  # fmt: skip
         except torch.onnx.errors.OnnxExporterError as err:
-            raise StplError(f"ONNX export failed: {str(err).strip().splitlines()[0]}") from err
+            if _caused_by(err, KeyboardInterrupt):  # Ctrl-C inside the exporter: a stop, not a failure
+                raise KeyboardInterrupt from None
+            first_line = ANSI_ESCAPE.sub("", str(err)).strip().splitlines()[0]
+            raise StplError(f"ONNX export failed: {first_line}") from err
+
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # the exporter colours its report for a terminal
+
+
+def _caused_by(err: BaseException, kind: type[BaseException]) -> bool:
+    """Whether `kind` is `err` or anywhere in the chain of exceptions that led to it."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 @contextlib.contextmanager
