@@ -189,3 +189,60 @@ def test_adapt_settings_without_online_adaptation_are_refused(tmp_path, capsys):
     line = one_error_line(capsys)
     assert "adapt.online.guard=true" in line and "--adapt online" in line
     assert not (tmp_path / "p").exists()
+
+
+def test_a_stop_after_the_new_output_is_in_place_says_so(tmp_path, monkeypatch, capsys):
+    """SIGTERM while predict removes the output it replaced: exit 143, and the line says the new output is whole."""
+    import shutil
+
+    from stpl import output_folder
+    from stpl.errors import Interrupted
+
+    frames = frames_folder(tmp_path / "frames")
+    out = tmp_path / "pred"
+    args = ["predict", "--ckpt", "camvid-day", "--input", str(frames), "--out", str(out)]
+    assert main(args) == 0
+    first = (out / "predict.json").stat().st_mtime_ns
+    remove = shutil.rmtree
+
+    def stopped_while_removing_the_old_output(path, *a, **k):
+        if ".old-" in str(path):
+            raise Interrupted("stopped by SIGTERM", 143)
+        return remove(path, *a, **k)
+
+    monkeypatch.setattr(output_folder.shutil, "rmtree", stopped_while_removing_the_old_output)
+    capsys.readouterr()
+    assert main(args) == 143
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "written in full" in err[-1] and str(out) in err[-1], err
+    assert (out / "predict.json").stat().st_mtime_ns != first and (out / "predict.json").is_file()
+
+
+def test_a_truncated_video_says_how_many_frames_it_gave_of_those_announced(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    whole = tmp_path / "whole.avi"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for _ in range(12):
+        writer.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # the header still announces 12 frames
+    out = tmp_path / "pred"
+    assert main(["predict", "--ckpt", "camvid-day", "--input", str(cut), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    frames = json.loads((out / "predict.json").read_text())["frames"]
+    assert 0 < frames < 12 and f"{frames} frames could be decoded of the 12" in err and str(cut) in err
+    assert main(["predict", "--ckpt", "camvid-day", "--input", str(whole), "--out", str(tmp_path / "p2")]) == 0
+    assert "could be decoded" not in capsys.readouterr().err
+
+
+def test_one_pixel_frames_predict_with_a_video_scaled_up(tmp_path):
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    for index in range(2):
+        cv2.imwrite(str(folder / f"f{index}.png"), np.full((1, 1, 3), 90 * index, np.uint8))
+    out = tmp_path / "pred"
+    assert main(["predict", "--ckpt", "camvid-day", "--input", str(folder), "--out", str(out)]) == 0
+    summary = json.loads((out / "predict.json").read_text())
+    assert summary["frames"] == 2 and summary["frame_sizes"] == [[1, 1]] and summary["overlay_video_size"] == [16, 16]
+    assert cv2.imread(str(out / "masks" / "f0.png"), cv2.IMREAD_UNCHANGED).shape == (1, 1)

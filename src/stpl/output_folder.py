@@ -22,7 +22,7 @@ from collections.abc import Collection, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
-from stpl.errors import StplError
+from stpl.errors import Interrupted, StplError
 from stpl.runlock import LOCK_NAME, run_lock
 
 
@@ -84,7 +84,12 @@ def _swap(temporary: Path, out: Path) -> None:
     except BaseException:
         os.rename(aside, out)
         raise
-    shutil.rmtree(aside, ignore_errors=True)  # the new folder is in place: a file left here is removed next time
+    try:
+        shutil.rmtree(aside, ignore_errors=True)  # the new folder is in place: a file left here is removed next time
+    except (KeyboardInterrupt, Interrupted) as err:  # a stop now must not read as if the output were lost
+        said, code = (err.message, err.exit_code) if isinstance(err, Interrupted) else ("stopped by Ctrl-C", 130)
+        raise Interrupted(f"{said} after {out} was written in full (the earlier output it replaced goes next time)",
+                          code) from None  # fmt: skip
 
 
 @contextmanager

@@ -262,6 +262,9 @@ class Predictor:
 PREDICTION_FILES = ("masks", "overlay", "overlay.mp4", "legend.png", "predict.json")
 
 
+MIN_VIDEO_SIDE = 16
+
+
 class OverlayVideo:
     """overlay.mp4: every picture fitted into the first one's size (white borders, aspect kept), because a video
     writer silently drops pictures of another size; the overlay PNGs keep each frame's own size."""
@@ -275,7 +278,10 @@ class OverlayVideo:
     def add(self, picture: np.ndarray) -> None:
         """Append an RGB picture."""
         if self._writer is None:
-            self.size = picture.shape[:2]
+            # the first picture's size, at least MIN_VIDEO_SIDE: the encoder refuses tiny frames (a 1x1 input still
+            # gets a video, scaled up)
+            height, width = (max(MIN_VIDEO_SIDE, side) for side in picture.shape[:2])
+            self.size = (height, width)
             fourcc = cv2.VideoWriter_fourcc(*"mp4v")
             self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (self.size[1], self.size[0]))
             if not self._writer.isOpened():

@@ -7,6 +7,7 @@ the original size for its masks and overlays).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,7 @@ class FrameSource:
                 yield file.stem, cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
             return
         capture = cv2.VideoCapture(str(self.path))
+        announced = max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
         try:
             index = 0
             while self.end is None or index < self.end:
@@ -90,6 +92,9 @@ class FrameSource:
                 index += 1
         finally:
             capture.release()
+        if index < min(announced, self.end if self.end is not None else announced):
+            print(f"[input] {self.path}: {index} frames could be decoded of the {announced} its header announces; "
+                  "the file may be truncated or damaged", file=sys.stderr)  # fmt: skip
 
 
 def _check_readable(path: Path) -> None:
