@@ -246,3 +246,16 @@ def test_one_pixel_frames_predict_with_a_video_scaled_up(tmp_path):
     summary = json.loads((out / "predict.json").read_text())
     assert summary["frames"] == 2 and summary["frame_sizes"] == [[1, 1]] and summary["overlay_video_size"] == [16, 16]
     assert cv2.imread(str(out / "masks" / "f0.png"), cv2.IMREAD_UNCHANGED).shape == (1, 1)
+
+
+def test_a_frames_setting_without_the_frames_data_set_is_refused_and_input_adapts_on_the_video(tmp_path, capsys):
+    frames = frames_folder(tmp_path / "frames", count=4)
+    args = ["adapt", "--source-ckpt", "camvid-day", "--out", str(tmp_path / "a")]
+    assert main([*args, "--set", f"data.frames.path={frames}"]) == 2
+    line = one_error_line(capsys)
+    assert "data.frames.path" in line and "data.dataset=frames" in line and "--input" in line
+    assert not (tmp_path / "a").exists()
+    sets = ["--set", "adapt.iterations=1", "--set", "adapt.batch_size=2", "--set", "adapt.estimate=false"]
+    assert main([*args, "--input", str(frames), *sets]) == 0
+    config = (tmp_path / "a" / "config.yaml").read_text()
+    assert "dataset: frames" in config and str(frames) in config

@@ -10,7 +10,7 @@ import torch
 
 from stpl import bench, estimation, workflows
 from stpl.adapt import METHODS
-from stpl.config import Config, build_config, config_to_yaml
+from stpl.config import DATASET_NAMES, Config, build_config, config_to_yaml
 from stpl.config_files import environment_sets
 from stpl.data import SPLITS
 from stpl.engine import distributed
@@ -41,10 +41,27 @@ def load_config(args: argparse.Namespace, checkpoint: Path | None = None) -> Con
     settings (so `stpl eval --ckpt C` scores on the data C was made for, not on default-size data)."""
     sets = [*environment_sets(), *args.sets]  # STPL_DATA places the data sets; --set beats it
     if args.config is not None or checkpoint is None:
-        return build_config(args.config, sets)
-    base = checkpoint_settings(resolve_checkpoint(checkpoint))
-    print(f"[config] no --config: data, flow and model settings from {checkpoint}", flush=True)
-    return build_config(sets=sets, base=base)
+        config = build_config(args.config, sets)
+    else:
+        base = checkpoint_settings(resolve_checkpoint(checkpoint))
+        print(f"[config] no --config: data, flow and model settings from {checkpoint}", flush=True)
+        config = build_config(sets=sets, base=base)
+    check_data_sets_read(config, args.sets)
+    return config
+
+
+def check_data_sets_read(config: Config, sets: list[str]) -> None:
+    """Refuse a --set for a data set the run does not read (data.frames.path with data.dataset=camvid would adapt on
+    CamVid and say nothing)."""
+    read = {config.data.dataset, config.data.source_dataset or config.data.dataset}
+    for text in sets:
+        parts = text.split("=", 1)[0].strip().split(".")
+        if len(parts) >= 3 and parts[0] == "data" and parts[1] in DATASET_NAMES and parts[1] not in read:
+            hint = "; for your own video give --input PATH" if parts[1] == "frames" else ""
+            raise StplError(
+                f"--set {text.split('=', 1)[0].strip()}: data.{parts[1]}.* is read only with "
+                f"data.dataset={parts[1]}, and this run reads {config.data.dataset}{hint}"
+            )
 
 
 def require_file(path: Path, what: str) -> Path:
@@ -86,6 +103,9 @@ def add_adapt(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--method", choices=[*METHODS, "auto"],
                         help="adaptation method (default stpl; list below); auto: adapt with adapt.auto_candidates, "
                         "keep the source model as one more, choose by the label-free estimate")  # fmt: skip
+    parser.add_argument("--input", type=Path, help="your own video (a file OpenCV reads, e.g. clip.mp4) or "
+                        "folder of frames to adapt on; without it, the data set of --config or of the source "
+                        "checkpoint")  # fmt: skip
     parser.add_argument("--out", type=Path, required=True, help="run folder (resumed if it holds an unfinished run)")
     parser.set_defaults(run=run_adapt)
 
@@ -93,6 +113,9 @@ def add_adapt(sub: argparse._SubParsersAction) -> None:
 def run_adapt(args: argparse.Namespace) -> None:
     if args.method and args.method != "auto":
         args.sets = [*args.sets, f"adapt.method={args.method}"]
+    if args.input is not None:
+        source_path = resolve_checkpoint(args.source_ckpt, "source checkpoint")
+        args.sets = [*estimation.own_video_sets(args.input, source_path), *args.sets]
     config = load_config(args, args.source_ckpt)
     source = resolve_checkpoint(args.source_ckpt, "source checkpoint")
     if args.method == "auto":
