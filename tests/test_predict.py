@@ -112,19 +112,23 @@ def quick_start_block(language: str) -> str:
 
 
 def test_the_readme_python_lines_run_as_printed(tmp_path, monkeypatch):
-    """The quick start's Python lines with the shipped camvid-day model; `frame`, `frames`, clip.mp4 and an adapted
-    model (a copy of camvid-day) are given."""
+    """The quick start's Python lines with the shipped camvid-day model; clip.mp4 and an adapted model (a copy of
+    camvid-day) are given, and nothing else: the lines read the frames themselves."""
     frames = clip()
     monkeypatch.chdir(tmp_path)
     write_video(tmp_path / "clip.mp4", frames, "mp4v", 10.0)
     (tmp_path / "adapted").mkdir()
     shutil.copyfile(resolve_checkpoint("camvid-day"), tmp_path / "adapted" / "model.safetensors")
-    namespace = {"frame": frames[0], "frames": frames}
+    namespace: dict = {}
     exec(quick_start_block("python"), namespace)
+    assert len(namespace["frames"]) == 5 and namespace["frames"][0].dtype == np.uint8
+    # RGB: the clip's red gradient rises to the right (conftest.clip writes it in channel 0 of RGB)
+    decoded = namespace["frames"][0].astype(int)
+    assert decoded[:, -10:, 0].mean() > decoded[:, -10:, 2].mean() + 50
     ranked = namespace["ranked"]
     assert [row["name"] for row in ranked["models"]] != [] and ranked["frames"] == 5
     assert ranked["models"][0]["estimate"] == pytest.approx(ranked["models"][1]["estimate"])  # the same weights
-    assert namespace["mask"].shape == frames[0].shape[:2] and namespace["mask"].max() < 11  # one frame, one map
+    assert namespace["mask"].shape == namespace["frames"][0].shape[:2] and namespace["mask"].max() < 11  # one map
     assert len(namespace["masks"]) == 5 and namespace["summary"]["frames"] == 5
     assert (tmp_path / "predictions" / "overlay.mp4").is_file()
 

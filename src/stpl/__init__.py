@@ -2,6 +2,7 @@
 
 import stpl
 predictor = stpl.load("model.safetensors")          # a source or adapted checkpoint
+frames = stpl.read_frames("clip.mp4")                # uint8 RGB arrays [H,W,3] (OpenCV's imread gives BGR)
 masks = predictor.predict(frames)                    # uint8 RGB frames in order -> [H,W] class-id maps
 predictor.predict_video("clip.mp4", out="pred")      # masks, overlays, overlay.mp4, predict.json
 stpl.estimate(["adapted/model.safetensors", "camvid-day"], "clip.mp4", source="camvid-day")  # label-free, best first
@@ -9,7 +10,7 @@ stpl.estimate(["adapted/model.safetensors", "camvid-day"], "clip.mp4", source="c
 
 from stpl.version import __version__
 
-__all__ = ["__version__", "adapt_video", "estimate", "load"]
+__all__ = ["__version__", "adapt_video", "estimate", "load", "read_frames"]
 
 
 def load(
@@ -51,3 +52,12 @@ def estimate(checkpoints, frames, source=None, settings: dict | None = None) -> 
     if isinstance(checkpoints, str) or not hasattr(checkpoints, "__iter__"):
         checkpoints = [checkpoints]
     return estimate_on_frames(list(checkpoints), frames, source, settings or {})
+
+
+def read_frames(path, stride: int = 1, start: int = 0, end: int | None = None) -> list:
+    """The frames of a video file or a folder of images (sorted by name) as uint8 RGB arrays [H,W,3], in order:
+    every `stride`-th from `start` to `end` (exclusive). What `predict` takes: a frame read with OpenCV's
+    `cv2.imread` or `VideoCapture` is BGR and needs `cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)` first."""
+    from stpl.data.frames import open_frames
+
+    return [frame for _, frame in open_frames(path, stride, start, end)]
