@@ -248,3 +248,41 @@ def test_speed_writes_step_inference_and_flow_figures_with_their_ratios(tmp_path
     assert set(result["flow_pairs_per_s_480x360"]) == {"ultrafast", "fast", "medium"}
     assert "| stpl/supervised |" in (out / "results.md").read_text()
     assert result["predict"]["checkpoint"] == "camvid-day" and result["predict"]["frames_per_s"] > 0
+
+
+def test_every_command_describes_itself_and_every_option_has_help():
+    import argparse
+
+    from stpl.cli import build_parser
+
+    parser = build_parser()
+    assert "each an add_parser" not in (parser.description or "") and "stpl predict" in parser.description
+    pending = [("stpl", parser)]
+    missing = []
+    while pending:
+        name, current = pending.pop()
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                pending += [(f"{name} {sub}", child) for sub, child in action.choices.items()]
+                for sub, child in action.choices.items():
+                    if not child.description:
+                        missing.append(f"{name} {sub}: no description")
+            elif action.option_strings and action.help in (None, "") and action.dest != "help":
+                missing.append(f"{name} {action.option_strings[0]}: no help")
+    assert missing == []
+
+
+def test_flow_clear_cache_removes_the_cached_flow_and_nothing_else(tmp_path, capsys):
+    from conftest import TOY_SETTINGS, set_args
+    from stpl.cli import main
+
+    cache = tmp_path / "flow"
+    settings = set_args([*TOY_SETTINGS, f"flow.cache_dir={cache}"])
+    assert main(["flow", *settings]) == 0
+    entries = list(cache.rglob("*_int16_x10.npy"))
+    assert entries and len(list(cache.rglob("*.sum"))) == len(entries)
+    (cache / "notes.txt").write_text("the user's")
+    capsys.readouterr()
+    assert main(["flow", "--clear-cache", *settings]) == 0
+    assert f"removed {2 * len(entries)} files" in capsys.readouterr().out
+    assert sorted(path.name for path in cache.rglob("*")) == ["notes.txt"]

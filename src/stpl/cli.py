@@ -1,10 +1,11 @@
-"""The `stpl` command: subcommands, each an add_parser() + run(args) pair with no logic of its own."""
+"""The `stpl` command: one add_<command>(sub) and run_<command>(args) pair per subcommand, with no logic of its own."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -19,6 +20,13 @@ from stpl.engine.interrupt import terminate_as_interrupt
 from stpl.errors import Interrupted, StplError, file_error, os_error_message
 from stpl.pretrained import resolve_checkpoint
 from stpl.version import __version__
+
+
+def add_command(sub: argparse._SubParsersAction, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand whose own --help opens with its one-line summary (`help`) unless a longer description is given."""
+    summary = kwargs["help"]
+    kwargs.setdefault("description", f"{summary}.")
+    return sub.add_parser(name, **kwargs)
 
 
 def add_config_options(parser: argparse.ArgumentParser, required: bool = False) -> None:
@@ -74,7 +82,7 @@ def require_file(path: Path, what: str) -> Path:
 
 
 def add_train_source(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("train-source", help="supervised training on labelled source video (with flow)")
+    parser = add_command(sub, "train-source", help="supervised training on labelled source video (with flow)")
     add_config_options(parser)
     parser.add_argument("--out", type=Path, required=True, help="run folder (resumed if it holds an unfinished run)")
     parser.set_defaults(run=run_train_source)
@@ -87,7 +95,8 @@ def run_train_source(args: argparse.Namespace) -> None:
 
 def add_adapt(sub: argparse._SubParsersAction) -> None:
     methods = "\n".join(f"  {name:<14} {entry.summary}" for name, entry in METHODS.items())
-    parser = sub.add_parser(
+    parser = add_command(
+        sub,
         "adapt",
         help="source-free STPL adaptation on unlabelled target video",
         epilog=f"methods (--method NAME or --set adapt.method=NAME):\n{methods}",
@@ -128,7 +137,8 @@ def run_adapt(args: argparse.Namespace) -> None:
 
 
 def add_estimate(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
+    parser = add_command(
+        sub,
         "estimate",
         help="label-free estimate of how well each checkpoint segments a video (no labels), best first",
         description="Scores each checkpoint on the same unlabelled frames: temporal consistency along the optical "
@@ -171,10 +181,12 @@ def run_estimate(args: argparse.Namespace) -> None:
 
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("eval", help="mIoU on the target evaluation split; writes OUT/eval.json")
+    parser = add_command(sub, "eval", help="mIoU on the target evaluation split; writes OUT/eval.json")
     add_config_options(parser)
-    parser.add_argument("--ckpt", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--ckpt", type=Path, required=True, help="the checkpoint to score, or a shipped model (camvid-day)"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="folder for eval.json (mIoU and per-class IoU)")
     parser.set_defaults(run=run_eval)
 
 
@@ -185,9 +197,11 @@ def run_eval(args: argparse.Namespace) -> None:
 
 
 def add_demo(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("demo", help="synthetic benchmark: source model, STPL, oracle, one table")
+    parser = add_command(sub, "demo", help="synthetic benchmark: source model, STPL, oracle, one table")
     add_config_options(parser)
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/demo"), help="folder of the demo's runs and summary.json"
+    )
     parser.set_defaults(run=run_demo)
 
 
@@ -197,7 +211,7 @@ def run_demo(args: argparse.Namespace) -> None:
 
 
 def add_show_config(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("show-config", help="print the resolved config")
+    parser = add_command(sub, "show-config", help="print the resolved config")
     add_config_options(parser)
     parser.set_defaults(run=run_show_config)
 
@@ -207,25 +221,37 @@ def run_show_config(args: argparse.Namespace) -> None:
 
 
 def add_flow(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("flow", help="precompute and cache optical flow for every frame pair a dataset uses")
+    parser = add_command(sub, "flow", help="precompute and cache optical flow for every frame pair a dataset uses")
     add_config_options(parser)
     parser.add_argument("--split", choices=SPLITS, action="append", help="split(s) to cover (default: all)")
+    parser.add_argument("--clear-cache", action="store_true",
+                        help="instead, delete the cached flow under flow.cache_dir (default ~/.cache/stpl/flow), "
+                        "which every command that computes flow fills")  # fmt: skip
     parser.set_defaults(run=run_flow)
 
 
 def run_flow(args: argparse.Namespace) -> None:
-    workflows.precompute_flow(load_config(args), args.split or list(SPLITS))
+    config = load_config(args)
+    if args.clear_cache:
+        from stpl.flow.cache import FlowCache
+
+        cache = FlowCache(config.flow.cache_dir)
+        files, size = cache.clear()
+        print(f"removed {files} files ({size / 2**20:.1f} MiB) of cached flow from {cache.directory}")
+        return
+    workflows.precompute_flow(config, args.split or list(SPLITS))
 
 
 def add_bench(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("bench", help="a named protocol end to end: methods x seeds -> results.json/.md")
+    parser = add_command(sub, "bench", help="a named protocol end to end: methods x seeds -> results.json/.md")
     parser.add_argument("--benchmark", required=True, help=f"one of: {', '.join(bench.BENCHMARKS)}")
     parser.add_argument("--data-root", help="the dataset folder (real-data benchmarks)")
     known = ", ".join(bench.known_methods())
     parser.add_argument("--methods", default="source-only,adabn,stpl,oracle", help=f"comma-separated, of: {known}")
     parser.add_argument("--seeds", default="0", help="comma-separated integer seeds")
     parser.add_argument("--out", type=Path, help="output folder (default runs/bench/<benchmark>)")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config value in every run, e.g. --set threads=1 (repeatable)")  # fmt: skip
     parser.add_argument("--config", type=Path, help="YAML overrides applied over the benchmark's own config")
     parser.add_argument(
         "--reuse-source", type=Path, metavar="BENCH_DIR",
@@ -246,9 +272,11 @@ def run_bench(args: argparse.Namespace) -> None:
 
 
 def add_import_accel(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("import-accel", help="convert a DA-VSN / TPS ACCEL checkpoint into an stpl checkpoint")
+    parser = add_command(sub, "import-accel", help="convert a DA-VSN / TPS ACCEL checkpoint into an stpl checkpoint")
     add_config_options(parser)
-    parser.add_argument("--weights", type=Path, required=True, help="the peers' .pth state dict")
+    parser.add_argument(
+        "--weights", type=Path, required=True, help="a PyTorch state dict (.pth) saved by the DA-VSN or TPS code"
+    )
     parser.add_argument("--out", type=Path, required=True, help="the stpl checkpoint (.safetensors) to write")
     parser.set_defaults(run=run_import_accel)
 
@@ -259,15 +287,15 @@ def run_import_accel(args: argparse.Namespace) -> None:
 
 
 def add_analyze(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("analyze", help="analyses of checkpoints")
+    parser = add_command(sub, "analyze", help="analyses of checkpoints")
     analyses = parser.add_subparsers(dest="analysis", required=True)
-    knn = analyses.add_parser("knn", help="share of each labelled pixel's k nearest feature neighbours of its class")
+    knn = add_command(analyses, "knn", help="share of each labelled pixel's k nearest feature neighbours of its class")
     add_config_options(knn)
     knn.add_argument("--ckpt", type=Path, action="append", required=True, help="checkpoint (repeat to compare)")
     knn.add_argument("--name", action="append", help="label per --ckpt in the outputs (default: its folder)")
-    knn.add_argument("--k", type=int, default=10)
+    knn.add_argument("--k", type=int, default=10, help="neighbours per sampled pixel")
     knn.add_argument("--per-class", type=int, default=300, help="sampled pixels per class")
-    knn.add_argument("--out", type=Path, required=True)
+    knn.add_argument("--out", type=Path, required=True, help="folder for the tables and figure")
     knn.set_defaults(run=run_analyze_knn)
 
 
@@ -280,8 +308,8 @@ def run_analyze_knn(args: argparse.Namespace) -> None:
 
 
 def add_predict(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "predict", help="class maps, overlays and an overlay video for a folder of images or a video file"
+    parser = add_command(
+        sub, "predict", help="class maps, overlays and an overlay video for a folder of images or a video file"
     )
     parser.add_argument(
         "--ckpt", type=Path, required=True, help="a source or adapted checkpoint, or a shipped model (camvid-day)"
@@ -293,7 +321,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--stride", type=int, default=1, help="read every N-th frame")
     parser.add_argument("--start", type=int, default=0, help="first frame (index) to read")
     parser.add_argument("--end", type=int, help="stop before this frame index")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="torch device to predict on, e.g. cpu or cuda")
     parser.add_argument("--flow-scale", type=float,
                         help="compute flow at this share of the model size (default: the checkpoint's flow.scale; "
                         "0.5 makes streaming cheaper, docs/speed.md)")  # fmt: skip
@@ -328,9 +356,9 @@ def run_predict(args: argparse.Namespace) -> None:
 
 
 def add_speed(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("speed", help="step, inference and flow timings and their ratios -> results.json/.md")
+    parser = add_command(sub, "speed", help="step, inference and flow timings and their ratios -> results.json/.md")
     add_config_options(parser)
-    parser.add_argument("--out", type=Path, default=Path("results/speed"))
+    parser.add_argument("--out", type=Path, default=Path("results/speed"), help="folder for results.json/.md")
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per figure (median)")
     parser.add_argument("--frames", type=int, default=20, help="frames per inference timing")
     parser.add_argument("--predict-ckpt", default="camvid-day", help="the model of the end-to-end predict row")
@@ -352,7 +380,8 @@ def run_speed(args: argparse.Namespace) -> None:
 
 
 def add_export(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
+    parser = add_command(
+        sub,
         "export",
         help="a checkpoint as an ONNX file (single-frame, or two-frame with the flow as an input)",
         description="Inputs: float32 RGB frames [B,3,H,W] at the checkpoint's size, normalised as (pixel / 255 - "
@@ -386,8 +415,19 @@ SUBCOMMANDS = (
 )  # fmt: skip
 
 
+DESCRIPTION = """Source-free domain adaptation of video semantic segmentation (STPL, CVPR 2023, and baselines).
+
+Segment a video with a model, adapt the model to your own unlabelled video (no labels, no source data), and
+judge without labels whether adapting helped. To start:
+  stpl predict --ckpt camvid-day --input clip.mp4 --out predictions
+  stpl adapt --source-ckpt camvid-day --method auto --input clip.mp4 --out adapted
+`stpl COMMAND --help` says more about each command."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stpl", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="stpl", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"stpl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in SUBCOMMANDS:

@@ -111,6 +111,23 @@ class FlowCache:
         record = {"blake2b": _digest(encoded), "shape": list(encoded.shape)}
         write_text(self.sum_path(key), json.dumps(record))  # second: an entry without it reads as damaged
 
+    def clear(self) -> tuple[int, int]:
+        """Delete the cache's entries (and what killed writes left among them); anything else in the folder stays.
+        Returns the files removed and their bytes."""
+        files, size = 0, 0
+        if not self.directory.is_dir():
+            return files, size
+        for pattern in ("??/*_int16_x10.npy", "??/*.sum", "??/.*.tmp"):
+            for path in self.directory.glob(pattern):
+                if path.is_file():
+                    size += path.stat().st_size
+                    path.unlink()
+                    files += 1
+        for folder in self.directory.glob("??"):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        return files, size
+
 
 def _digest(stored: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(stored).tobytes(), digest_size=16).hexdigest()
