@@ -75,11 +75,17 @@ def test_adapt_and_eval_write_method_statistics_no_drift_and_the_scores(tmp_path
     sets = set_args([*toy_settings, ON])
     assert main(["adapt", "--source-ckpt", str(toy_checkpoint), "--out", str(out), *sets]) == 0
     board = events(out)
-    tags = {"loss": "loss/total", "loss_pl": "loss/pl", "loss_contrast": "loss/contrast", "lr": "train/lr"}
+    tags = {"loss": "loss/total", "loss_pl": "loss/pl", "loss_contrast": "loss/contrast", "lr": "train/lr",
+            "lr_factor": "train/lr_factor"}  # fmt: skip
     tags |= {"kept_fraction": "method/kept_fraction", "teacher_confidence": "method/teacher_confidence"}
     assert_log_lines_match(out, board, tags)
     assert list(series(board, "loss/total")) == [1, 2, 3]
     assert all(0.0 < value < 1.0 for value in series(board, "method/teacher_confidence").values())
+    # the rate and its schedule factor agree: one base rate times the factor at every logged step
+    rate, factor = series(board, "train/lr"), series(board, "train/lr_factor")
+    assert set(rate) == set(factor) and all(0.0 < value <= 1.0 for value in factor.values())
+    bases = [rate[step] / factor[step] for step in rate]
+    assert all(base == pytest.approx(bases[0], rel=1e-5) for base in bases)
     # adapt.norm=reestimate: AdaBN before the loop, then the statistics stay as they are; the drift is measured
     # from the loop's start, so it is exactly 0 (x - x, whatever the arithmetic).
     for tag in ("norm/running_mean_shift", "norm/running_var_change"):

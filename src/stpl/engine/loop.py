@@ -287,7 +287,9 @@ def run_loop(
                 if done % settings.log_every == 0 or done == settings.iterations:
                     numbers = {key: finite_or_none(value) for key, value in {**values, "loss": total}.items()}
                     seconds = time.perf_counter() - started
-                    logged = {"step": done, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, **numbers}
+                    # the schedule's factor beside the rate: readable at a glance where a chart shows 1e-4 as 0.0
+                    logged = {"step": done, "lr": optimizer.param_groups[0]["lr"], "lr_factor": factor,
+                              "seconds": seconds, **numbers}  # fmt: skip
                     logged |= watch.numbers()
                     if done == settings.iterations:  # the verdict goes into the log's last line
                         logged["collapsed"] = watch.collapsed(settings.iterations)

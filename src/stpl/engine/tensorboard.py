@@ -85,8 +85,8 @@ def scalar_tag(key: str) -> str:
         return "loss/total"
     if key.startswith("loss_"):
         return f"loss/{key.removeprefix('loss_')}"
-    if key == "lr":
-        return "train/lr"
+    if key in ("lr", "lr_factor"):
+        return f"train/{key}"
     if key in COLLAPSE_KEYS:
         return f"collapse/{key}"
     return f"method/{key}"
