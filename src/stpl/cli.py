@@ -327,6 +327,9 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
                         "0.5 makes streaming cheaper, docs/speed.md)")  # fmt: skip
     parser.add_argument("--adapt", choices=["off", "online"], default="off",
                         help="online: adapt while predicting, frame t after updates on frames up to t")  # fmt: skip
+    parser.add_argument("--fps", type=float,
+                        help="with --adapt online: keep up with a camera of this frame rate, updating only on frames "
+                        "whose update fits the time (adapt.online.fps; every frame is predicted)")  # fmt: skip
     parser.add_argument("--method", choices=[m for m, e in METHODS.items() if e.method and not e.method.uses_source],
                         default="tent",
                         help="the online adaptation method")  # fmt: skip
@@ -345,9 +348,12 @@ def run_predict(args: argparse.Namespace) -> None:
     adaptation = [text for text in args.sets if text.strip().startswith("adapt.")]
     if adaptation and args.adapt != "online":  # they would be read by nothing
         raise StplError(f"--set {adaptation[0]}: adapt.* settings act only with --adapt online")
+    if args.fps is not None and (args.adapt != "online" or not args.fps > 0):
+        raise StplError(f"--fps {args.fps}: a frame rate above 0, for --adapt online (prediction alone takes none)")
     adapter = None
     if args.adapt == "online":
         sets = args.sets if args.flow_scale is None else [*args.sets, f"flow.scale={args.flow_scale}"]
+        sets = sets if args.fps is None else [*sets, f"adapt.online.fps={args.fps}"]
         predictor, adapter = load_online(checkpoint, args.method, sets, args.device)
     else:
         predictor = load(checkpoint, device=args.device, flow_scale=args.flow_scale, sets=args.sets)

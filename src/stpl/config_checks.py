@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -125,6 +126,8 @@ def validate(config: Config, method_names: Sequence[str]) -> None:
     online = config.adapt.online
     if min(online.window, online.steps, online.every) < 1:
         raise StplError("config keys 'adapt.online.window', 'steps' and 'every' must be at least 1")
+    if not (online.fps >= 0 and math.isfinite(online.fps)):
+        raise StplError(f"config key 'adapt.online.fps' must be 0 (no target) or a frame rate, got {online.fps}")
     shares = {"restore_probability": online.restore_probability, "norm_momentum": online.norm_momentum,
               "norm_source_prior": online.norm_source_prior, "frame_statistics": online.frame_statistics}  # fmt: skip
     for key, value in shares.items():

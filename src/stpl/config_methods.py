@@ -105,6 +105,10 @@ class OnlineConfig:
     window: int = 8  # the update batch: the last `window` pairs up to and including frame t
     steps: int = 1  # update steps before each prediction
     every: int = 1  # update before every N-th frame only (the others are predicted with the current weights)
+    # `stpl predict --fps`: a camera's frame rate to keep up with; of the frames `every` allows, an update is taken
+    # only when it fits the time a camera delivering this many frames a second leaves (online.UpdatePacer; every
+    # frame is predicted either way). 0 = no target: every `every`-th frame updates. Benches score a fixed `every`.
+    fps: float = 0.0
     episodic: bool = False  # reset to the starting weights before each update (no memory across windows)
     # back to the starting weights (and a fresh teacher and optimiser) when the label-free health signals read as
     # collapsed (engine/frame_health.py: the last min(10, half the frames so far) frames one class or certain)

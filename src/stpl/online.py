@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -219,6 +220,58 @@ def pull_statistics_towards(model: torch.nn.Module, start: dict[str, torch.Tenso
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
             module.running_mean.lerp_(start[f"{name}.running_mean"].to(module.running_mean), share)
             module.running_var.lerp_(start[f"{name}.running_var"].to(module.running_var), share)
+
+
+class UpdatePacer:
+    """Which frames drive an update while predicting a stream: every `every`-th, and with a frame-rate target `fps`,
+    of those only the ones whose update fits the time a camera delivering `fps` frames a second leaves. Frame i is
+    due by (i + 1) / fps after the first frame; an update is taken when the time so far, plus an update's cost and
+    a frame's (running means of what they took), stays within that. The first allowed frame always updates (to
+    learn the cost). Every frame is predicted either way; `updated` and `skipped` say what happened."""
+
+    def __init__(self, every: int, fps: float = 0.0, clock: Callable[[], float] = time.perf_counter):
+        self.every, self.fps, self.clock = every, fps, clock
+        self.started: float | None = None
+        self.update_seconds: float | None = None  # the mean cost of one update
+        self.frame_seconds = 0.0  # the mean cost of one frame besides its update (reading, flow, predicting, writing)
+        self.updated: list[int] = []  # the frames (0-based) an update was taken before
+        self.skipped = 0  # the frames `every` allowed an update before whose update did not fit
+        self._frame_started: float | None = None
+        self._last_update: float | None = None  # what the update before the current frame took
+        self._frames = 0
+
+    def before_frame(self, index: int) -> bool:
+        """Called as frame `index` arrives; whether to update before predicting it."""
+        now = self.clock()
+        if self.started is None:
+            self.started = now
+        if self._frame_started is not None:  # the previous frame's cost, its update left out
+            spent = now - self._frame_started - (self._last_update or 0.0)
+            self._frames += 1
+            self.frame_seconds += (spent - self.frame_seconds) / self._frames
+        self._frame_started, self._last_update = now, None
+        if index % self.every:
+            return False
+        if self.fps > 0 and self.update_seconds is not None:
+            due = (index + 1) / self.fps
+            if now - self.started + self.update_seconds + self.frame_seconds > due:
+                self.skipped += 1
+                return False
+        return True
+
+    def updated_for(self, index: int, seconds: float) -> None:
+        """An update before frame `index` took `seconds`."""
+        self.updated.append(index)
+        self._last_update = seconds
+        count = len(self.updated)
+        previous = self.update_seconds or 0.0
+        self.update_seconds = previous + (seconds - previous) / count
+
+    def summary(self, frames: int) -> dict[str, Any]:
+        """What predict.json records: the target, the updates taken and skipped, and the interval they came to."""
+        return {"fps_target": self.fps or None, "updates": len(self.updated), "skipped_updates": self.skipped,
+                "update_interval": frames / len(self.updated) if self.updated else None,
+                "update_seconds": self.update_seconds, "frame_seconds": self.frame_seconds}  # fmt: skip
 
 
 def update_window(index: int, window: int, replay: int, seed: int) -> list[int]:

@@ -23,6 +23,7 @@ from stpl.engine.evaluate import ConfusionMatrix, scores
 from stpl.engine.run_files import CONFIG_FILE, EVAL_FILE
 from stpl.engine.run_folder import check_out_dir, run_folder
 from stpl.engine.tensorboard import log_evaluation
+from stpl.errors import StplError
 from stpl.models.segmenter import upsample
 from stpl.online import OnlineAdapter, causal_settings, online_pass, stream_recipe
 from stpl.progress import Progress
@@ -42,6 +43,11 @@ def online_evaluate(config: Config, source_checkpoint: Path, out_dir: Path) -> d
     after adapt.online.steps updates on the unlabelled pairs up to frame t (labels are read only to score the
     predictions). Writes OUT/eval.json (with the online options) and the final weights OUT/model.safetensors."""
     source_checkpoint, out_dir = Path(source_checkpoint), Path(out_dir)
+    if config.adapt.online.fps > 0:  # a score must not depend on how fast this machine happens to be
+        raise StplError(
+            "adapt.online.fps paces `stpl predict`; a scored online run updates every adapt.online.every frames: "
+            "set that to the interval --fps settles on (predict.json's update_interval)"
+        )
     checkpoint = load_checkpoint(source_checkpoint)
     check_classes(checkpoint, config, source_checkpoint)
     config = stream_recipe(with_checkpoint_model(config, checkpoint, architecture_only=True))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from stpl.flow.dis import PRESETS, DISFlow
 from stpl.models import VideoSegmenter
 from stpl.models.inference import inference_copy
 from stpl.models.segmenter import SegmenterOutput, upsample
-from stpl.online import OnlineAdapter, stream_recipe
+from stpl.online import OnlineAdapter, UpdatePacer, stream_recipe
 from stpl.output_folder import written_whole
 from stpl.pretrained import resolve_checkpoint
 from stpl.progress import Progress
@@ -81,6 +82,7 @@ class Predictor:
         self.palette = palette or palette_for(class_names)
         self.checkpoint = checkpoint  # {"path", "sha256", "stpl_version"} of the model, for predict.json
         self.scores: StreamScores | None = None  # the label-free estimate of the video being predicted
+        self.pacer: UpdatePacer | None = None  # online: which frames drove an update (stream_online)
 
     def _score(self, output: SegmenterOutput, has_earlier: bool) -> None:
         """Add a prediction to the label-free estimate of the current video (a temporal model's own)."""
@@ -122,6 +124,7 @@ class Predictor:
         """Predict frames in order while adapting (online.py): before frame t (every adapt.online.every-th),
         `adapter` updates on the pairs of the last adapt.online.window frames up to t; nothing later is seen."""
         window = adapter.options.window
+        pacer = self.pacer = UpdatePacer(adapter.options.every, adapter.options.fps)
         recent: list[tuple[str, np.ndarray, np.ndarray]] = []  # (name, resized frame, flow to the one before)
         for index, item in enumerate(frames):
             name, frame = item if isinstance(item, tuple) else (f"frame{index:06d}", item)
@@ -139,8 +142,10 @@ class Predictor:
                 np.stack([recent[c][2] if c != p else np.zeros_like(recent[c][2]) for c, p in pairs]),
                 None, self.class_names, [r[0] for r in recent],
             )  # fmt: skip
-            if index % adapter.options.every == 0:
+            if pacer.before_frame(index):
+                started = time.perf_counter()
                 adapter.update(dataset.batch(list(range(len(dataset)))).to(self.device))
+                pacer.updated_for(index, time.perf_counter() - started)
             current = dataset.batch([len(dataset) - 1]).to(self.device)
             output = adapter.predict(current)
             # may reset after a collapse, or when the guard finds the model below a copy of its starting weights
@@ -244,6 +249,11 @@ class Predictor:
         }  # fmt: skip
         if adapter is not None:  # the frames after which a collapse or the guard sent the model back to its start
             summary["online"]["resets_after"] = [names[index] for index in adapter.resets]
+            # which frames drove an update, what the frame-rate target skipped, and the memory it took
+            if self.pacer is not None:
+                summary["online"].update(self.pacer.summary(count))
+                summary["online"]["updated_frames"] = [names[i] for i in self.pacer.updated if i < len(names)]
+            summary["online"]["peak_memory_mib"] = peak_memory_mib()
             if adapter.guard is not None:  # each window's estimates: the adapted model's, its starting copies'
                 summary["online"]["guard_checks"] = adapter.guard.checks
         write_json(out / "predict.json", summary)
@@ -257,6 +267,11 @@ class Predictor:
             return None
         result = self.scores.result()
         return {"estimate": result["estimate"], "parts": result["parts"]}
+
+
+def peak_memory_mib() -> float:
+    """The process's peak resident memory so far, in MiB (Linux reports kibibytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 PREDICTION_FILES = ("masks", "overlay", "overlay.mp4", "legend.png", "predict.json")
