@@ -78,6 +78,7 @@ def test_a_scored_online_run_refuses_a_frame_rate_target(tmp_path, capsys):
     from conftest import TOY_SETTINGS, set_args
 
     settings = [*TOY_SETTINGS, f"flow.cache_dir={tmp_path / 'flow'}", "adapt.online.fps=15"]
-    args = ["bench", "--benchmark", "synthetic", "--methods", "tent-online", "--seeds", "0", "--out", str(tmp_path / "b")]
+    args = ["bench", "--benchmark", "synthetic", "--methods", "tent-online", "--seeds", "0",
+            "--out", str(tmp_path / "b")]  # fmt: skip
     assert main([*args, *set_args(settings)]) == 2
     assert "adapt.online.every" in capsys.readouterr().err
