@@ -241,13 +241,18 @@ def test_speed_writes_step_inference_and_flow_figures_with_their_ratios(tmp_path
     sets = ["model.backbone=tiny", "model.pretrained=false", "model.feature_channels=16", "model.projection_dim=8",
             "data.height=33", "data.width=47", "adapt.batch_size=2", "adapt.anchors_per_class=8",
             "threads=1"]  # fmt: skip
-    assert main(["speed", "--out", str(out), "--repeats", "1", "--frames", "3", *set_args(sets)]) == 0
+    args = ["speed", "--out", str(out), "--repeats", "1", "--frames", "3", "--online", "tent", "--online-fps", "1e6"]
+    assert main([*args, *set_args(sets)]) == 0
     result = json.loads((out / "results.json").read_text())
     assert set(result["ratios"]) >= {"stpl/supervised", "stpl/self-training", "temporal-cached/single-frame"}
     assert all(value > 0 for value in result["ratios"].values()) and result["flow_default_pairs_per_s"] > 0
     assert set(result["flow_pairs_per_s_480x360"]) == {"ultrafast", "fast", "medium"}
     assert "| stpl/supervised |" in (out / "results.md").read_text()
     assert result["predict"]["checkpoint"] == "camvid-day" and result["predict"]["frames_per_s"] > 0
+    online = result["predict_online"]  # every frame updates; at a rate no machine keeps, only the first
+    assert online["tent, every frame"]["updates"] == 3 and online["tent, --fps 1e+06"]["updates"] == 1
+    assert all(row["frames_per_s"] > 0 for row in online.values())
+    assert "| tent, every frame |" in (out / "results.md").read_text()
 
 
 def test_every_command_describes_itself_and_every_option_has_help():

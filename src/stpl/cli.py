@@ -368,6 +368,10 @@ def add_speed(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per figure (median)")
     parser.add_argument("--frames", type=int, default=20, help="frames per inference timing")
     parser.add_argument("--predict-ckpt", default="camvid-day", help="the model of the end-to-end predict row")
+    parser.add_argument("--online", default="", metavar="METHODS",
+                        help="also time `stpl predict --adapt online` with these methods (comma-separated, e.g. "
+                        "tent,stpl), every frame updating and at --online-fps")  # fmt: skip
+    parser.add_argument("--online-fps", type=float, default=15.0, help="the frame-rate target of the online rows")
     parser.set_defaults(run=run_speed)
 
 
@@ -380,7 +384,10 @@ def run_speed(args: argparse.Namespace) -> None:
     config = load_config(args)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
-    result = measure(config, args.out, args.repeats, args.frames, args.predict_ckpt)
+    online = [name.strip() for name in args.online.split(",") if name.strip()]
+    if not args.online_fps > 0:
+        raise StplError(f"--online-fps must be above 0, got {args.online_fps}")
+    result = measure(config, args.out, args.repeats, args.frames, args.predict_ckpt, online, args.online_fps)
     print(speed_table(result))
     print(f"results: {args.out / 'results.json'}, {args.out / 'results.md'}")
 

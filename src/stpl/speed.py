@@ -39,7 +39,7 @@ from stpl.export import OUTPUT, export_model, onnx_session, require_onnx
 from stpl.flow.dis import PRESETS, DISFlow
 from stpl.models import VideoSegmenter, build_model
 from stpl.models.segmenter import upsample
-from stpl.predict import Predictor
+from stpl.predict import Predictor, load_online
 from stpl.predict import load as load_predictor
 from stpl.progress import Progress
 
@@ -194,6 +194,29 @@ def predict_frames_per_second(checkpoint: str | Path, frames: int, repeats: int)
     return {"checkpoint": str(checkpoint), "frames": frames, "size": [360, 480], "frames_per_s": frames / seconds}
 
 
+def online_frames_per_second(
+    checkpoint: str | Path, methods: list[str], frames: int, fps: float
+) -> dict[str, dict[str, Any]]:
+    """`stpl predict --adapt online --method M` end to end on the same 480x360 PNG frames, every frame updating and
+    with the frame-rate target `fps` (--fps): frames per second over one pass (a pass is itself a mean over
+    `frames` frames; each starts from the checkpoint), the updates taken and the interval they came to."""
+    rows: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        clip_folder = Path(folder) / "clip"
+        clip_folder.mkdir()
+        for index, frame in enumerate(panning_clip(frames, 360, 480)):
+            cv2.imwrite(str(clip_folder / f"{index:05d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        for method in methods:
+            for name, sets in (("every frame", []), (f"--fps {fps:g}", [f"adapt.online.fps={fps}"])):
+                predictor, adapter = load_online(checkpoint, method, [f"threads={torch.get_num_threads()}", *sets])
+                summary = predictor.predict_video(clip_folder, Path(folder) / "predictions", adapter=adapter)
+                online = summary["online"]
+                rows[f"{method}, {name}"] = {"frames_per_s": summary["frames_per_second"],
+                                             "updates": online["updates"], "update_interval": online["update_interval"],
+                                             "update_seconds": online["update_seconds"]}  # fmt: skip
+    return rows
+
+
 def flow_pairs_per_second(pairs: int) -> dict[str, float]:
     clip = panning_clip(pairs + 1, 360, 480)
     rates = {}
@@ -205,7 +228,13 @@ def flow_pairs_per_second(pairs: int) -> dict[str, float]:
 
 
 def run_speed(
-    config: Config, out: Path, repeats: int = 5, frames: int = 20, predict_checkpoint: str | Path = "camvid-day"
+    config: Config,
+    out: Path,
+    repeats: int = 5,
+    frames: int = 20,
+    predict_checkpoint: str | Path = "camvid-day",
+    online_methods: list[str] | None = None,
+    online_fps: float = 15.0,
 ) -> dict[str, Any]:
     device = torch.device(config.device)
     batch = pair_batch(config, device)
@@ -218,6 +247,9 @@ def run_speed(
     flow = flow_pairs_per_second(20)
     progress.update(3, "flow")
     predict = predict_frames_per_second(predict_checkpoint, max(frames, 2), repeats)
+    online = {}
+    if online_methods:
+        online = online_frames_per_second(predict_checkpoint, online_methods, max(frames, 2), online_fps)
     progress.done(f"predict {predict['frames_per_s']:.1f} frames/s")
     result = {
         "device": str(device), "threads": torch.get_num_threads(), "amp": config.adapt.amp,
@@ -236,7 +268,7 @@ def run_speed(
             **({f"{ONNX_ROW}/single-frame": inference[ONNX_ROW] / inference["single-frame"]}
                if ONNX_ROW in inference else {}),
         },
-        "flow_default_pairs_per_s": flow[config.flow.dis_preset], "predict": predict,
+        "flow_default_pairs_per_s": flow[config.flow.dis_preset], "predict": predict, "predict_online": online,
     }  # fmt: skip
     write_json(out / "results.json", result)
     write_text(out / "results.md", speed_table(result))
@@ -265,7 +297,13 @@ def speed_table(result: dict[str, Any]) -> str:
         "|---|---|",
         f"| `stpl predict --ckpt {result['predict']['checkpoint']}`, {result['predict']['frames']} frames | "
         f"{result['predict']['frames_per_s']:.1f} |",
-        "",
-        f"Peak memory {result['peak_memory_mib']:.0f} MiB.",
     ]
+    if result.get("predict_online"):
+        lines += ["", "| predict online, end to end (same frames): `--method`, updates | frames/s | updates | "
+                  "frames per update | s per update |", "|---|---|---|---|---|"]  # fmt: skip
+        for name, row in result["predict_online"].items():
+            interval = "–" if row["update_interval"] is None else f"{row['update_interval']:.1f}"
+            cost = "–" if row["update_seconds"] is None else f"{row['update_seconds']:.2f}"
+            lines.append(f"| {name} | {row['frames_per_s']:.1f} | {row['updates']} | {interval} | {cost} |")
+    lines += ["", f"Peak memory {result['peak_memory_mib']:.0f} MiB."]
     return "\n".join(lines) + "\n"
