@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from stpl.analysis.label_free import StreamScores
-from stpl.atomic import atomic_write, write_json
+from stpl.atomic import write_json
 from stpl.config import build_config
 from stpl.data.frames import FrameSource, nothing_selected, open_frames
 from stpl.data.pairs import PairDataset, normalize
@@ -39,6 +39,7 @@ from stpl.engine.checkpoint_model import checkpoint_settings, model_for_checkpoi
 from stpl.engine.frame_health import FrameHealth, HealthLog, frame_health
 from stpl.errors import StplError
 from stpl.flow.dis import PRESETS, DISFlow
+from stpl.media import OverlayVideo, colour_overlay, legend_picture, write_png
 from stpl.models import VideoSegmenter
 from stpl.models.inference import inference_copy
 from stpl.models.segmenter import SegmenterOutput, upsample
@@ -166,18 +167,11 @@ class Predictor:
 
     def overlay(self, frame: np.ndarray, classes: np.ndarray, alpha: float = 0.5) -> np.ndarray:
         """The frame blended with its class colours, at the frame's own size (the colours are in `legend()`)."""
-        colours = np.asarray(self.palette, dtype=np.uint8)[classes]
-        return (frame.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha).astype(np.uint8)
+        return colour_overlay(frame, classes, self.palette, alpha)
 
     def legend(self) -> np.ndarray:
         """Every class's colour and name, one row each (RGB), for legend.png beside the overlays."""
-        row = 20
-        picture = np.full((row * len(self.class_names) + 8, 170, 3), 255, np.uint8)
-        for slot, name in enumerate(self.class_names):
-            top = 4 + slot * row
-            cv2.rectangle(picture, (6, top), (22, top + 14), tuple(int(c) for c in self.palette[slot]), -1)
-            cv2.putText(picture, name[:18], (30, top + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-        return picture
+        return legend_picture(self.class_names, self.palette)
 
     def predict_video(
         self,
@@ -202,7 +196,7 @@ class Predictor:
     ) -> dict[str, Any]:
         (out / "masks").mkdir()
         (out / "overlay").mkdir()
-        _write_png(out / "legend.png", cv2.cvtColor(self.legend(), cv2.COLOR_RGB2BGR))
+        write_png(out / "legend.png", cv2.cvtColor(self.legend(), cv2.COLOR_RGB2BGR))
         video = OverlayVideo(out / "overlay.mp4", source.fps())
         frames_in: list[np.ndarray] = []
         sizes: set[tuple[int, int]] = set()
@@ -222,9 +216,9 @@ class Predictor:
             )
             for prediction in predictions:
                 frame = frames_in.pop(0)
-                _write_png(out / "masks" / f"{prediction.name}.png", prediction.classes)
+                write_png(out / "masks" / f"{prediction.name}.png", prediction.classes)
                 picture = self.overlay(frame, prediction.classes)
-                _write_png(out / "overlay" / f"{prediction.name}.png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+                write_png(out / "overlay" / f"{prediction.name}.png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
                 video.add(picture)
                 sizes.add(frame.shape[:2])
                 if prediction.health is not None:
@@ -275,61 +269,6 @@ def peak_memory_mib() -> float:
 
 
 PREDICTION_FILES = ("masks", "overlay", "overlay.mp4", "legend.png", "predict.json")
-
-
-MIN_VIDEO_SIDE = 16
-
-
-class OverlayVideo:
-    """overlay.mp4: every picture fitted into the first one's size (white borders, aspect kept), because a video
-    writer silently drops pictures of another size; the overlay PNGs keep each frame's own size."""
-
-    def __init__(self, path: Path, fps: float):
-        self.path, self.fps = path, fps
-        self.size: tuple[int, int] | None = None  # (height, width) of every picture in the video
-        self.frames = 0
-        self._writer: cv2.VideoWriter | None = None
-
-    def add(self, picture: np.ndarray) -> None:
-        """Append an RGB picture."""
-        if self._writer is None:
-            # the first picture's size, at least MIN_VIDEO_SIDE: the encoder refuses tiny frames (a 1x1 input still
-            # gets a video, scaled up)
-            height, width = (max(MIN_VIDEO_SIDE, side) for side in picture.shape[:2])
-            self.size = (height, width)
-            fourcc = cv2.VideoWriter_fourcc(*"mp4v")
-            self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (self.size[1], self.size[0]))
-            if not self._writer.isOpened():
-                raise StplError(f"cannot write {self.path}: OpenCV could not open an mp4v video writer")
-        self._writer.write(cv2.cvtColor(fit_picture(picture, self.size), cv2.COLOR_RGB2BGR))
-        self.frames += 1
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
-
-    def check(self) -> None:
-        """The written file holds every picture (a writer drops what it cannot write without a word)."""
-        capture = cv2.VideoCapture(str(self.path))
-        held = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
-        capture.release()
-        if held != self.frames:
-            raise StplError(f"cannot write {self.path}: it holds {held} of the {self.frames} frames written")
-
-
-def fit_picture(picture: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """`picture` scaled to fit (height, width) `size` with its aspect kept, centred on white."""
-    height, width = size
-    if picture.shape[:2] == (height, width):
-        return picture
-    ratio = min(height / picture.shape[0], width / picture.shape[1])
-    scaled_size = (max(1, round(picture.shape[1] * ratio)), max(1, round(picture.shape[0] * ratio)))
-    scaled = cv2.resize(picture, scaled_size, interpolation=cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR)
-    canvas = np.full((height, width, 3), 255, np.uint8)
-    top, left = (height - scaled.shape[0]) // 2, (width - scaled.shape[1]) // 2
-    canvas[top : top + scaled.shape[0], left : left + scaled.shape[1]] = scaled
-    return canvas
 
 
 def _frame_array(frame: Any, index: int) -> np.ndarray:
@@ -395,16 +334,6 @@ def class_map(logits: torch.Tensor) -> np.ndarray:
     """[K,H,W] logits -> [H,W] uint8 class ids. `max(dim=0).indices` picks the first maximum as argmax does, but
     CPU argmax over the outer dimension of a full-size map is ~5x slower (40 vs 8 ms at 11x360x480)."""
     return logits.max(dim=0).indices.to(torch.uint8).cpu().numpy()
-
-
-def _write_png(path: Path, image: np.ndarray) -> None:
-    def write(temporary: str) -> None:
-        ok, data = cv2.imencode(".png", image)
-        if not ok:
-            raise StplError(f"cannot encode {path}")
-        Path(temporary).write_bytes(data.tobytes())
-
-    atomic_write(path, write)
 
 
 def load(
