@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 from stpl.atomic import write_json, write_text
-from stpl.bench import markdown_table, summarise
+from stpl.bench_report import markdown_table, summarise
 
 
 def source_only_scores(results: dict) -> dict[int, float]:
