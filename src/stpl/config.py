@@ -19,6 +19,7 @@ from stpl.config_checks import validate
 from stpl.config_files import load_config_file
 from stpl.config_methods import CottaConfig, DavsnConfig, HclConfig, OnlineConfig, TpsConfig, UdaConfig, UrConfig
 from stpl.config_overrides import apply_overrides, merged_overrides, parse_set_option
+from stpl.config_ranges import at_least, between, interval, not_negative, positive
 
 # The names the schema accepts for data.dataset and adapt.method. Each has its registry (stpl.data.DATASETS,
 # stpl.adapt.METHODS), which must list the same names in the same order (checked when the registry is imported).
@@ -43,13 +44,14 @@ class SyntheticConfig:
     """The built-in synthetic benchmark; disjoint seeds per split keep the clips apart."""
 
     num_frames: int = 6  # frames per clip; each clip gives num_frames - frame_gap training pairs
-    source_clips: int = 48  # labelled source-domain clips for train-source
-    adapt_clips: int = 24  # unlabelled target-domain clips for adaptation (labels used only by the oracle)
-    eval_clips: int = 16  # labelled target-domain clips for evaluation
-    seed: int = 0  # base seed; each split offsets it so no clip is shared
+    source_clips: int = field(default=48, metadata=at_least(1))  # labelled source-domain clips for train-source
+    # unlabelled target-domain clips for adaptation (labels used only by the oracle)
+    adapt_clips: int = field(default=24, metadata=at_least(1))
+    eval_clips: int = field(default=16, metadata=at_least(1))  # labelled target-domain clips for evaluation
+    seed: int = field(default=0, metadata=not_negative())  # base seed; each split offsets it so no clip is shared
     # Strength in [0, 1] of per-frame flicker, noise and transient occluders on target frames (0 = none): a
     # target where the earlier frame holds what the current one lost (data/synthetic_nuisance.py).
-    temporal_nuisance: float = 0.0
+    temporal_nuisance: float = field(default=0.0, metadata=between(0, 1))
 
 
 @dataclass
@@ -105,7 +107,8 @@ class ViperConfig:
     # <seq>/<seq>_<frame:05d>.png, indexed-colour PNGs (index = VIPER class id)
     labels: str = field(default="train/cls", metadata=LOCAL_PATH)
     ignore_ego_vehicle: bool = True  # the peers void the car component touching the bottom centre
-    subsample: int = 1  # keep every n-th labelled frame: all ~13k pairs take tens of GB in memory
+    # keep every n-th labelled frame: all ~13k pairs take tens of GB in memory
+    subsample: int = field(default=1, metadata=positive())
     # flow.method=files: flat folder of <seq>_<t:05d><t-k:05d>_int16_x10.npy (peers' naming)
     flow_dir: str = field(default="", metadata=LOCAL_PATH)
 
@@ -119,7 +122,8 @@ class SynthiaSeqConfig:
     images: str = field(default="RGB/Stereo_Left/Omni_F", metadata=LOCAL_PATH)
     # 16-bit PNGs, class id in the red channel; peers: label/
     labels: str = field(default="GT/LABELS/Stereo_Left/Omni_F", metadata=LOCAL_PATH)
-    crop_bottom: float = 0.1875  # fraction of rows cut at the bottom (the peers cut 120 of 640 rows)
+    # fraction of rows cut at the bottom (the peers cut 120 of 640 rows)
+    crop_bottom: float = field(default=0.1875, metadata=between(0, 1, high_open=True))
     # flow.method=files: flat folder of <t:06d>_int16_x10.npy (t -> t-1 only)
     flow_dir: str = field(default="", metadata=LOCAL_PATH)
 
@@ -143,18 +147,19 @@ class DataConfig:
     # The source split's data set when it differs from the target's ("" = data.dataset): viper or synthia_seq
     # with cityscapes_seq as data.dataset. Adaptation and evaluation never open it.
     source_dataset: Literal[("", *DATASET_NAMES)] = ""
-    height: int = 120
-    width: int = 160
-    frame_gap: int = 1  # k: the earlier frame is t - k (in the dataset's frame steps)
+    height: int = field(default=120, metadata=positive())
+    width: int = field(default=160, metadata=positive())
+    # k: the earlier frame is t - k (in the dataset's frame steps)
+    frame_gap: int = field(default=1, metadata=positive())
     # threads decoding the video data sets' frames (OpenCV releases the GIL)
-    read_workers: int = field(default=2, metadata=NOT_A_RESULT)
+    read_workers: int = field(default=2, metadata={**NOT_A_RESULT, **positive()})
     # memory: each split's frames, labels and flow held as arrays; disk: frames and labels in an unlinked scratch
     # file under storage_dir and flow in the flow cache, read per batch (memory bounded by the batch, not the
     # split; data/storage.py). Results are identical.
     storage: Literal["memory", "disk"] = field(default="memory", metadata=NOT_A_RESULT)
     storage_dir: str = field(default="~/.cache/stpl/scratch", metadata={**NOT_A_RESULT, **LOCAL_PATH})
     # processes preparing training batches ahead of the step (torch DataLoader; 0 = in the training process)
-    loader_workers: int = field(default=0, metadata=NOT_A_RESULT)
+    loader_workers: int = field(default=0, metadata={**NOT_A_RESULT, **not_negative()})
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     camvid: CamVidConfig = field(default_factory=CamVidConfig)
     cityscapes_seq: CityscapesSeqConfig = field(default_factory=CityscapesSeqConfig)  # target of both protocols
@@ -171,10 +176,11 @@ class FlowConfig:
     dis_preset: Literal["ultrafast", "fast", "medium"] = "medium"
     # DIS runs at this share of the data size and its field is resized back: 0.5 is ~2.5x faster for 0.8 points
     # less label agreement on CamVid source pairs (results/flow-presets); 1 = at the data size
-    scale: float = 1.0
+    scale: float = field(default=1.0, metadata=between(0, 1, low_open=True))
     # computed once per frame pair, reused by every run
     cache_dir: str = field(default="~/.cache/stpl/flow", metadata={**NOT_A_RESULT, **LOCAL_PATH})
-    workers: int = field(default=2, metadata=NOT_A_RESULT)  # threads computing DIS flow (one per core here)
+    # threads computing DIS flow (one per core here)
+    workers: int = field(default=2, metadata={**NOT_A_RESULT, **at_least(1)})
 
 
 @dataclass
@@ -192,11 +198,11 @@ class ModelConfig:
     head: Literal["aspp", "lraspp"] = field(default="lraspp", metadata=ARCHITECTURE)
     # C: channels of the ASPP output, or of the lraspp deep branch (its output adds the stride-8 channels: 32 for
     # mobilenet_v2); fusion and the projection head see the neck's output
-    feature_channels: int = field(default=128, metadata=ARCHITECTURE)
+    feature_channels: int = field(default=128, metadata={**ARCHITECTURE, **positive()})
     # head=aspp; small rates: the demo's feature maps are only 8x10
     aspp_rates: tuple[int, ...] = field(default=(2, 4, 6), metadata=ARCHITECTURE)
     fusion: Literal["concat", "add", "conv", "attention"] = "conv"
-    projection_dim: int = 128  # D of the pixel embeddings
+    projection_dim: int = field(default=128, metadata=positive())  # D of the pixel embeddings
     # false = the no-temporal control: the network sees frame t as its own earlier frame, with zero flow (same
     # parameters and schedule). Set for adaptation it applies there and, through the checkpoint, in evaluation;
     # the source model it starts from is the usual temporal one.
@@ -204,9 +210,9 @@ class ModelConfig:
     # > 0: where the earlier image warped to frame t differs from frame t by more than this (mean absolute
     # difference of the network's input values over a feature cell), the earlier frame is treated as invalid there
     # and the fusion uses the current frame alone. 0 = off (the paper's model).
-    warp_error_limit: float = 0.0
+    warp_error_limit: float = field(default=0.0, metadata=not_negative())
     # resnet101_deeplabv2: weight of the layer3 head's logits added to layer4's (0 = none)
-    aux_weight: float = field(default=0.0, metadata=ARCHITECTURE)
+    aux_weight: float = field(default=0.0, metadata={**ARCHITECTURE, **not_negative()})
     # caffe_bgr: the BGR 0..255 input of ACCEL weights
     input_format: Literal["imagenet", "caffe_bgr"] = field(default="imagenet", metadata=ARCHITECTURE)
 
@@ -222,35 +228,36 @@ class ModelConfig:
 class TrainConfig:
     """Supervised training (source model and oracle)."""
 
-    iterations: int = 500
+    iterations: int = field(default=500, metadata=not_negative())
     # oracle steps (0 = iterations): the oracle trains on the target adaptation frames, often far fewer than source
-    oracle_iterations: int = 0
-    batch_size: int = 8
+    oracle_iterations: int = field(default=0, metadata=not_negative())
+    batch_size: int = field(default=8, metadata=positive())
     # The defaults are the recipe of docs/recipe.md (chosen on held-out CamVid source frames); the first recipe was
     # sgd, lr 0.01, weight decay 5e-4, no warm-up, no rescale, unweighted, head=aspp.
     optimizer: Literal["sgd", "adamw"] = "adamw"
-    lr: float = 0.005
-    backbone_lr_scale: float = 0.1  # pretrained layers move slower than the freshly initialised head
-    momentum: float = 0.9  # sgd momentum, or adamw's beta1
-    weight_decay: float = 1e-4
-    warmup_steps: int = 20  # linear lr warm-up before the poly decay
+    lr: float = field(default=0.005, metadata=positive())
+    # pretrained layers move slower than the freshly initialised head
+    backbone_lr_scale: float = field(default=0.1, metadata=not_negative())
+    momentum: float = field(default=0.9, metadata=between(0, 1, high_open=True))  # sgd momentum, or adamw's beta1
+    weight_decay: float = field(default=1e-4, metadata=not_negative())
+    warmup_steps: int = field(default=20, metadata=not_negative())  # linear lr warm-up before the poly decay
     # mixed precision: bf16 autocast (CPU or CUDA), fp16 with a gradient scaler (CUDA only); weights stay float32
     amp: Literal["off", "bf16", "fp16"] = "off"
     hflip: bool = True
     # random rescale of each training pair by a factor in [low, high], then a crop back to the data size (padding
     # ignored); empty = no rescale. Frame t, frame t-k, the flow and the label move together.
-    scale_range: tuple[float, ...] = (0.75, 1.5)
+    scale_range: tuple[float, ...] = field(default=(0.75, 1.5), metadata=interval())
     # cross-entropy class weights (median frequency of the training labels / frequency) ** power; 0 = unweighted,
     # 0.5 = the square root (losses/class_weights.py)
-    class_weight_power: float = 0.5
+    class_weight_power: float = field(default=0.5, metadata=not_negative())
     # strength of random brightness, contrast, saturation, colour gain, blur and noise on each training pair
     # (data/photometric.py; 1 = brightness ±0.2, contrast ×[0.6, 1.4], ...); 0 = off
-    photometric: float = 0.0
-    log_every: int = field(default=25, metadata=NOT_A_RESULT)
-    checkpoint_every: int = field(default=100, metadata=NOT_A_RESULT)
+    photometric: float = field(default=0.0, metadata=between(0, 2))
+    log_every: int = field(default=25, metadata={**NOT_A_RESULT, **at_least(1)})
+    checkpoint_every: int = field(default=100, metadata={**NOT_A_RESULT, **at_least(1)})
     # also a checkpoint whenever this many minutes passed since the last one (0 = by steps only), so that a
     # killed run never loses more; Ctrl-C and SIGTERM write one before stopping anyway
-    checkpoint_minutes: float = field(default=5.0, metadata=NOT_A_RESULT)
+    checkpoint_minutes: float = field(default=5.0, metadata={**NOT_A_RESULT, **not_negative()})
 
 
 @dataclass
@@ -259,27 +266,30 @@ class AdaptConfig:
 
     # adabn = re-estimate normalisation statistics on target, nothing else; the others train (adapt/<name>.py)
     method: str = "stpl"  # one of METHOD_NAMES (checked in config_checks)
-    iterations: int = 300
-    batch_size: int = 8
+    iterations: int = field(default=300, metadata=not_negative())
+    batch_size: int = field(default=8, metadata=positive())
     amp: Literal["off", "bf16", "fp16"] = "off"  # as train.amp; the contrast and pseudo-labels stay in float32
-    lr: float = 0.002
-    backbone_lr_scale: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    lr: float = field(default=0.002, metadata=positive())
+    backbone_lr_scale: float = field(default=0.1, metadata=not_negative())
+    momentum: float = field(default=0.9, metadata=between(0, 1, high_open=True))
+    weight_decay: float = field(default=5e-4, metadata=not_negative())
     # what trains: every weight, or only the batch-norm affine parameters (TENT's choice, without weight decay),
     # for the methods built on adapt/base.py (stpl, self-training, vst, hcl, tps, cotta, ...); tent always trains "norm"
     trainable: Literal["all", "norm"] = "all"
     norm: Literal["frozen", "reestimate", "update"] = "reestimate"
-    norm_source_weight: float = 0.0  # reestimate: share of the source statistics kept (0 = plain AdaBN)
+    # reestimate: share of the source statistics kept (0 = plain AdaBN)
+    norm_source_weight: float = field(default=0.0, metadata=between(0, 1))
     teacher: Literal["source", "ema", "current"] = "ema"
     teacher_flip: bool = False  # the teacher averages its predictions of the pair and of its mirror image
-    ema_momentum: float = 0.99
+    ema_momentum: float = field(default=0.99, metadata=between(0, 1, high_open=True))
     # global: one threshold; class_balanced: the top class_fraction of each class in each batch; class_median:
     # per-class thresholds min(threshold, median confidence of the class), set once over the whole adaptation set
     # by the teacher before adaptation starts
     confidence: Literal["global", "class_balanced", "class_median"] = "class_balanced"
-    threshold: float = 0.9  # global rule: keep pixels whose teacher confidence is at least this; class_median: cap
-    class_fraction: float = 0.5  # class-balanced rule: keep the most confident fraction of each predicted class
+    # global rule: keep pixels whose teacher confidence is at least this; class_median: cap
+    threshold: float = field(default=0.9, metadata=between(0, 1))
+    # class-balanced rule: keep the most confident fraction of each predicted class
+    class_fraction: float = field(default=0.5, metadata=between(0, 1, low_open=True))
     temporal_agreement: bool = False  # also require agreement with the warped prediction of frame t-k
     # pseudo-labels from the mean of the teacher's probabilities for frame t and its warped ones for frame t-k
     temporal_ensemble: bool = False
@@ -289,25 +299,28 @@ class AdaptConfig:
     # With teacher_later: drop the look ahead where frame t+k warped to t differs from frame t by more than this
     # (mean absolute difference of the images, each standardised per channel, so that a flicker is no difference;
     # 0 = no check). Catches occlusions and wrong flow.
-    later_error_limit: float = 0.0
+    later_error_limit: float = field(default=0.0, metadata=not_negative())
     loss_form: Literal["seed", "infonce"] = "seed"
-    temperature: float = 0.1
-    anchors_per_class: int = 64  # M: sampled anchors per pseudo-class per batch
+    temperature: float = field(default=0.1, metadata=positive())
+    anchors_per_class: int = field(default=64, metadata=positive())  # M: sampled anchors per pseudo-class per batch
     cross_frame_keys: bool = False  # add the warped earlier frame's embeddings to the keys
     # With several processes (torchrun): every process's sampled pixels serve as keys for all (the contrast of the
     # global batch); anchors stay each process's own
     gather_keys: bool = False
-    lambda_contrast: float = 0.1
-    lambda_pl: float = 1.0
+    lambda_contrast: float = field(default=0.1, metadata=not_negative())
+    lambda_pl: float = field(default=1.0, metadata=not_negative())
     # L2-SP: λ/2 · ||θ - θ_source||² keeps the adapted weights near the starting model's (stpl, self-training)
-    lambda_anchor: float = 0.0
+    lambda_anchor: float = field(default=0.0, metadata=not_negative())
     # The student's strong view (adapt/student_view.py); the teacher always sees the clean frames.
-    student_augmentation: float = 0.0  # strength of the student's photometric perturbation (0 = clean view)
-    student_scale_range: tuple[float, ...] = ()  # [low, high]: random rescale + crop, labels alike (empty = off)
-    student_cutout: float = 0.0  # share of frame t's area hidden from the student in one box (0 = off)
+    # strength of the student's photometric perturbation (0 = clean view)
+    student_augmentation: float = field(default=0.0, metadata=between(0, 2))
+    # [low, high]: random rescale + crop, labels alike (empty = off)
+    student_scale_range: tuple[float, ...] = field(default=(), metadata=interval())
+    # share of frame t's area hidden from the student in one box (0 = off)
+    student_cutout: float = field(default=0.0, metadata=between(0, 1, high_open=True))
     # Every N steps keep a copy of the weights in snapshots/ (0 = none): `stpl bench` scores them afterwards for
     # the adaptation-curve plot only, never to pick a model; adaptation itself still reads no labels.
-    snapshot_every: int = field(default=0, metadata=NOT_A_RESULT)
+    snapshot_every: int = field(default=0, metadata={**NOT_A_RESULT, **not_negative()})
     # After adapting, score the adapted and the source model by the label-free estimate on the adaptation frames
     # (analysis/label_free.py: a few inference passes) and say in one line which looks better: OUT/estimate.json
     estimate: bool = field(default=True, metadata=NOT_A_RESULT)
@@ -318,31 +331,32 @@ class AdaptConfig:
     # every candidate gained 6 mIoU, the best scored 2.6 above it. Not part of a run's identity: a candidate's run
     # does not depend on them, and auto makes its choice afresh each time
     auto_candidates: tuple[str, ...] = field(default=("adabn", "self-training", "stpl"), metadata=NOT_A_RESULT)
-    auto_margin: float = field(default=1.5, metadata=NOT_A_RESULT)
-    log_every: int = field(default=25, metadata=NOT_A_RESULT)
-    checkpoint_every: int = field(default=100, metadata=NOT_A_RESULT)
+    auto_margin: float = field(default=1.5, metadata={**NOT_A_RESULT, **not_negative()})
+    log_every: int = field(default=25, metadata={**NOT_A_RESULT, **at_least(1)})
+    checkpoint_every: int = field(default=100, metadata={**NOT_A_RESULT, **at_least(1)})
     # also a checkpoint whenever this many minutes passed since the last one (0 = by steps only), so that a
     # killed run never loses more; Ctrl-C and SIGTERM write one before stopping anyway
-    checkpoint_minutes: float = field(default=5.0, metadata=NOT_A_RESULT)
+    checkpoint_minutes: float = field(default=5.0, metadata={**NOT_A_RESULT, **not_negative()})
     ur: UrConfig = field(default_factory=UrConfig)  # options of method=ur
     hcl: HclConfig = field(default_factory=HclConfig)  # options of method=hcl
     tps: TpsConfig = field(default_factory=TpsConfig)  # options of method=tps
     davsn: DavsnConfig = field(default_factory=DavsnConfig)  # options of method=davsn
     uda: UdaConfig = field(default_factory=UdaConfig)  # options of the uda-* methods (with source data)
     cotta: CottaConfig = field(default_factory=CottaConfig)  # options of method=cotta
-    norm_ema_momentum: float = 0.1  # method=norm-ema: how far each update moves the stored BN statistics
+    # method=norm-ema: how far each update moves the stored BN statistics
+    norm_ema_momentum: float = field(default=0.1, metadata=between(0, 1, low_open=True))
     online: OnlineConfig = field(default_factory=OnlineConfig)  # online adaptation while predicting
 
 
 @dataclass
 class EvalConfig:
-    batch_size: int = 8
+    batch_size: int = field(default=8, metadata=positive())
     # "adapt" scores the adaptation frames' labels: for choosing defaults, never for reporting
     split: Literal["eval", "adapt"] = "eval"
     # Size of the evaluation labels (0 = data.height x data.width); predictions are upsampled to it. The peers
     # score Cityscapes-Seq at its full 1024 x 2048 label resolution.
-    label_height: int = 0
-    label_width: int = 0
+    label_height: int = field(default=0, metadata=not_negative())
+    label_width: int = field(default=0, metadata=not_negative())
 
 
 @dataclass
@@ -354,11 +368,17 @@ class LogConfig:
     tensorboard: bool = False
 
 
+# the most torch intra-op threads `threads` may ask for: above the cores of any machine stpl runs on, below the
+# counts at which thread creation fails (100000 ended in a segmentation fault with nothing said)
+MAX_THREADS = 1024
+
+
 @dataclass
 class Config:
-    seed: int = 0
+    seed: int = field(default=0, metadata=not_negative())
     device: str = field(default="cpu", metadata=NOT_A_RESULT)
-    threads: int = field(default=0, metadata=NOT_A_RESULT)  # torch intra-op threads; 0 = leave torch's default
+    # torch intra-op threads; 0 = leave torch's default
+    threads: int = field(default=0, metadata={**NOT_A_RESULT, **between(0, MAX_THREADS)})
     # With several processes (torchrun): batch normalisation over the global batch instead of each process's share
     # (engine/sync_norm.py), so N processes train as one; no effect with one process
     sync_norm: bool = False
