@@ -11,7 +11,7 @@ import torch
 
 from stpl import bench, estimation, workflows
 from stpl.adapt import METHODS
-from stpl.config import DATASET_NAMES, Config, build_config, config_to_yaml
+from stpl.config import DATASET_NAMES, Config, build_config, config_to_yaml, marked_keys
 from stpl.config_files import environment_sets
 from stpl.data import SPLITS
 from stpl.engine import distributed
@@ -58,16 +58,24 @@ def load_config(args: argparse.Namespace, checkpoint: Path | None = None) -> Con
     return config
 
 
+# where a data set's frames are (config.LOCAL_PATH keys under data.<data set>), as dotted keys
+DATA_PLACES = {".".join(path) for path in marked_keys("local_path") if path[0] == "data" and path[1] in DATASET_NAMES}
+
+
 def check_data_sets_read(config: Config, sets: list[str]) -> None:
-    """Refuse a --set for a data set the run does not read (data.frames.path with data.dataset=camvid would adapt on
-    CamVid and say nothing)."""
+    """Refuse a --set that says which frames to use for a data set the run does not read: data.frames.* (one's own
+    video) or another data set's folder (data.frames.path with data.dataset=camvid would adapt on CamVid and say
+    nothing). Another data set's tuning values are left alone: read or not, they change nothing."""
     read = {config.data.dataset, config.data.source_dataset or config.data.dataset}
     for text in sets:
-        parts = text.split("=", 1)[0].strip().split(".")
-        if len(parts) >= 3 and parts[0] == "data" and parts[1] in DATASET_NAMES and parts[1] not in read:
+        key = text.split("=", 1)[0].strip()
+        parts = key.split(".")
+        if len(parts) < 3 or parts[0] != "data" or parts[1] not in DATASET_NAMES or parts[1] in read:
+            continue
+        if parts[1] == "frames" or key in DATA_PLACES:
             hint = "; for your own video give --input PATH" if parts[1] == "frames" else ""
             raise StplError(
-                f"--set {text.split('=', 1)[0].strip()}: data.{parts[1]}.* is read only with "
+                f"--set {key}: data.{parts[1]}.* is read only with "
                 f"data.dataset={parts[1]}, and this run reads {config.data.dataset}{hint}"
             )
 
