@@ -126,3 +126,35 @@ def test_predict_online_records_the_guard(toy_checkpoint, tmp_path):
         assert check["reset"] == (check["adapted"] < best - 1.0)
         assert check["start"] == check["start_stored_statistics"]  # tent online: the stored statistics
     assert len(online["resets_after"]) == sum(check["reset"] for check in online["guard_checks"])
+
+
+class AlwaysFalls:
+    """A guard that judges every frame and finds the model below its stored-statistics copy each time."""
+
+    def __init__(self):
+        self.checks: list = []
+
+    def observe(self, batch, output, has_earlier, share):
+        self.checks.append({"reset": True})
+        return 0.0
+
+
+def test_two_falls_in_a_row_pause_adapting_for_guard_hold_frames():
+    from conftest import make_tiny_model
+    from stpl.config import build_config
+    from stpl.online import OnlineAdapter
+
+    config = build_config(sets=["adapt.method=tent", "adapt.online.guard=true", "adapt.online.guard_hold=3"]).adapt
+    adapter = OnlineAdapter(make_tiny_model(), config)
+    adapter.guard = AlwaysFalls()
+    output = SegmenterOutput(*(torch.zeros(1, 5, 4, 4),) * 3, torch.ones(1, 4, 4, dtype=torch.bool),
+                             torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))  # fmt: skip
+    holding = []
+    for _ in range(8):
+        adapter.observe(output, has_earlier=True, batch=object())
+        holding.append(adapter.holding())
+    # frame 0: first fall (reset); frame 1: second in a row -> pause frames 2, 3, 4; the falls judged while paused
+    # do not count; frame 5 adapts again and falls (one), frame 6 the second -> pause again
+    assert adapter.holds == [1, 6] and adapter.resets == list(range(8))
+    assert holding == [False, True, True, True, False, False, True, True]
+    assert adapter.update(None) == {}  # paused: no step is taken (the batch is not even read)

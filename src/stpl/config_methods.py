@@ -166,3 +166,7 @@ class OnlineConfig:
     guard: bool = False
     guard_window: int = field(default=16, metadata=at_least(2))
     guard_margin: float = field(default=1.0, metadata=not_negative())
+    # after two windows in a row in which the adapting model fell below a starting copy, no update for this many
+    # frames: the model predicts as that copy, then adapts again (0 = never hold). Adapting that keeps failing on
+    # a stream is not retried at every window.
+    guard_hold: int = field(default=64, metadata=not_negative())

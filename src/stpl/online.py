@@ -103,6 +103,9 @@ class OnlineAdapter:
         self.steps_done = 0
         self.health = HealthLog()  # the predictions' label-free signals, frame by frame
         self.resets: list[int] = []  # the frames (0-based, in prediction order) after which it went back to the start
+        self.falls = 0  # windows in a row, while adapting, that the guard found below a starting copy
+        self.hold_until = 0  # the guard's pause: no update before this frame
+        self.holds: list[int] = []  # the frames after which a pause began
 
     def _build(self) -> None:
         """The method (with its teacher and any state of its own) and the optimiser, from the current weights."""
@@ -125,19 +128,34 @@ class OnlineAdapter:
         """Record a prediction's health signals; with adapt.online.reset_on_collapse, reset when they show a
         collapse (the watch starts afresh, so the reset model has frames to prove itself); with adapt.online.guard,
         reset when the guard finds the model's estimate below the starting model's (`batch`: the pair predicted)."""
+        adapted = not self.holding()  # this frame was predicted after updates (not in a pause)
         self.health.add(frame_health(output, has_earlier))
         if self.options.reset_on_collapse and self.health.collapsing():
             self.resets.append(len(self.health.frames) - 1)
             self.health.streak = 0
             self.reset()
         elif self.guard is not None and batch is not None:
+            judged = len(self.guard.checks)
             share = self.guard.observe(batch, output, has_earlier, frame_share(self.model))
+            if len(self.guard.checks) > judged and adapted:  # a window that ends on an adapted frame was judged
+                self.falls = self.falls + 1 if share is not None else 0
             if share is not None:
-                self.resets.append(len(self.health.frames) - 1)
+                frame = len(self.health.frames) - 1
+                self.resets.append(frame)
                 use_frame_statistics(self.model, share)  # before the reset: the new teacher copies the model's rule
                 self.reset()
+                if self.falls >= 2 and self.options.guard_hold > 0:  # adapting keeps failing here: pause it
+                    self.hold_until, self.falls = frame + 1 + self.options.guard_hold, 0
+                    self.holds.append(frame)
+                    self.guard.checks[-1]["hold"] = True
+
+    def holding(self) -> bool:
+        """Whether the guard has paused adapting for the next frame (frames before `hold_until` take no update)."""
+        return len(self.health.frames) < self.hold_until
 
     def update(self, batch: PairBatch) -> dict[str, float]:
+        if self.holding():
+            return {}
         if self.options.episodic:  # every window starts from the starting model, teacher, optimiser
             self.reset()
         values: dict[str, torch.Tensor] = {}

@@ -84,7 +84,8 @@ def online_evaluate(config: Config, source_checkpoint: Path, out_dir: Path) -> d
         online = dataclasses.asdict(config.adapt.online)
         result.update(split=config.eval.split, online=online, config=config_to_dict(config))
         # label-free signals of the online predictions (engine/frame_health.py), and any reset they caused
-        result["health"] = {**adapter.health.summary(), "resets_after_frames": adapter.resets}
+        result["health"] = {**adapter.health.summary(), "resets_after_frames": adapter.resets,
+                            "holds_after_frames": adapter.holds}  # fmt: skip
         if adapter.guard is not None:
             result["health"]["guard_checks"] = adapter.guard.checks
         # the online predictions' temporal estimate, and the source model's on the same frames (reference_estimate)

@@ -243,6 +243,7 @@ class Predictor:
         }  # fmt: skip
         if adapter is not None:  # the frames after which a collapse or the guard sent the model back to its start
             summary["online"]["resets_after"] = [names[index] for index in adapter.resets]
+            summary["online"]["holds_after"] = [names[index] for index in adapter.holds]  # the guard paused adapting
             # which frames drove an update, what the frame-rate target skipped, and the memory it took
             if self.pacer is not None:
                 summary["online"].update(self.pacer.summary(count))
