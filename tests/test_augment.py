@@ -1,7 +1,6 @@
 import torch
 
-from stpl.data.pairs import PairBatch, normalize
-from stpl.data.photometric import photometric_augment
+from stpl.data.pairs import PairBatch, normalize, photometric_augment
 
 
 def make_batch(same_frames: bool) -> PairBatch:

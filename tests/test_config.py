@@ -1,8 +1,8 @@
 import pytest
 
 from stpl.config import Config, build_config, config_to_dict, config_to_yaml
-from stpl.config_files import with_paths_relative_to
-from stpl.config_overrides import parse_set_option
+from stpl.config.files import with_paths_relative_to
+from stpl.config.overrides import parse_set_option
 from stpl.errors import StplError
 
 

@@ -13,7 +13,7 @@ import yaml
 
 from stpl.cli import main
 from stpl.config import build_config
-from stpl.config_files import packaged_configs
+from stpl.config.files import packaged_configs
 from stpl.errors import StplError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from stpl.config import build_config
-from stpl.config_ranges import Interval, PositiveList, Range
+from stpl.config.ranges import Interval, PositiveList, Range
 from stpl.errors import StplError
 
 

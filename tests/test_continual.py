@@ -59,7 +59,7 @@ def test_the_continual_protocol_online_in_a_bench(tmp_path):
     name carries its shift, and the results hold the per-round table."""
     from stpl.cli import main
     from stpl.config import build_config
-    from stpl.config_files import packaged_config_dir
+    from stpl.config.files import packaged_config_dir
     from stpl.data import build_dataset
 
     sets = [*TOY_SETTINGS, "data.height=24", "data.width=32", f"data.camvid.root={CAMVID}",

@@ -12,7 +12,7 @@ import numpy as np
 
 from stpl.atomic import atomic_write
 from stpl.config import Config, build_config, with_overrides
-from stpl.config_overrides import nest_key
+from stpl.config.overrides import nest_key
 from stpl.engine.checkpoint import read_meta
 from stpl.engine.checkpoint_model import checkpoint_settings
 from stpl.errors import StplError

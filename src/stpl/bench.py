@@ -21,7 +21,7 @@ from stpl.adapt import uses_source
 from stpl.atomic import write_json, write_text
 from stpl.bench_report import REFERENCE_METHODS, markdown_table, summarise, write_plots
 from stpl.config import Config, build_config, config_to_dict, with_overrides
-from stpl.config_files import environment_sets, packaged_config_dir
+from stpl.config.files import environment_sets, packaged_config_dir
 from stpl.errors import StplError
 
 # benchmark name -> its packaged config file under src/stpl/configs/ (None = the defaults, i.e. the synthetic benchmark)

@@ -12,7 +12,7 @@ import torch
 from stpl import bench, estimation, workflows
 from stpl.adapt import METHODS
 from stpl.config import DATASET_NAMES, Config, build_config, config_to_yaml, marked_keys
-from stpl.config_files import environment_sets
+from stpl.config.files import environment_sets
 from stpl.data import SPLITS
 from stpl.engine import distributed
 from stpl.engine.checkpoint_model import checkpoint_settings

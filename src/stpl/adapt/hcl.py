@@ -37,8 +37,7 @@ from stpl.adapt.shared import (
 )
 from stpl.adapt.teachers import Teacher, statistics_source
 from stpl.config import AdaptConfig
-from stpl.data.pairs import PairBatch
-from stpl.data.photometric import photometric_augment
+from stpl.data.pairs import PairBatch, photometric_augment
 from stpl.losses.entropy import entropy_map
 from stpl.models.segmenter import VideoSegmenter, upsample
 

@@ -20,8 +20,7 @@ from torch import Tensor
 from stpl.config import AdaptConfig
 from stpl.constants import IGNORE_INDEX
 from stpl.data.geometric import draw_scale_crop, scale_crop
-from stpl.data.pairs import PairBatch
-from stpl.data.photometric import photometric_augment
+from stpl.data.pairs import PairBatch, photometric_augment
 
 
 def cutout_boxes(generator: torch.Generator, count: int, size: tuple[int, int], area: float) -> list[tuple[int, ...]]:

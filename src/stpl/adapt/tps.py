@@ -35,8 +35,7 @@ from stpl.adapt.shared import (
 from stpl.adapt.teachers import Teacher
 from stpl.config import AdaptConfig
 from stpl.constants import IGNORE_INDEX
-from stpl.data.pairs import PairBatch
-from stpl.data.photometric import photometric_augment
+from stpl.data.pairs import PairBatch, photometric_augment
 from stpl.models.segmenter import SegmenterOutput, VideoSegmenter, upsample
 
 

@@ -18,7 +18,7 @@ from torch import Tensor
 from stpl.config import Config
 from stpl.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from stpl.data.geometric import draw_scale_crop, scale_crop
-from stpl.data.photometric import photometric_augment
+from stpl.data.photometric import photometric_frames
 from stpl.data.storage import RowArray, zeros_like
 
 
@@ -60,6 +60,15 @@ class PairBatch:
             apply(self.has_later),
             None if self.source is None else self.source._map(function),
         )
+
+
+def photometric_augment(batch: PairBatch, generator: torch.Generator, strength: float = 1.0) -> PairBatch:
+    """The batch with random brightness, contrast, saturation, per-channel gain, blur and noise, shared by both
+    frames of a pair (data/photometric.py). A temporal teacher's look ahead is dropped: the views this makes are a
+    student's or a supervised model's."""
+    current, previous = photometric_frames(batch.current, batch.previous, generator, strength)
+    return dataclasses.replace(batch, current=current, previous=previous, later=None, forward_flow=None,
+                               has_later=None)  # fmt: skip
 
 
 @dataclass

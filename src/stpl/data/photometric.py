@@ -7,17 +7,11 @@ model does not tie its classes to one camera's colour and brightness.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from stpl.constants import IMAGENET_MEAN, IMAGENET_STD
-
-if TYPE_CHECKING:  # data/pairs.py applies this augmentation to its batches; no import cycle at run time
-    from stpl.data.pairs import PairBatch
 
 
 def _to_unit(images: Tensor) -> Tensor:
@@ -46,10 +40,13 @@ def _blur(images: Tensor, sigma: Tensor) -> Tensor:
     return grouped.view(batch, channels, height, width)
 
 
-def photometric_augment(batch: PairBatch, generator: torch.Generator, strength: float = 1.0) -> PairBatch:
-    """Random brightness, contrast, saturation, per-channel gain, blur and noise, shared by both frames of a pair."""
-    size = batch.current.shape[0]
-    device, dtype = batch.current.device, batch.current.dtype
+def photometric_frames(
+    current: Tensor, previous: Tensor, generator: torch.Generator, strength: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """Random brightness, contrast, saturation, per-channel gain, blur and noise, shared by both frames of each pair
+    (normalised images [B,3,H,W]); data/pairs.photometric_augment applies it to a batch."""
+    size = current.shape[0]
+    device, dtype = current.device, current.dtype
 
     def uniform(low: float, high: float, *shape: int) -> Tensor:
         values = torch.rand(size, *shape, generator=generator)
@@ -75,8 +72,4 @@ def photometric_augment(batch: PairBatch, generator: torch.Generator, strength: 
         noise = torch.randn(unit.shape, generator=noise_generator).to(device=device, dtype=dtype)
         return _from_unit((unit + noise_level * noise).clamp(0.0, 1.0))
 
-    # A temporal teacher's look ahead is dropped: the views this makes are a student's or a supervised model's.
-    return dataclasses.replace(
-        batch, current=apply(batch.current, 0), previous=apply(batch.previous, 1),
-        later=None, forward_flow=None, has_later=None,
-    )  # fmt: skip
+    return apply(current, 0), apply(previous, 1)

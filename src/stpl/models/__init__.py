@@ -31,7 +31,7 @@ def build_model(
     aux_weight: float = 0.0,
     input_format: str = "imagenet",
 ) -> VideoSegmenter:
-    """The video segmenter; each argument is the model.* config key of the same name (config.py says what it does).
+    """The video segmenter; each argument is the model.* config key of the same name (config/schema.py says why).
     `pretrained` loads ImageNet weights (False when a checkpoint will overwrite them anyway)."""
     if backbone == "resnet101_deeplabv2":  # its own neck and classifier (DeepLab-v2 ASPP heads)
         return build_deeplabv2(

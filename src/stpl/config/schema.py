@@ -15,11 +15,11 @@ from typing import Any, Literal
 
 import yaml
 
-from stpl.config_checks import validate
-from stpl.config_files import load_config_file
-from stpl.config_methods import CottaConfig, DavsnConfig, HclConfig, OnlineConfig, TpsConfig, UdaConfig, UrConfig
-from stpl.config_overrides import apply_overrides, merged_overrides, parse_set_option
-from stpl.config_ranges import at_least, between, interval, not_negative, positive
+from stpl.config.checks import validate
+from stpl.config.files import load_config_file
+from stpl.config.methods import CottaConfig, DavsnConfig, HclConfig, OnlineConfig, TpsConfig, UdaConfig, UrConfig
+from stpl.config.overrides import apply_overrides, merged_overrides, parse_set_option
+from stpl.config.ranges import at_least, between, interval, not_negative, positive
 
 # The names the schema accepts for data.dataset and adapt.method. Each has its registry (stpl.data.DATASETS,
 # stpl.adapt.METHODS), which must list the same names in the same order (checked when the registry is imported).
@@ -265,7 +265,7 @@ class AdaptConfig:
     """STPL adaptation; every open choice of SPEC §2 is an option here."""
 
     # adabn = re-estimate normalisation statistics on target, nothing else; the others train (adapt/<name>.py)
-    method: str = "stpl"  # one of METHOD_NAMES (checked in config_checks)
+    method: str = "stpl"  # one of METHOD_NAMES (checked in config/checks.py)
     iterations: int = field(default=300, metadata=not_negative())
     batch_size: int = field(default=8, metadata=positive())
     amp: Literal["off", "bf16", "fp16"] = "off"  # as train.amp; the contrast and pseudo-labels stay in float32
@@ -392,7 +392,7 @@ class Config:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Building a checked Config (the override machinery itself is config_overrides.py)
+# Building a checked Config (the override machinery itself is config/overrides.py)
 
 
 def build_config(

@@ -1,16 +1,16 @@
-"""Checks that span several config values (a field's own range is written on the field: config_ranges.py)."""
+"""Checks that span several config values (a field's own range is written on the field: ranges.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from stpl.config_ranges import field_problems
+from stpl.config.ranges import field_problems
 from stpl.errors import StplError
 
 
 def validate(config: Any, method_names: Sequence[str]) -> None:
-    """Every field's own rule (config_ranges.field_problems), then the checks across fields; `config`: a
+    """Every field's own rule (ranges.field_problems), then the checks across fields; `config`: a
     config.Config (not imported: the schema imports this module), `method_names`: the known adaptation methods."""
     for problem in field_problems(config):
         raise StplError(problem)

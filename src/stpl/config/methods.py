@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from stpl.config_ranges import at_least, between, interval, not_negative, positive, positive_list
+from stpl.config.ranges import at_least, between, interval, not_negative, positive, positive_list
 
 
 @dataclass

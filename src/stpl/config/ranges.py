@@ -4,7 +4,7 @@
     threshold: float = field(default=0.9, metadata=between(0, 1))
 
 `field_problems` walks a config and names every field whose value its rule refuses; checks that span several
-fields stay in config_checks.validate.
+fields stay in checks.validate.
 """
 
 from __future__ import annotations

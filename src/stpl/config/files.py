@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from stpl.config_overrides import load_yaml
+from stpl.config.overrides import load_yaml
 from stpl.errors import file_error
 
 DATA_ENV = "STPL_DATA"
