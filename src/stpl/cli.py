@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from stpl import bench, estimation, workflows
-from stpl.adapt import METHODS
+from stpl.adapt import METHODS, uses_source
 from stpl.config import DATASET_NAMES, Config, build_config, config_to_yaml, marked_keys
 from stpl.config.files import environment_sets
 from stpl.data import SPLITS
@@ -338,7 +338,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--fps", type=float,
                         help="with --adapt online: keep up with a camera of this frame rate, updating only on frames "
                         "whose update fits the time (adapt.online.fps; every frame is predicted)")  # fmt: skip
-    parser.add_argument("--method", choices=[m for m, e in METHODS.items() if e.method and not e.method.uses_source],
+    parser.add_argument("--method", choices=[m for m, e in METHODS.items() if e.method and not uses_source(m)],
                         default="tent",
                         help="the online adaptation method")  # fmt: skip
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",

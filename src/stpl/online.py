@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stpl.adapt import METHODS, build_method
+from stpl.adapt import build_method, uses_source
 from stpl.adapt.cotta import stochastic_restore
 from stpl.adapt.frame_statistics import frame_share, has_batch_norm, use_frame_statistics
 from stpl.adapt.norm import batch_norms
@@ -39,8 +39,7 @@ def causal_settings(config: AdaptConfig) -> AdaptConfig:
     frame to look at, and thresholds fixed over the whole split (class_median) are refused."""
     if config.method == "adabn":
         raise StplError("online adaptation needs a trained method (adabn has no steps)")
-    entry = METHODS.get(config.method)
-    if entry is not None and entry.method is not None and entry.method.uses_source:
+    if uses_source(config.method):
         raise StplError(f"{config.method} trains on labelled source data; online adaptation has the stream alone")
     if config.confidence == "class_median":
         raise StplError("adapt.confidence=class_median needs the whole split before adapting; online, use another")

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from stpl.adapt import METHODS, build_method, training_free
+from stpl.adapt import METHODS, build_method, training_free, uses_source
 from stpl.adapt.norm import reestimate_norm_statistics
 from stpl.atomic import remove_temporaries, write_json
 from stpl.config import Config, build_config, config_to_dict, with_overrides
@@ -174,8 +174,8 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
     device = setup_runtime(config)
     dataset = load_split(config, "adapt", with_labels=False)  # the only target data adaptation opens
     trained = METHODS[config.adapt.method].method
-    uses_source = trained is not None and trained.uses_source
-    source = source_pairs(config, config.seed) if uses_source else None  # never for a source-free method
+    with_source = uses_source(config.adapt.method)
+    source = source_pairs(config, config.seed) if with_source else None  # never for a source-free method
     if config.model.temporal and trained is not None and trained.looks_ahead(config.adapt):
         dataset = with_later_neighbours(dataset, config.flow)  # the no-temporal control looks at frame t only
     with run_folder(out_dir):  # one process per run folder
@@ -202,7 +202,7 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
             "class_names": checkpoint.class_names,
             "palette": checkpoint.meta.get("palette") or palette_for(checkpoint.class_names),
             "source_checkpoint": str(source_checkpoint),
-            "uses_source": uses_source,
+            "uses_source": with_source,
         }
         if training_free_method:  # e.g. AdaBN: the re-estimation above is the whole method
             final = save_final(out_dir, model, {**meta, "step": 0})
@@ -213,7 +213,7 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
         batches: RandomBatches | SourceAndTarget = RandomBatches(dataset, config.adapt.batch_size, config.seed)
         if source is not None:
             source_batches, class_weights = source
-            method.set_source_class_weights(class_weights.to(device))  # type: ignore[attr-defined]
+            method.set_source_class_weights(class_weights.to(device))
             batches = SourceAndTarget(batches, source_batches)
         settings = LoopSettings(
             iterations=config.adapt.iterations,

@@ -66,3 +66,7 @@ class Method:
 
     def load_extra_state(self, state: dict[str, Tensor]) -> None:
         """Inverse of `extra_state`."""
+
+    def set_source_class_weights(self, weights: Tensor) -> None:
+        """For a method with `uses_source`: the class weights of the labelled source split's cross-entropy (the
+        source model's, from its training recipe), given once before the first step. Others never get it."""
