@@ -106,3 +106,19 @@ def test_bench_marks_the_rows_that_use_source_data(toy, tmp_path):
     assert [runs[m]["uses_source"] for m in ("source-only", "tent", "uda-tps")] == [False, False, True]
     table = (out / "results.md").read_text()
     assert "| uda-tps (uses source data) | 1 |" in table and "| tent | 1 |" in table
+
+
+def test_each_uda_rows_default_source_normalisation_is_written_into_the_recorded_config(toy, tmp_path):
+    from stpl.adapt import with_method_defaults
+    from stpl.config import build_config
+
+    def resolved(*sets):
+        return with_method_defaults(build_config(sets=list(sets))).adapt.uda.source_statistics
+
+    assert resolved("adapt.method=uda-pixmatch") == "shared" and resolved("adapt.method=uda-fda") == "own"
+    assert resolved("adapt.method=uda-pixmatch", "adapt.uda.source_statistics=own") == "own"  # as set
+    assert resolved("adapt.method=stpl") == "default"  # source-free: nothing to settle
+    settings, source = toy
+    out = tmp_path / "pixmatch"
+    assert main(adapt_args(source, out, [*settings, "adapt.method=uda-pixmatch", "adapt.iterations=1"])) == 0
+    assert "source_statistics: shared" in (out / "config.yaml").read_text()

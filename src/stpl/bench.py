@@ -17,7 +17,7 @@ from typing import Any
 
 from stpl import estimation, online_run, selection, workflows
 from stpl.adapt import METHODS as ADAPT_METHODS
-from stpl.adapt import uses_source
+from stpl.adapt import uses_source, with_method_defaults
 from stpl.atomic import write_json, write_text
 from stpl.bench_report import REFERENCE_METHODS, markdown_table, summarise, write_plots
 from stpl.config import Config, build_config, config_to_dict, with_overrides
@@ -146,7 +146,7 @@ def method_config(method: str, config: Config) -> Config:
         return with_overrides(config, sets=["adapt.method=stpl", *VARIANTS[method]])
     if method in ONLINE:
         return with_overrides(config, sets=[f"adapt.method={ONLINE[method]}", *ONLINE_SETTINGS.get(method, ())])
-    return with_overrides(config, sets=[f"adapt.method={method}"])
+    return with_method_defaults(with_overrides(config, sets=[f"adapt.method={method}"]))
 
 
 def run_method(

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from stpl.adapt import METHODS, build_method, training_free, uses_source
+from stpl.adapt import METHODS, build_method, training_free, uses_source, with_method_defaults
 from stpl.adapt.norm import reestimate_norm_statistics
 from stpl.atomic import remove_temporaries, write_json
 from stpl.config import Config, build_config, config_to_dict, with_overrides
@@ -165,7 +165,7 @@ def adapt(config: Config, source_checkpoint: Path, out_dir: Path) -> Path:
     if config.data.dataset == "frames" and not config.data.frames.classes:  # own video: the model's classes
         config = with_overrides(config, {"data": {"frames": {"classes": checkpoint.class_names}}})
     check_classes(checkpoint, config, source_checkpoint)
-    config = with_checkpoint_model(config, checkpoint, architecture_only=True)
+    config = with_method_defaults(with_checkpoint_model(config, checkpoint, architecture_only=True))
     identity = run_identity(config, source_checkpoint)
     if finished(out_dir, identity):
         print(f"[adapt] finished run found in {out_dir}; reusing it", flush=True)

@@ -21,11 +21,19 @@ from stpl.adapt.tps import TPS
 from stpl.adapt.uda import FDA, RDA, VATVST, PixMatch, UdaDAVSN, UdaTPS
 from stpl.adapt.ur import UR
 from stpl.adapt.vst import VST
-from stpl.config import METHOD_NAMES, AdaptConfig
+from stpl.config import METHOD_NAMES, AdaptConfig, Config, with_overrides
 from stpl.engine.method import Method
 from stpl.models.segmenter import VideoSegmenter
 
-__all__ = ["METHODS", "TRAINING_FREE", "MethodEntry", "build_method", "register_method", "uses_source"]
+__all__ = [
+    "METHODS",
+    "TRAINING_FREE",
+    "MethodEntry",
+    "build_method",
+    "register_method",
+    "uses_source",
+    "with_method_defaults",
+]
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,16 @@ def uses_source(name: str) -> bool:
     """Whether the method of this name trains with labelled source data (the uda-* baselines)."""
     entry = METHODS.get(name)
     return entry is not None and entry.method is not None and entry.method.uses_source
+
+
+def with_method_defaults(config: Config) -> Config:
+    """`config` with what its method settles when a setting says "default" written in (the UDA rows' source
+    normalisation, `default_source_statistics`), once, where a run starts: the recorded config says what ran."""
+    method = METHODS[config.adapt.method].method if config.adapt.method in METHODS else None
+    chosen = getattr(method, "default_source_statistics", None)
+    if chosen is None or config.adapt.uda.source_statistics != "default":
+        return config
+    return with_overrides(config, {"adapt": {"uda": {"source_statistics": chosen}}})
 
 
 def build_method(model: VideoSegmenter, config: AdaptConfig, seed: int) -> Method:
