@@ -158,3 +158,24 @@ def test_two_falls_in_a_row_pause_adapting_for_guard_hold_frames():
     assert adapter.holds == [1, 6] and adapter.resets == list(range(8))
     assert holding == [False, True, True, True, False, False, True, True]
     assert adapter.update(None) == {}  # paused: no step is taken (the batch is not even read)
+
+
+def test_the_guard_that_keeps_the_normalisation_goes_back_with_the_models_own():
+    """The case of the test above where choosing sends the model back with frame statistics (its stored copy
+    flickers, the frame-statistics copy does not): with guard_normalisation "keep" the frame-statistics copy is no
+    way back, and a model as good as its own (stored) copy stays."""
+
+    def said(choose: bool) -> list:
+        start = ColourModel()
+        start.num_classes = 5
+        guard = EstimateGuard(start, window=2, margin=1.0, choose=choose)
+        guard.starts = {0.0: Flicker(), 1.0: ColourModel()}
+        guard._new_window()
+        data, answers = moving_squares(), []
+        for index in range(len(data)):
+            batch = data.batch([index])
+            answers.append(guard.observe(batch, Flicker()(batch.current, batch.previous, batch.flow), True, 0.0))
+        return answers
+
+    assert said(choose=True) == [None, 1.0, None, 1.0]
+    assert said(choose=False) == [None] * 4

@@ -92,11 +92,13 @@ class OnlineAdapter:
                   "batch norm, as in resnet101_deeplabv2, keeps its stored statistics)", file=sys.stderr)  # fmt: skip
         self.start = copy.deepcopy(model.state_dict())  # for episodic updates, restores and resets after a collapse
         # the starting model itself, predicting beside the adapted one, for the label-free guard
-        self.guard = (
-            EstimateGuard(model, self.options.guard_window, self.options.guard_margin, self.options.frame_statistics)
-            if self.options.guard
-            else None
-        )
+        self.guard = None
+        if self.options.guard:
+            options = self.options
+            choose = options.guard_normalisation == "choose"
+            self.guard = EstimateGuard(
+                model, options.guard_window, options.guard_margin, options.frame_statistics, choose
+            )
         self.generator = torch.Generator().manual_seed(seed)  # the restore's draws
         self._build()
         self.steps_done = 0
@@ -182,7 +184,9 @@ class EstimateGuard:
     starting copy by more than `margin` points goes back to the starting weights with that copy's normalisation.
     Every check is kept in `checks` (for predict.json and the bench record)."""
 
-    def __init__(self, model: VideoSegmenter, window: int, margin: float, frame_statistics: float = 0.0):
+    def __init__(
+        self, model: VideoSegmenter, window: int, margin: float, frame_statistics: float = 0.0, choose: bool = True
+    ):
         stored = copy.deepcopy(model).eval()
         for parameter in stored.parameters():
             parameter.requires_grad_(False)
@@ -194,6 +198,7 @@ class EstimateGuard:
             use_frame_statistics(framed, share)
             self.starts[share] = framed
         self.window, self.margin = window, margin
+        self.choose = choose  # False: only the copy that normalises as the model does is a way back
         self.num_classes = model.num_classes
         self.frames = 0
         self.checks: list[dict[str, Any]] = []
@@ -221,7 +226,8 @@ class EstimateGuard:
         starts.update({key: self.scores[key].result()["estimate"] for key in self.starts if key != 0.0})
         self._new_window()
         # the better starting copy; on a tie the one normalising as the model does
-        best = max(starts, key=lambda key: (starts[key], key == share))
+        ways_back = starts if self.choose or share not in starts else {share: starts[share]}
+        best = max(ways_back, key=lambda key: (ways_back[key], key == share))
         fell = adapted["estimate"] < starts[best] - self.margin
         self.checks.append({"adapted": adapted["estimate"], "start": starts.get(share),
                             "start_stored_statistics": starts[0.0],

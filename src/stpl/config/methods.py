@@ -170,3 +170,6 @@ class OnlineConfig:
     # frames: the model predicts as that copy, then adapts again (0 = never hold). Adapting that keeps failing on
     # a stream is not retried at every window.
     guard_hold: int = field(default=64, metadata=not_negative())
+    # "choose": the way back is the better of the two starting copies (stored statistics, or each frame's own);
+    # "keep": only the copy that normalises as the model does (the normalisation is never switched)
+    guard_normalisation: Literal["choose", "keep"] = "choose"
