@@ -11,13 +11,12 @@ import torch
 
 from stpl import bench, estimation, workflows
 from stpl.adapt import METHODS, uses_source
-from stpl.config import DATASET_NAMES, Config, build_config, config_to_yaml, marked_keys
-from stpl.config.files import environment_sets
+from stpl.command_config import load_config
+from stpl.config import config_to_yaml
 from stpl.data import SPLITS
 from stpl.engine import distributed
-from stpl.engine.checkpoint_model import checkpoint_settings
 from stpl.engine.interrupt import terminate_as_interrupt
-from stpl.errors import Interrupted, StplError, file_error, os_error_message
+from stpl.errors import Interrupted, StplError, error_line, file_error, os_error_message
 from stpl.pretrained import resolve_checkpoint
 from stpl.version import __version__
 
@@ -42,42 +41,6 @@ def add_config_options(parser: argparse.ArgumentParser, required: bool = False) 
         metavar="KEY=VALUE",
         help="override one config value, e.g. --set adapt.temperature=0.07 (repeatable)",
     )
-
-
-def load_config(args: argparse.Namespace, checkpoint: Path | None = None) -> Config:
-    """--config and --set over the defaults; without --config, over the `checkpoint`'s data, flow and model
-    settings (so `stpl eval --ckpt C` scores on the data C was made for, not on default-size data)."""
-    sets = [*environment_sets(), *args.sets]  # STPL_DATA places the data sets; --set beats it
-    if args.config is not None or checkpoint is None:
-        config = build_config(args.config, sets)
-    else:
-        base = checkpoint_settings(resolve_checkpoint(checkpoint))
-        print(f"[config] no --config: data, flow and model settings from {checkpoint}", flush=True)
-        config = build_config(sets=sets, base=base)
-    check_data_sets_read(config, args.sets)
-    return config
-
-
-# where a data set's frames are (config.LOCAL_PATH keys under data.<data set>), as dotted keys
-DATA_PLACES = {".".join(path) for path in marked_keys("local_path") if path[0] == "data" and path[1] in DATASET_NAMES}
-
-
-def check_data_sets_read(config: Config, sets: list[str]) -> None:
-    """Refuse a --set that says which frames to use for a data set the run does not read: data.frames.* (one's own
-    video) or another data set's folder (data.frames.path with data.dataset=camvid would adapt on CamVid and say
-    nothing). Another data set's tuning values are left alone: read or not, they change nothing."""
-    read = {config.data.dataset, config.data.source_dataset or config.data.dataset}
-    for text in sets:
-        key = text.split("=", 1)[0].strip()
-        parts = key.split(".")
-        if len(parts) < 3 or parts[0] != "data" or parts[1] not in DATASET_NAMES or parts[1] in read:
-            continue
-        if parts[1] == "frames" or key in DATA_PLACES:
-            hint = "; for your own video give --input PATH" if parts[1] == "frames" else ""
-            raise StplError(
-                f"--set {key}: data.{parts[1]}.* is read only with "
-                f"data.dataset={parts[1]}, and this run reads {config.data.dataset}{hint}"
-            )
 
 
 def require_file(path: Path, what: str) -> Path:
@@ -454,20 +417,6 @@ def build_parser() -> argparse.ArgumentParser:
     for add in SUBCOMMANDS:
         add(sub)
     return parser
-
-
-# an error line longer than this (a huge value quoted back) keeps its start and end, which name the setting or
-# file and the cause, and says how much of the middle it left out
-ERROR_LINE_LIMIT = 1000
-
-
-def error_line(message: str) -> str:
-    """`message` as the one line `stpl: error:` prints: line breaks shown as \\n, at most ERROR_LINE_LIMIT long."""
-    line = message.replace("\r", "\\r").replace("\n", "\\n")
-    if len(line) <= ERROR_LINE_LIMIT:
-        return line
-    keep = ERROR_LINE_LIMIT // 2 - 40
-    return f"{line[:keep]} ... ({len(line) - 2 * keep} characters left out) ... {line[-keep:]}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,3 +35,17 @@ def file_error(path: object, what: str, hint: str = "") -> StplError:
     except OSError as err:
         return StplError(f"{what} {path}: {err.strerror or err}")
     return StplError(f"{what} {path} is not a file")
+
+
+# an error line longer than this (a huge value quoted back) keeps its start and end, which name the setting or
+# file and the cause, and says how much of the middle it left out
+ERROR_LINE_LIMIT = 1000
+
+
+def error_line(message: str) -> str:
+    """`message` as the one line `stpl: error:` prints: line breaks shown as \\n, at most ERROR_LINE_LIMIT long."""
+    line = message.replace("\r", "\\r").replace("\n", "\\n")
+    if len(line) <= ERROR_LINE_LIMIT:
+        return line
+    keep = ERROR_LINE_LIMIT // 2 - 40
+    return f"{line[:keep]} ... ({len(line) - 2 * keep} characters left out) ... {line[-keep:]}"
